@@ -1,0 +1,381 @@
+//! `EmailSenderConfig`: one provider account that Emails are sent through.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{AllowedNamespaces, NO_LINE_BREAKS, SecretKeyRef};
+
+/// One provider account (MailerSend, Mailgun or SMTP) and how to use it: sender identity,
+/// retries, rate limit, fallbacks, health checks, and who may reference it.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "kmailops.io",
+    version = "v1alpha1",
+    kind = "EmailSenderConfig",
+    namespaced,
+    status = "EmailSenderConfigStatus",
+    shortname = "esc",
+    category = "kmailops",
+    derive = "PartialEq",
+    doc = "EmailSenderConfig is one email provider account (MailerSend, Mailgun or SMTP) that Emails are sent through.",
+    printcolumn(name = "Provider", type_ = "string", json_path = ".status.provider"),
+    printcolumn(name = "Sender", type_ = "string", json_path = ".spec.sender.address"),
+    printcolumn(name = "Default", type_ = "boolean", json_path = ".spec.default"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Healthy",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Healthy\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "[has(self.mailersend), has(self.mailgun), has(self.smtp)].filter(p, p).size() == 1"
+).message("exactly one of mailersend, mailgun or smtp must be set"))]
+pub struct EmailSenderConfigSpec {
+    /// The From identity of every Email sent through this config.
+    pub sender: Sender,
+    /// Default Reply-To mailbox (`a@b.c` or `Name <a@b.c>`); an Email's own replyTo wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 320))]
+    #[x_kube(validation = Rule::new(NO_LINE_BREAKS).message("replyTo must not contain CR or LF"))]
+    pub reply_to: Option<String>,
+    /// Use this config for Emails that name no sender. At most one default per namespace;
+    /// two make such Emails fail with AmbiguousDefault instead of guessing.
+    #[serde(default)]
+    pub default: bool,
+    /// Keep the object but send nothing through it; Emails move on to `fallback` senders.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Send through the MailerSend HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailersend: Option<MailerSendSpec>,
+    /// Send through the Mailgun HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailgun: Option<MailgunSpec>,
+    /// Send through an SMTP server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpSpec>,
+    /// Retry policy for transient errors, per Email on this sender.
+    #[serde(default)]
+    pub retry: RetrySpec,
+    /// Token bucket shared by every Email sent through this config. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// Other EmailSenderConfigs in this namespace, tried in order when this one is disabled,
+    /// unhealthy, out of transient retries, or refuses its credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10), inner(length(min = 1, max = 253)))]
+    pub fallback: Vec<String>,
+    /// Which namespaces may send through this config. Default: only its own.
+    #[serde(default)]
+    pub allowed_namespaces: AllowedNamespaces,
+    /// How often the provider is checked.
+    #[serde(default)]
+    pub health_check: HealthCheckSpec,
+}
+
+/// The From identity.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+pub struct Sender {
+    /// RFC 5322 addr-spec, e.g. `notifications@example.com`.
+    #[schemars(length(min = 3, max = 254))]
+    #[x_kube(
+        validation = Rule::new(NO_LINE_BREAKS).message("sender.address must not contain CR or LF"),
+        validation = Rule::new("self.matches('^[^@\\\\s<>]+@[^@\\\\s<>]+$')")
+            .message("sender.address must be a bare address like name@example.com")
+    )]
+    pub address: String,
+    /// Display name, e.g. `Example Notifications`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100))]
+    #[x_kube(validation = Rule::new(NO_LINE_BREAKS).message("sender.name must not contain CR or LF"))]
+    pub name: Option<String>,
+}
+
+/// MailerSend account settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MailerSendSpec {
+    /// Secret key holding the API token (same namespace).
+    pub api_token_secret_ref: SecretKeyRef,
+    /// API base URL, for proxies and tests.
+    #[serde(default = "default_mailersend_base_url")]
+    #[schemars(length(min = 8, max = 2048))]
+    pub base_url: String,
+}
+
+/// The default MailerSend API base URL.
+pub fn default_mailersend_base_url() -> String {
+    "https://api.mailersend.com/v1".to_string()
+}
+
+/// Mailgun account settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MailgunSpec {
+    /// Sending domain, e.g. `mg.example.com`.
+    #[schemars(length(min = 1, max = 253))]
+    pub domain: String,
+    /// Account region; picks the API base URL.
+    #[serde(default)]
+    pub region: MailgunRegion,
+    /// Secret key holding the API key (same namespace).
+    pub api_key_secret_ref: SecretKeyRef,
+    /// API base URL; overrides `region`. For proxies and tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048))]
+    pub base_url: Option<String>,
+}
+
+/// Mailgun region.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MailgunRegion {
+    /// `https://api.mailgun.net`
+    #[default]
+    US,
+    /// `https://api.eu.mailgun.net`
+    EU,
+}
+
+impl MailgunRegion {
+    /// The API base URL of the region.
+    pub fn base_url(self) -> &'static str {
+        match self {
+            MailgunRegion::US => "https://api.mailgun.net",
+            MailgunRegion::EU => "https://api.eu.mailgun.net",
+        }
+    }
+}
+
+/// SMTP server settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.username) == has(self.passwordSecretRef)")
+    .message("smtp.username and smtp.passwordSecretRef must be set together"))]
+pub struct SmtpSpec {
+    /// Server host name or IP address.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// Server port. Default: 587 for StartTLS, 465 for TLS, 25 for None.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// `StartTLS` (default; the upgrade is required, never skipped), `TLS` (implicit TLS,
+    /// usually port 465) or `None` (no encryption; only for local catchers, flagged by a
+    /// warning condition).
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// AUTH user name; requires passwordSecretRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub username: Option<String>,
+    /// Secret key holding the AUTH password (same namespace); requires username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// Extra trusted root certificates, PEM, for servers with a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 262144))]
+    pub ca_bundle: Option<String>,
+    /// Accept any server certificate. Testing only: shown as a warning condition and Event.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+impl SmtpSpec {
+    /// The port to connect to, defaulted from the TLS mode.
+    pub fn effective_port(&self) -> u16 {
+        let fallback = match self.tls {
+            SmtpTls::StartTls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        };
+        self.port
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+            .unwrap_or(fallback)
+    }
+}
+
+/// SMTP transport security.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS; a server that does not offer it is an error.
+    #[default]
+    #[serde(rename = "StartTLS")]
+    StartTls,
+    /// TLS from the first byte (implicit TLS, port 465).
+    #[serde(rename = "TLS")]
+    Tls,
+    /// No encryption at all. Only for development mail catchers.
+    None,
+}
+
+/// Retry policy for transient errors.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetrySpec {
+    /// Attempts per Email on this sender before moving to the next fallback or failing.
+    #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = 20))]
+    pub max_attempts: i32,
+    /// First backoff; doubles per attempt, with jitter.
+    #[serde(default = "default_initial_backoff")]
+    #[schemars(regex(pattern = super::common::DURATION_PATTERN))]
+    pub initial_backoff: String,
+    /// Upper bound of the backoff.
+    #[serde(default = "default_max_backoff")]
+    #[schemars(regex(pattern = super::common::DURATION_PATTERN))]
+    pub max_backoff: String,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+fn default_max_attempts() -> i32 {
+    5
+}
+fn default_initial_backoff() -> String {
+    "5s".into()
+}
+fn default_max_backoff() -> String {
+    "10m".into()
+}
+
+/// Token bucket shared by all Emails using the sender.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// Sustained sends per minute.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub per_minute: i32,
+    /// Sends allowed at once above the sustained rate. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub burst: Option<i32>,
+}
+
+/// Health check schedule.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckSpec {
+    /// Interval between checks while healthy.
+    #[serde(default = "default_health_interval")]
+    #[schemars(regex(pattern = super::common::DURATION_PATTERN))]
+    pub interval: String,
+    /// Interval between checks while unhealthy.
+    #[serde(default = "default_unhealthy_interval")]
+    #[schemars(regex(pattern = super::common::DURATION_PATTERN))]
+    pub unhealthy_interval: String,
+    /// Time limit of one check.
+    #[serde(default = "default_health_timeout")]
+    #[schemars(regex(pattern = super::common::DURATION_PATTERN))]
+    pub timeout: String,
+}
+
+impl Default for HealthCheckSpec {
+    fn default() -> Self {
+        Self {
+            interval: default_health_interval(),
+            unhealthy_interval: default_unhealthy_interval(),
+            timeout: default_health_timeout(),
+        }
+    }
+}
+
+fn default_health_interval() -> String {
+    "5m".into()
+}
+fn default_unhealthy_interval() -> String {
+    "30s".into()
+}
+fn default_health_timeout() -> String {
+    "10s".into()
+}
+
+/// Which provider a config uses.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ProviderKind {
+    /// MailerSend HTTP API.
+    MailerSend,
+    /// Mailgun HTTP API.
+    Mailgun,
+    /// An SMTP server.
+    #[serde(rename = "SMTP")]
+    Smtp,
+}
+
+impl ProviderKind {
+    /// The name used in status, metrics and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::MailerSend => "MailerSend",
+            ProviderKind::Mailgun => "Mailgun",
+            ProviderKind::Smtp => "SMTP",
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl EmailSenderConfigSpec {
+    /// The provider this config selects; `None` when the spec sets none (the CRD rejects that,
+    /// but objects read from files or older servers may still carry it).
+    pub fn provider_kind(&self) -> Option<ProviderKind> {
+        match (&self.mailersend, &self.mailgun, &self.smtp) {
+            (Some(_), None, None) => Some(ProviderKind::MailerSend),
+            (None, Some(_), None) => Some(ProviderKind::Mailgun),
+            (None, None, Some(_)) => Some(ProviderKind::Smtp),
+            _ => None,
+        }
+    }
+}
+
+/// Observed state of an EmailSenderConfig.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailSenderConfigStatus {
+    /// The generation this status describes; -1 until the operator has looked at the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = -1))]
+    pub observed_generation: Option<i64>,
+    /// The provider in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderKind>,
+    /// `Ready` (valid, credentials loaded, not disabled), `Healthy` (last check passed),
+    /// `CredentialsLoaded`, and warnings such as `InsecureTransport`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// When the last health check finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_health_check_time: Option<Time>,
+    /// When an Email was last sent through this config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_send_time: Option<Time>,
+    /// The last send error, if the last send failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_send_error: Option<String>,
+}

@@ -1,0 +1,65 @@
+//! The CustomResourceDefinitions, generated from the Rust types in [`crate::api`].
+//!
+//! Two adjustments are made to what kube-derive produces, both so that GitOps tools read a
+//! fresh object correctly: `status` defaults to `{}` so the API server fills in
+//! `status.observedGeneration: -1` on every object it returns, and kstatus (Flux) therefore
+//! never takes a just-created object for a reconciled one.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps,
+};
+use kube::CustomResourceExt;
+
+use crate::api::{Email, EmailDelivery, EmailSenderConfig, EmailTemplate};
+
+/// Every kmailops CRD, in a stable order.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    [
+        EmailSenderConfig::crd(),
+        EmailTemplate::crd(),
+        Email::crd(),
+        EmailDelivery::crd(),
+    ]
+    .into_iter()
+    .map(with_status_defaulted)
+    .collect()
+}
+
+/// The CRDs as one multi-document YAML stream, as `kmailops crds` prints it.
+pub fn to_yaml(crds: &[CustomResourceDefinition]) -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in crds {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(crd)?);
+    }
+    Ok(out)
+}
+
+/// The file name `kmailops crds --output-dir` writes a CRD to, e.g. `emails.kmailops.io.yaml`.
+pub fn file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))
+}
+
+fn with_status_defaulted(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        if let Some(status) = schema.properties.as_mut().and_then(|p| p.get_mut("status")) {
+            set_empty_object_default(status);
+        }
+    }
+    crd
+}
+
+fn set_empty_object_default(props: &mut JSONSchemaProps) {
+    props.default = Some(
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(
+            serde_json::json!({}),
+        ),
+    );
+}
