@@ -29,10 +29,34 @@ pub fn all() -> Vec<CustomResourceDefinition> {
 pub fn to_yaml(crds: &[CustomResourceDefinition]) -> Result<String, serde_yaml::Error> {
     let mut out = String::new();
     for crd in crds {
+        let value =
+            serde_json::to_value(crd).map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(crd)?);
+        out.push_str(&serde_yaml::to_string(&sorted_keys(value))?);
     }
     Ok(out)
+}
+
+/// Orders every object's keys alphabetically. serde_json keeps insertion order when some crate
+/// in the build enables its `preserve_order` feature (test builds do), so without this the
+/// YAML would depend on which binary printed it.
+fn sorted_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sorted_keys(v)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted_keys).collect())
+        }
+        other => other,
+    }
 }
 
 /// The file name `kmailops crds --output-dir` writes a CRD to, e.g. `emails.kmailops.io.yaml`.
