@@ -43,9 +43,9 @@ die() {
   exit 1
 }
 
-# Runs "$@" up to 5 times with a growing pause; registries do hiccup.
+# Runs "$@" up to 3 times with a growing pause; registries do hiccup.
 retry() {
-  local attempt=1 max=5
+  local attempt=1 max=3
   until "$@"; do
     if ((attempt >= max)); then
       log "giving up after $max attempts: $*"
@@ -134,7 +134,7 @@ Dir::Etc::SourceList "/dev/null";
 Dir::Etc::SourceParts "$dir/sources.list.d";
 Dir::Etc::PreferencesParts "$dir/preferences.d";
 Dir::Etc::Preferences "/dev/null";
-Acquire::Retries "5";
+Acquire::Retries "3";
 Acquire::Languages "none";
 APT::Sandbox::User "root";
 Debug::NoLocking "true";
