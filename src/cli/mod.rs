@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod crds;
+pub mod run;
 
 /// kmailops: send email from Kubernetes manifests, exactly once.
 #[derive(Parser, Debug)]
@@ -16,6 +17,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the controller against the cluster in KUBECONFIG (or in-cluster).
+    Run(run::RunArgs),
     /// Print the CustomResourceDefinitions, or write one file per kind.
     Crds(crds::CrdsArgs),
 }
@@ -24,6 +27,7 @@ impl Cli {
     /// Runs the chosen subcommand and turns its result into the process exit code.
     pub async fn run(self) -> ExitCode {
         let result = match self.command {
+            Command::Run(args) => run::run(args).await,
             Command::Crds(args) => crds::run(&args),
         };
         match result {

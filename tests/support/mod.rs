@@ -16,6 +16,7 @@
 #![allow(dead_code)] // each test binary uses its own subset of the harness
 
 pub mod core_standin;
+pub mod mock_mailersend;
 
 use std::fmt::Debug;
 use std::path::PathBuf;

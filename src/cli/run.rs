@@ -1,0 +1,74 @@
+//! `kmailops run`: the controller, against the cluster in KUBECONFIG or the in-cluster account.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::context::{Settings, default_instance_id};
+use crate::controller::{RunConfig, run as run_controller};
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "KMAILOPS_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Provider calls allowed at once across all Emails.
+    #[arg(long, env = "KMAILOPS_MAX_CONCURRENT_SENDS", default_value_t = 16)]
+    pub max_concurrent_sends: usize,
+    /// How long EmailDeliveries are kept after their Email is deleted (e.g. 720h).
+    #[arg(long, env = "KMAILOPS_DELIVERY_RETENTION", default_value = "720h", value_parser = humantime::parse_duration)]
+    pub delivery_retention: Duration,
+    /// How long a claimed send may take before another reconcile may call its outcome unknown.
+    #[arg(long, env = "KMAILOPS_CLAIM_TTL", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub claim_ttl: Duration,
+    /// Log format.
+    #[arg(long, env = "KMAILOPS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init(args.log_format);
+    crate::provider::http::install_crypto_provider();
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (KUBECONFIG or the in-cluster service account)")?;
+    let config = RunConfig {
+        settings: Settings {
+            max_concurrent_sends: args.max_concurrent_sends.max(1),
+            claim_ttl: args.claim_ttl.max(Duration::from_secs(10)),
+            delivery_retention: args.delivery_retention,
+            instance_id: default_instance_id(),
+        },
+        namespace: args.namespace,
+    };
+    run_controller(client, config, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down: finishing sends in flight");
+}

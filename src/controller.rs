@@ -1,0 +1,316 @@
+//! Wires the Email controller: the watches that fill the caches, the triggers that bring an
+//! Email back when something it depends on changes, and the ledger clean-up.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::mpsc;
+
+use crate::api::{Email, EmailDelivery, EmailPhase, EmailSenderConfig};
+use crate::context::{Context, FIELD_MANAGER, Settings, Stores};
+use crate::email;
+
+/// Annotation on an EmailDelivery whose Email is gone: since when. The entry is deleted once
+/// `--delivery-retention` has passed, and the mark is removed if the Email comes back.
+pub const ORPHANED_SINCE: &str = "kmailops.io/orphaned-since";
+
+/// How often the ledger is swept for entries past their retention.
+const LEDGER_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
+
+/// What `kmailops run` configures.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub settings: Settings,
+    /// Watch only this namespace; `None` watches all.
+    pub namespace: Option<String>,
+}
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the Email controller until `shutdown` resolves. In-flight reconciles (and so sends)
+/// finish and record their outcome before this returns.
+pub async fn run(
+    client: Client,
+    config: RunConfig,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let emails: Api<Email> = api(&client, &config.namespace);
+    let controller = Controller::new(emails, watcher::Config::default().any_semantic())
+        .with_config(
+            ControllerConfig::default().concurrency(
+                u16::try_from(config.settings.max_concurrent_sends.saturating_mul(2))
+                    .unwrap_or(u16::MAX),
+            ),
+        );
+    let email_store = controller.store();
+    let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Email>>();
+
+    let (senders, senders_writer) = reflector::store::<EmailSenderConfig>();
+    let (deliveries, deliveries_writer) = reflector::store::<EmailDelivery>();
+    let (secrets, secrets_writer) = reflector::store::<Secret>();
+    let stores = Stores {
+        senders: senders.clone(),
+        deliveries: deliveries.clone(),
+        secrets: secrets.clone(),
+    };
+    let ctx = Context::new(client.clone(), config.settings.clone(), stores);
+
+    // Each watch fills its cache and, on a change, wakes the Emails that may depend on it.
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let stream = reflector::reflector(
+            senders_writer,
+            watcher(
+                api::<EmailSenderConfig>(&client, &config.namespace),
+                watcher::Config::default(),
+            ),
+        );
+        let (emails, tx, ctx) = (email_store.clone(), trigger_tx.clone(), ctx.clone());
+        tasks.spawn(drive(
+            stream,
+            "EmailSenderConfig",
+            move |sender: &EmailSenderConfig, deleted| {
+                if deleted {
+                    ctx.providers.forget(&format!(
+                        "{}/{}",
+                        sender.namespace().unwrap_or_default(),
+                        sender.name_any()
+                    ));
+                }
+                // Which Emails a config affects depends on defaults and admission rules, so every
+                // Email still waiting to be sent is looked at again (a cheap, read-only check).
+                wake(&emails, &tx, |_| true);
+            },
+        ));
+    }
+    {
+        let stream = reflector::reflector(
+            secrets_writer,
+            watcher(
+                api::<Secret>(&client, &config.namespace),
+                watcher::Config::default(),
+            ),
+        );
+        let (emails, tx) = (email_store.clone(), trigger_tx.clone());
+        tasks.spawn(drive(stream, "Secret", move |secret: &Secret, _| {
+            let ns = secret.namespace().unwrap_or_default();
+            wake(&emails, &tx, |e| uses_namespace(e, &ns));
+        }));
+    }
+    {
+        let stream = reflector::reflector(
+            deliveries_writer,
+            watcher(
+                api::<EmailDelivery>(&client, &config.namespace),
+                watcher::Config::default(),
+            ),
+        );
+        tasks.spawn(drive(stream, "EmailDelivery", |_: &EmailDelivery, _| {}));
+    }
+
+    wait_ready(&senders, "EmailSenderConfig").await?;
+    wait_ready(&deliveries, "EmailDelivery").await?;
+    wait_ready(&secrets, "Secret").await?;
+    tracing::info!(namespace = config.namespace.as_deref().unwrap_or("<all>"), instance = %config.settings.instance_id, "caches ready; starting the Email controller");
+
+    tasks.spawn(sweep_ledger(
+        client.clone(),
+        email_store.clone(),
+        deliveries.clone(),
+        config.settings.delivery_retention,
+    ));
+
+    controller
+        .reconcile_on(tokio_stream_from(trigger_rx))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "reconcile trigger error");
+            }
+        })
+        .await;
+    tasks.abort_all();
+    Ok(())
+}
+
+async fn reconcile(email: Arc<Email>, ctx: Arc<Context>) -> Result<Action, email::Error> {
+    let id = format!(
+        "{}/{}",
+        email.namespace().unwrap_or_default(),
+        email.name_any()
+    );
+    let result = email::reconcile(email, ctx).await;
+    if let Err(err) = &result {
+        tracing::warn!(email = %id, error = %err, "reconcile failed; will retry");
+    }
+    result
+}
+
+fn error_policy(_email: Arc<Email>, _err: &email::Error, _ctx: Arc<Context>) -> Action {
+    // API errors are usually brief (restarts, throttling): retry soon, spread out.
+    let jitter = Duration::from_millis(rand::random::<u64>() % 5000);
+    Action::requeue(Duration::from_secs(5) + jitter)
+}
+
+/// True unless the Email rests in a state no dependency change can alter.
+fn needs_attention(email: &Email) -> bool {
+    let status = email.status.as_ref();
+    let phase = status.and_then(|s| s.phase);
+    let current = status.and_then(|s| s.observed_generation) == email.metadata.generation;
+    !(current && matches!(phase, Some(EmailPhase::Sent) | Some(EmailPhase::Expired)))
+}
+
+/// Whether an Email may read something from namespace `ns` (its own, or its sender's).
+fn uses_namespace(email: &Email, ns: &str) -> bool {
+    email.namespace().as_deref() == Some(ns)
+        || email
+            .spec
+            .sender_config_ref
+            .as_ref()
+            .and_then(|r| r.namespace.as_deref())
+            == Some(ns)
+        || email
+            .status
+            .as_ref()
+            .and_then(|s| s.sender_config.as_deref())
+            .is_some_and(|s| s.starts_with(&format!("{ns}/")))
+}
+
+fn wake(
+    emails: &Store<Email>,
+    tx: &mpsc::UnboundedSender<ObjectRef<Email>>,
+    filter: impl Fn(&Email) -> bool,
+) {
+    for email in emails.state() {
+        if needs_attention(&email) && filter(&email) {
+            // A closed channel means the controller is shutting down; nothing to wake then.
+            let _ = tx.send(ObjectRef::from_obj(&*email));
+        }
+    }
+}
+
+/// Drives one watch: keeps its cache filled and calls `on_change` for every object that
+/// changes after the initial list (`deleted` tells a deletion).
+async fn drive<K, S>(stream: S, kind: &'static str, on_change: impl Fn(&K, bool) + Send + 'static)
+where
+    K: Resource + Clone + Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let stream = stream.default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Apply(obj)) => on_change(&obj, false),
+            Ok(watcher::Event::Delete(obj)) => on_change(&obj, true),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(kind, error = %err, "watch failed; retrying with backoff"),
+        }
+    }
+}
+
+async fn wait_ready<K>(store: &Store<K>, kind: &str) -> anyhow::Result<()>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    tokio::time::timeout(Duration::from_secs(60), store.wait_until_ready())
+        .await
+        .with_context(|| {
+            format!(
+                "listing {kind} objects did not succeed within 60s: are the kmailops CRDs installed (kmailops crds | kubectl apply -f -) and may this account list and watch {kind}?"
+            )
+        })?
+        .with_context(|| format!("the {kind} watch stopped"))?;
+    Ok(())
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Deletes ledger entries whose Email has been gone for longer than `retention`.
+async fn sweep_ledger(
+    client: Client,
+    emails: Store<Email>,
+    deliveries: Store<EmailDelivery>,
+    retention: Duration,
+) {
+    let mut tick = tokio::time::interval(LEDGER_SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        for entry in deliveries.state() {
+            if let Err(err) = sweep_entry(&client, &emails, &entry, retention).await {
+                tracing::warn!(entry = %entry.name_any(), error = %err, "ledger clean-up failed");
+            }
+        }
+    }
+}
+
+async fn sweep_entry(
+    client: &Client,
+    emails: &Store<Email>,
+    entry: &EmailDelivery,
+    retention: Duration,
+) -> Result<(), kube::Error> {
+    let ns = entry.namespace().unwrap_or_default();
+    let api: Api<EmailDelivery> = Api::namespaced(client.clone(), &ns);
+    let email_exists = emails
+        .get(&ObjectRef::new(&entry.spec.email_name).within(&ns))
+        .is_some();
+    let mark = entry.annotations().get(ORPHANED_SINCE).cloned();
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match (email_exists, mark) {
+        (true, None) => Ok(()),
+        (true, Some(_)) => {
+            let patch = serde_json::json!({"metadata": {"annotations": {ORPHANED_SINCE: null}}});
+            api.patch(&entry.name_any(), &params, &Patch::Merge(&patch))
+                .await?;
+            Ok(())
+        }
+        (false, None) => {
+            let now = jiff::Timestamp::now().to_string();
+            let patch = serde_json::json!({"metadata": {"annotations": {ORPHANED_SINCE: now}}});
+            api.patch(&entry.name_any(), &params, &Patch::Merge(&patch))
+                .await?;
+            Ok(())
+        }
+        (false, Some(since)) => {
+            let since: jiff::Timestamp = match since.parse() {
+                Ok(t) => t,
+                Err(_) => return Ok(()),
+            };
+            let age: Duration = (jiff::Timestamp::now() - since)
+                .try_into()
+                .unwrap_or_default();
+            if age > retention {
+                tracing::info!(entry = %format!("{ns}/{}", entry.name_any()), "deleting EmailDelivery past its retention");
+                api.delete(&entry.name_any(), &DeleteParams::default())
+                    .await?;
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! EmailSenderConfig support shared by the controllers: loading credentials from Secrets and
+//! keeping one provider client per sender.
+
+pub mod clients;
+pub mod credentials;

@@ -1,0 +1,674 @@
+//! The Email controller against the real API server and a local MailerSend-compatible server
+//! that counts provider calls. Secrets go through the harness's core stand-in on the testenv
+//! server (see tests/support/core_standin.rs).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use support::mock_mailersend::{MockMailerSend, Reply};
+use support::{TestEnv, wait_for};
+use tokio::sync::oneshot;
+
+use kmailops::api::{
+    DeliveryPhase, Email, EmailDelivery, EmailDeliverySpec, EmailPhase, EmailSenderConfig,
+};
+use kmailops::context::Settings;
+use kmailops::controller::{RunConfig, run};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A running controller, scoped to one namespace; stops when dropped or on `stop()`.
+struct Operator {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Operator {
+    fn start(client: Client, ns: &str) -> Self {
+        Self::start_with(client, ns, Settings::default())
+    }
+
+    fn start_with(client: Client, ns: &str, mut settings: Settings) -> Self {
+        settings.instance_id = format!("test-{}", rand::random::<u32>());
+        let (tx, rx) = oneshot::channel::<()>();
+        let config = RunConfig {
+            settings,
+            namespace: Some(ns.to_string()),
+        };
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.await;
+            };
+            run(client, config, shutdown)
+                .await
+                .expect("controller runs");
+        });
+        Self {
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut s = Secret::default();
+    s.metadata.name = Some(name.into());
+    s.data = Some(BTreeMap::from([(
+        key.to_string(),
+        ByteString(value.as_bytes().to_vec()),
+    )]));
+    api.create(&PostParams::default(), &s)
+        .await
+        .expect("create Secret");
+}
+
+fn sender_yaml(name: &str, base_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: kmailops.io/v1alpha1
+kind: EmailSenderConfig
+metadata:
+  name: {name}
+spec:
+  default: true
+  sender:
+    address: shop@example.com
+    name: Example Shop
+  mailersend:
+    apiTokenSecretRef: {{name: mailersend-token, key: token}}
+    baseUrl: {base_url}
+  retry: {{maxAttempts: 4, initialBackoff: 1s, maxBackoff: 4s}}
+{extra}
+"#
+    )
+}
+
+fn email_yaml(name: &str, subject: &str, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: kmailops.io/v1alpha1
+kind: Email
+metadata:
+  name: {name}
+spec:
+  to: ["Ada Lovelace <ada@example.org>"]
+  subject: "{subject}"
+  text: "Hello Ada"
+{extra}
+"#
+    )
+}
+
+/// Namespace, token Secret, mock server and a default sender config pointing at it.
+async fn setup(env: &TestEnv, prefix: &str) -> (String, MockMailerSend) {
+    kmailops::telemetry::init(kmailops::telemetry::LogFormat::Text);
+    let ns = env.unique_namespace(prefix).await;
+    let mock = MockMailerSend::start().await;
+    secret(
+        &env.client(),
+        &ns,
+        "mailersend-token",
+        "token",
+        "test-token",
+    )
+    .await;
+    env.apply_yaml(&ns, &sender_yaml("mailersend", &mock.base_url, ""))
+        .await;
+    (ns, mock)
+}
+
+fn phase_is(p: EmailPhase) -> impl Fn(&Email) -> bool {
+    move |e: &Email| e.status.as_ref().and_then(|s| s.phase) == Some(p)
+}
+
+fn ready_reason(e: &Email) -> Option<String> {
+    e.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.reason.clone())
+}
+
+fn condition(e: &Email, type_: &str) -> Option<(String, String)> {
+    e.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+async fn deliveries(client: &Client, ns: &str) -> Vec<EmailDelivery> {
+    Api::<EmailDelivery>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test]
+async fn an_email_is_sent_once_and_reapplying_relabelling_or_restarting_sends_nothing_more() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "sent-once").await;
+    let client = env.client();
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+    let op = Operator::start(client.clone(), &ns);
+
+    env.apply_yaml(&ns, &email_yaml("welcome", "Welcome", ""))
+        .await;
+    let sent = wait_for(&emails, "welcome", phase_is(EmailPhase::Sent), WAIT).await;
+    let status = sent.status.clone().unwrap();
+    assert_eq!(status.message_id.as_deref(), Some("ms-0001"));
+    assert_eq!(
+        status.sender_config.as_deref(),
+        Some(&*format!("{ns}/mailersend"))
+    );
+    assert_eq!(status.observed_generation, sent.metadata.generation);
+    assert_eq!(
+        condition(&sent, "Ready"),
+        Some(("True".into(), "Sent".into()))
+    );
+    assert_eq!(
+        condition(&sent, "Stalled").map(|c| c.0),
+        Some("False".into())
+    );
+    assert_eq!(mock.calls(), 1);
+    let body = &mock.bodies()[0];
+    assert_eq!(body["to"][0]["email"], "ada@example.org");
+    assert_eq!(body["subject"], "Welcome");
+
+    // The ledger holds exactly one Sent entry, without an ownerReference.
+    let ledger = deliveries(&client, &ns).await;
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(
+        ledger[0].status.as_ref().unwrap().phase,
+        Some(DeliveryPhase::Sent)
+    );
+    assert!(ledger[0].metadata.owner_references.is_none());
+
+    // Re-apply the same manifest, then change only labels and annotations.
+    env.apply_yaml(&ns, &email_yaml("welcome", "Welcome", ""))
+        .await;
+    let patch = serde_json::json!({"metadata": {
+        "labels": {"app.kubernetes.io/instance": "shop"},
+        "annotations": {"argocd.argoproj.io/tracking-id": "shop:kmailops.io/Email:shop/welcome"}
+    }});
+    emails
+        .patch("welcome", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before_restart = emails.get("welcome").await.unwrap();
+    assert_eq!(
+        before_restart.status, sent.status,
+        "no status write for metadata changes"
+    );
+
+    // Restart the operator.
+    op.stop().await;
+    let op = Operator::start(client.clone(), &ns);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = emails.get("welcome").await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        before_restart.resource_version(),
+        "a restart must not write to a Sent Email"
+    );
+    assert_eq!(mock.calls(), 1);
+    assert_eq!(deliveries(&client, &ns).await.len(), 1);
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn a_recreated_email_is_recovered_from_the_ledger_without_a_send() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "recreate").await;
+    let client = env.client();
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+    let op = Operator::start(client.clone(), &ns);
+
+    let manifest = email_yaml("invoice", "Your invoice", "");
+    env.apply_yaml(&ns, &manifest).await;
+    let first = wait_for(&emails, "invoice", phase_is(EmailPhase::Sent), WAIT).await;
+    let first_id = first.status.unwrap().message_id;
+
+    emails
+        .delete("invoice", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&emails, "invoice").await;
+    env.apply_yaml(&ns, &manifest).await;
+    let again = wait_for(&emails, "invoice", phase_is(EmailPhase::Sent), WAIT).await;
+    assert_eq!(again.status.as_ref().unwrap().message_id, first_id);
+    assert_eq!(ready_reason(&again).as_deref(), Some("RecoveredFromLedger"));
+    assert_eq!(mock.calls(), 1);
+    assert_eq!(deliveries(&client, &ns).await.len(), 1);
+    op.stop().await;
+}
+
+async fn wait_gone(emails: &Api<Email>, name: &str) {
+    let deadline = Instant::now() + WAIT;
+    while emails.get_opt(name).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "{name} was not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_spec_change_after_send_is_reported_under_never_and_sent_once_under_on_change() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "changed").await;
+    let client = env.client();
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+    let op = Operator::start(client.clone(), &ns);
+
+    env.apply_yaml(&ns, &email_yaml("never", "First", "")).await;
+    env.apply_yaml(
+        &ns,
+        &email_yaml("onchange", "First", "  resendPolicy: OnChange"),
+    )
+    .await;
+    wait_for(&emails, "never", phase_is(EmailPhase::Sent), WAIT).await;
+    wait_for(&emails, "onchange", phase_is(EmailPhase::Sent), WAIT).await;
+    assert_eq!(mock.calls(), 2);
+
+    env.apply_yaml(&ns, &email_yaml("never", "Second", ""))
+        .await;
+    let never = wait_for(
+        &emails,
+        "never",
+        |e: &Email| ready_reason(e).as_deref() == Some("ChangedAfterSend"),
+        WAIT,
+    )
+    .await;
+    assert_eq!(never.status.as_ref().unwrap().phase, Some(EmailPhase::Sent));
+    assert_eq!(
+        never.status.as_ref().unwrap().observed_generation,
+        never.metadata.generation
+    );
+
+    env.apply_yaml(
+        &ns,
+        &email_yaml("onchange", "Second", "  resendPolicy: OnChange"),
+    )
+    .await;
+    wait_for(
+        &emails,
+        "onchange",
+        |e: &Email| {
+            phase_is(EmailPhase::Sent)(e)
+                && e.status.as_ref().unwrap().observed_generation == e.metadata.generation
+                && e.status.as_ref().unwrap().message_id.as_deref() == Some("ms-0003")
+        },
+        WAIT,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        mock.calls(),
+        3,
+        "one more send for OnChange, none for Never"
+    );
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn a_transient_error_is_retried_and_the_second_attempt_sends() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "retry").await;
+    mock.script([Reply::Status(
+        503,
+        r#"{"message":"Service Unavailable"}"#.into(),
+        vec![],
+    )]);
+    let client = env.client();
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+    let op = Operator::start(client.clone(), &ns);
+
+    env.apply_yaml(&ns, &email_yaml("flaky", "Flaky", "")).await;
+    let retrying = wait_for(&emails, "flaky", phase_is(EmailPhase::Retrying), WAIT).await;
+    let rs = retrying.status.clone().unwrap();
+    assert!(rs.next_attempt_time.is_some());
+    assert!(
+        rs.error.as_deref().unwrap_or_default().contains("503"),
+        "{rs:?}"
+    );
+    assert_eq!(
+        condition(&retrying, "Reconciling").map(|c| c.0),
+        Some("True".into())
+    );
+
+    let sent = wait_for(&emails, "flaky", phase_is(EmailPhase::Sent), WAIT).await;
+    assert_eq!(sent.status.as_ref().unwrap().attempts, Some(2));
+    assert_eq!(mock.calls(), 2);
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_waits_as_long_as_the_provider_asks() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "ratelimited").await;
+    mock.script([Reply::Status(
+        429,
+        r#"{"message":"Too Many Attempts."}"#.into(),
+        vec![("retry-after".into(), "2".into())],
+    )]);
+    let client = env.client();
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+    let op = Operator::start(client.clone(), &ns);
+
+    env.apply_yaml(&ns, &email_yaml("busy", "Busy", "")).await;
+    wait_for(&emails, "busy", phase_is(EmailPhase::Sent), WAIT).await;
+    let times = mock.call_times();
+    assert_eq!(times.len(), 2);
+    let gap = times[1] - times[0];
+    assert!(
+        gap >= Duration::from_millis(1900) && gap < Duration::from_secs(6),
+        "second attempt after {gap:?}"
+    );
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn a_permanent_error_fails_at_once_with_the_providers_message() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "rejected").await;
+    mock.script([Reply::Status(
+        422,
+        r#"{"message":"The from.email domain must be verified in your account.","errors":{"from.email":["The from.email domain must be verified in your account."]}}"#.into(),
+        vec![],
+    )]);
+    let client = env.client();
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+    let op = Operator::start(client.clone(), &ns);
+
+    env.apply_yaml(&ns, &email_yaml("unverified", "Hi", ""))
+        .await;
+    let failed = wait_for(&emails, "unverified", phase_is(EmailPhase::Failed), WAIT).await;
+    let error = failed
+        .status
+        .as_ref()
+        .unwrap()
+        .error
+        .clone()
+        .unwrap_or_default();
+    assert!(error.contains("must be verified"), "{error}");
+    assert_eq!(
+        condition(&failed, "Stalled").map(|c| c.0),
+        Some("True".into())
+    );
+    assert_eq!(
+        condition(&failed, "Ready").map(|c| c.0),
+        Some("False".into())
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(mock.calls(), 1);
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn an_intent_without_outcome_becomes_unknown_and_only_a_retry_token_sends_again() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "crashed").await;
+    let client = env.client();
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+
+    // Dry run first: learn the delivery hash the operator computes, without sending.
+    let op = Operator::start(client.clone(), &ns);
+    env.apply_yaml(&ns, &email_yaml("receipt", "Receipt", ""))
+        .await;
+    emails
+        .patch(
+            "receipt",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"annotations": {"kmailops.io/dry-run": "true"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let previewed = wait_for(&emails, "receipt", phase_is(EmailPhase::Previewed), WAIT).await;
+    op.stop().await;
+    assert_eq!(mock.calls(), 0);
+    let hash = previewed.status.unwrap().delivery_hash.unwrap();
+
+    // What a crash mid-call leaves behind: the claim, and no outcome.
+    let ledger: Api<EmailDelivery> = Api::namespaced(client.clone(), &ns);
+    let mut entry = EmailDelivery::new(
+        &kmailops::email::ledger::entry_name("receipt", &hash),
+        EmailDeliverySpec {
+            email_name: "receipt".into(),
+            email_uid: "gone".into(),
+            delivery_hash: hash.clone(),
+            sender_config: format!("{ns}/mailersend"),
+            recipient_count: 1,
+        },
+    );
+    entry.metadata.labels = Some(BTreeMap::from([(
+        kmailops::email::ledger::EMAIL_LABEL.to_string(),
+        "receipt".to_string(),
+    )]));
+    ledger.create(&PostParams::default(), &entry).await.unwrap();
+    emails
+        .patch(
+            "receipt",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"annotations": {"kmailops.io/dry-run": null}}}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    let op = Operator::start(client.clone(), &ns);
+    let unknown = wait_for(&emails, "receipt", phase_is(EmailPhase::Unknown), WAIT).await;
+    assert_eq!(
+        condition(&unknown, "Stalled"),
+        Some(("True".into(), "OutcomeUnknown".into()))
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        mock.calls(),
+        0,
+        "an interrupted send is never resent on its own"
+    );
+
+    emails
+        .patch(
+            "receipt",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"kmailops.io/retry": "2026-11-21-1"}}})),
+        )
+        .await
+        .unwrap();
+    let sent = wait_for(&emails, "receipt", phase_is(EmailPhase::Sent), WAIT).await;
+    assert_eq!(
+        sent.status.as_ref().unwrap().last_handled_retry.as_deref(),
+        Some("2026-11-21-1")
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(mock.calls(), 1);
+    assert_eq!(deliveries(&client, &ns).await.len(), 2);
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn send_at_in_the_future_schedules_and_not_after_in_the_past_expires() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "timing").await;
+    let client = env.client();
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+    let op = Operator::start(client.clone(), &ns);
+
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(4);
+    env.apply_yaml(
+        &ns,
+        &email_yaml("later", "Later", &format!("  sendAt: \"{at}\"")),
+    )
+    .await;
+    env.apply_yaml(
+        &ns,
+        &email_yaml("stale", "Stale", "  notAfter: \"2020-01-01T00:00:00Z\""),
+    )
+    .await;
+    let scheduled = wait_for(&emails, "later", phase_is(EmailPhase::Scheduled), WAIT).await;
+    assert_eq!(
+        condition(&scheduled, "Ready"),
+        Some(("True".into(), "Scheduled".into()))
+    );
+    assert_eq!(mock.calls(), 0);
+    let expired = wait_for(&emails, "stale", phase_is(EmailPhase::Expired), WAIT).await;
+    assert_eq!(
+        condition(&expired, "Ready"),
+        Some(("True".into(), "Expired".into()))
+    );
+
+    wait_for(&emails, "later", phase_is(EmailPhase::Sent), WAIT).await;
+    assert!(jiff::Timestamp::now() >= at);
+    assert_eq!(mock.calls(), 1, "only the scheduled Email was sent");
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn two_controllers_over_fifty_emails_send_exactly_fifty_messages() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "two-ops").await;
+    mock.script((0..50).map(|_| Reply::Slow(Duration::from_millis(50))));
+    let client = env.client();
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+    let a = Operator::start(client.clone(), &ns);
+    let b = Operator::start(env.client(), &ns);
+
+    let mut yaml = String::new();
+    for i in 0..50 {
+        yaml.push_str("---\n");
+        yaml.push_str(&email_yaml(
+            &format!("bulk-{i:02}"),
+            &format!("Bulk {i}"),
+            "",
+        ));
+    }
+    env.apply_yaml(&ns, &yaml).await;
+    for i in 0..50 {
+        wait_for(
+            &emails,
+            &format!("bulk-{i:02}"),
+            phase_is(EmailPhase::Sent),
+            Duration::from_secs(90),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(mock.calls(), 50);
+    assert_eq!(deliveries(&client, &ns).await.len(), 50);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_named_in_status_and_creating_it_sends_without_restart() {
+    let env = TestEnv::get().await;
+    let ns = env.unique_namespace("missing-secret").await;
+    let mock = MockMailerSend::start().await;
+    let client = env.client();
+    env.apply_yaml(&ns, &sender_yaml("mailersend", &mock.base_url, ""))
+        .await;
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+    let op = Operator::start(client.clone(), &ns);
+
+    env.apply_yaml(&ns, &email_yaml("hello", "Hello", "")).await;
+    let failed = wait_for(&emails, "hello", phase_is(EmailPhase::Failed), WAIT).await;
+    let error = failed
+        .status
+        .as_ref()
+        .unwrap()
+        .error
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        error.contains(&format!("Secret {ns}/mailersend-token")),
+        "{error}"
+    );
+    assert!(error.contains("create it"), "{error}");
+    assert_eq!(ready_reason(&failed).as_deref(), Some("SecretNotFound"));
+    assert_eq!(mock.calls(), 0);
+
+    secret(&client, &ns, "mailersend-token", "token", "test-token").await;
+    wait_for(&emails, "hello", phase_is(EmailPhase::Sent), WAIT).await;
+    assert_eq!(mock.calls(), 1);
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn sender_selection_problems_name_the_fix() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "selection").await;
+    let client = env.client();
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+    // A second default in the same namespace makes the choice ambiguous.
+    env.apply_yaml(&ns, &sender_yaml("second", &mock.base_url, ""))
+        .await;
+    let op = Operator::start(client.clone(), &ns);
+
+    env.apply_yaml(&ns, &email_yaml("ambiguous", "A", "")).await;
+    env.apply_yaml(
+        &ns,
+        &email_yaml("unknown-sender", "B", "  senderConfigRef: {name: nope}"),
+    )
+    .await;
+    let a = wait_for(&emails, "ambiguous", phase_is(EmailPhase::Failed), WAIT).await;
+    assert_eq!(ready_reason(&a).as_deref(), Some("AmbiguousDefault"));
+    assert!(
+        a.status
+            .unwrap()
+            .error
+            .unwrap()
+            .contains(&format!("{ns}/second"))
+    );
+    let b = wait_for(
+        &emails,
+        "unknown-sender",
+        phase_is(EmailPhase::Failed),
+        WAIT,
+    )
+    .await;
+    assert_eq!(ready_reason(&b).as_deref(), Some("SenderNotFound"));
+    assert!(
+        b.status
+            .unwrap()
+            .error
+            .unwrap()
+            .contains("spec.senderConfigRef")
+    );
+
+    // Fixing the cause resumes delivery without a restart.
+    let senders: Api<EmailSenderConfig> = Api::namespaced(client.clone(), &ns);
+    senders
+        .delete("second", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(&emails, "ambiguous", phase_is(EmailPhase::Sent), WAIT).await;
+    assert_eq!(mock.calls(), 1);
+    op.stop().await;
+}
