@@ -45,7 +45,11 @@ async fn send_with(answer: Answer) -> (Mock, Result<kmailops::provider::SendRece
 async fn error_for(answer: Answer) -> SendError {
     let (_mock, result) = send_with(answer).await;
     let err = result.expect_err("the send should fail");
-    assert!(!err.message.contains(TOKEN), "token leaked: {}", err.message);
+    assert!(
+        !err.message.contains(TOKEN),
+        "token leaked: {}",
+        err.message
+    );
     err
 }
 
@@ -99,9 +103,17 @@ async fn a_202_whose_recipients_are_all_suppressed_is_a_permanent_error_saying_n
     assert_eq!(err.class, ErrorClass::Permanent);
     assert!(!err.auth);
     assert_eq!(err.status, Some(202));
-    assert!(err.message.contains("delivered it to nobody"), "{}", err.message);
+    assert!(
+        err.message.contains("delivered it to nobody"),
+        "{}",
+        err.message
+    );
     assert!(err.message.contains("ALL_SUPPRESSED"), "{}", err.message);
-    assert!(err.message.contains("jane@example.org (hard_bounced)"), "{}", err.message);
+    assert!(
+        err.message.contains("jane@example.org (hard_bounced)"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
@@ -123,7 +135,10 @@ async fn a_202_with_some_recipients_suppressed_succeeds_and_reports_the_warning(
 #[tokio::test]
 async fn a_401_is_a_permanent_auth_error_with_the_providers_message() {
     let err = error_for(Answer::new(401, r#"{"message":"Unauthenticated."}"#)).await;
-    assert_eq!((err.class, err.auth, err.status), (ErrorClass::Permanent, true, Some(401)));
+    assert_eq!(
+        (err.class, err.auth, err.status),
+        (ErrorClass::Permanent, true, Some(401))
+    );
     assert!(err.message.contains("Unauthenticated."), "{}", err.message);
     assert!(err.message.contains("apiTokenSecretRef"), "{}", err.message);
 }
@@ -135,7 +150,10 @@ async fn a_403_is_a_permanent_auth_error() {
         r#"{"message":"This action is unauthorized."}"#,
     ))
     .await;
-    assert_eq!((err.class, err.auth, err.status), (ErrorClass::Permanent, true, Some(403)));
+    assert_eq!(
+        (err.class, err.auth, err.status),
+        (ErrorClass::Permanent, true, Some(403))
+    );
     assert!(err.message.contains("This action is unauthorized."));
 }
 
@@ -149,10 +167,23 @@ async fn a_422_is_permanent_and_lists_every_field_error() {
         }
     });
     let err = error_for(Answer::new(422, &body.to_string())).await;
-    assert_eq!((err.class, err.auth, err.status), (ErrorClass::Permanent, false, Some(422)));
-    assert!(err.message.contains("from.email: The from.email domain must be verified"), "{}", err.message);
+    assert_eq!(
+        (err.class, err.auth, err.status),
+        (ErrorClass::Permanent, false, Some(422))
+    );
+    assert!(
+        err.message
+            .contains("from.email: The from.email domain must be verified"),
+        "{}",
+        err.message
+    );
     assert!(err.message.contains("#MS42207"), "{}", err.message);
-    assert!(err.message.contains("to.1.email: The to.1.email must be a valid email address."), "{}", err.message);
+    assert!(
+        err.message
+            .contains("to.1.email: The to.1.email must be a valid email address."),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
@@ -164,7 +195,10 @@ async fn a_429_is_transient_and_honours_retry_after() {
             .header("X-RateLimit-Remaining", "0"),
     )
     .await;
-    assert_eq!((err.class, err.auth, err.status), (ErrorClass::Transient, false, Some(429)));
+    assert_eq!(
+        (err.class, err.auth, err.status),
+        (ErrorClass::Transient, false, Some(429))
+    );
     assert_eq!(err.retry_after, Some(Duration::from_secs(17)));
     assert!(err.message.contains("Too Many Attempts."));
 }
@@ -172,7 +206,11 @@ async fn a_429_is_transient_and_honours_retry_after() {
 #[tokio::test]
 async fn maintenance_and_server_errors_are_transient() {
     for status in [408, 421, 500, 502, 503] {
-        let err = error_for(Answer::new(status, r#"{"message":"Service down for maintenance"}"#)).await;
+        let err = error_for(Answer::new(
+            status,
+            r#"{"message":"Service down for maintenance"}"#,
+        ))
+        .await;
         assert_eq!(err.class, ErrorClass::Transient, "status {status}");
         assert_eq!(err.status, Some(status));
         assert!(err.message.contains("Service down for maintenance"));
@@ -197,7 +235,10 @@ async fn no_answer_after_the_request_was_sent_is_ambiguous() {
     .await;
     assert_eq!(err.class, ErrorClass::Ambiguous);
     assert!(err.message.contains("may have accepted"), "{}", err.message);
-    assert!(started.elapsed() < Duration::from_secs(3), "the client timeout did not apply");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the client timeout did not apply"
+    );
 }
 
 #[tokio::test]
@@ -208,19 +249,33 @@ async fn a_refused_connection_is_transient_because_nothing_was_sent() {
         .await
         .expect_err("nothing listens");
     assert_eq!(err.class, ErrorClass::Transient);
-    assert!(err.message.contains("could not connect to MailerSend"), "{}", err.message);
+    assert!(
+        err.message.contains("could not connect to MailerSend"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
 async fn a_server_echoing_the_token_does_not_leak_it_into_errors_or_debug_output() {
     let mock = serve(|req| {
         let echoed = req.header("authorization");
-        Answer::new(401, &json!({"message": format!("bad credentials: {echoed}")}).to_string())
+        Answer::new(
+            401,
+            &json!({"message": format!("bad credentials: {echoed}")}).to_string(),
+        )
     })
     .await;
     let p = provider(&mock.url);
-    let err = p.send(&full_message(&spec(&mock.url))).await.expect_err("401");
-    assert!(err.message.contains("bad credentials: Bearer <redacted>"), "{}", err.message);
+    let err = p
+        .send(&full_message(&spec(&mock.url)))
+        .await
+        .expect_err("401");
+    assert!(
+        err.message.contains("bad credentials: Bearer <redacted>"),
+        "{}",
+        err.message
+    );
     assert!(!format!("{err:?} {err}").contains(TOKEN));
     let health = p.check_health(Duration::from_secs(2)).await;
     assert!(!format!("{health:?}").contains(TOKEN), "{health:?}");
@@ -230,29 +285,47 @@ async fn a_server_echoing_the_token_does_not_leak_it_into_errors_or_debug_output
 #[tokio::test]
 async fn the_health_check_reads_the_quota_with_the_token() {
     let mock = serve(|_| {
-        Answer::new(200, r#"{"quota":100,"remaining":97,"reset":"2026-01-11T00:00:00Z"}"#)
+        Answer::new(
+            200,
+            r#"{"quota":100,"remaining":97,"reset":"2026-01-11T00:00:00Z"}"#,
+        )
     })
     .await;
-    let report = provider(&mock.url).check_health(Duration::from_secs(2)).await;
+    let report = provider(&mock.url)
+        .check_health(Duration::from_secs(2))
+        .await;
     assert!(report.is_healthy(), "{report}");
     assert!(report.message().contains("97 of 100"), "{report}");
     let req = mock.only_request();
-    assert_eq!((req.method.as_str(), req.path.as_str()), ("GET", "/v1/api-quota"));
+    assert_eq!(
+        (req.method.as_str(), req.path.as_str()),
+        ("GET", "/v1/api-quota")
+    );
     assert_eq!(req.header("authorization"), format!("Bearer {TOKEN}"));
 }
 
 #[tokio::test]
 async fn the_health_check_reports_a_bad_token_and_an_exhausted_quota() {
     let mock = serve(|_| Answer::new(401, r#"{"message":"Unauthenticated."}"#)).await;
-    let report = provider(&mock.url).check_health(Duration::from_secs(2)).await;
-    assert!(matches!(&report, HealthReport::Unhealthy { reason, .. } if reason == "AuthFailed"), "{report}");
+    let report = provider(&mock.url)
+        .check_health(Duration::from_secs(2))
+        .await;
+    assert!(
+        matches!(&report, HealthReport::Unhealthy { reason, .. } if reason == "AuthFailed"),
+        "{report}"
+    );
     assert!(report.message().contains("Unauthenticated."));
 
-    let mock = serve(|_| Answer::new(200, r#"{"quota":100,"remaining":0,"reset":"tomorrow"}"#)).await;
-    let report = provider(&mock.url).check_health(Duration::from_secs(2)).await;
+    let mock =
+        serve(|_| Answer::new(200, r#"{"quota":100,"remaining":0,"reset":"tomorrow"}"#)).await;
+    let report = provider(&mock.url)
+        .check_health(Duration::from_secs(2))
+        .await;
     assert_eq!(report.reason(), "QuotaExhausted", "{report}");
 
-    let report = provider(&closed_port_url()).check_health(Duration::from_secs(2)).await;
+    let report = provider(&closed_port_url())
+        .check_health(Duration::from_secs(2))
+        .await;
     assert_eq!(report.reason(), "Unreachable", "{report}");
 }
 

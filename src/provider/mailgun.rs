@@ -249,3 +249,41 @@ impl Provider for Mailgun {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> MailgunSpec {
+        serde_yaml::from_str(yaml).expect("mailgun spec")
+    }
+
+    fn base_of(yaml: &str) -> String {
+        Mailgun::new(
+            &spec(yaml),
+            SecretValue::new("key-1234"),
+            crate::provider::http_client(),
+        )
+        .expect("valid")
+        .base
+    }
+
+    #[test]
+    fn the_region_picks_the_base_url_unless_base_url_overrides_it() {
+        let refs = "apiKeySecretRef: {name: s, key: k}";
+        assert_eq!(
+            base_of(&format!("{{domain: d.example.com, {refs}}}")),
+            "https://api.mailgun.net"
+        );
+        assert_eq!(
+            base_of(&format!("{{domain: d.example.com, region: EU, {refs}}}")),
+            "https://api.eu.mailgun.net"
+        );
+        assert_eq!(
+            base_of(&format!(
+                "{{domain: d.example.com, region: EU, baseUrl: 'http://proxy.local:8080/', {refs}}}"
+            )),
+            "http://proxy.local:8080"
+        );
+    }
+}
