@@ -110,7 +110,7 @@ async fn a_send_posts_every_documented_form_field_with_basic_auth() {
         values(&parts, "h:Reply-To"),
         ["Help Desk <help@example.com>"]
     );
-    assert_eq!(values(&parts, "h:Message-Id"), [msg.message_id.clone()]);
+    assert_eq!(values(&parts, "h:Message-Id"), [msg.message_id.as_str()]);
     assert_eq!(values(&parts, "h:X-Campaign"), ["spring"]);
     assert_eq!(values(&parts, "o:tag"), ["welcome", "onboarding", "q2"]);
     let attachment: Vec<&FormPart> = parts.iter().filter(|p| p.name == "attachment").collect();

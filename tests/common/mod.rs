@@ -2,6 +2,8 @@
 //! plays scripted answers, and sample messages.
 #![allow(dead_code)]
 
+pub mod smtp_server;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
