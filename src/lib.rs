@@ -4,5 +4,6 @@
 pub mod api;
 pub mod cli;
 pub mod crds;
+pub mod manifests;
 pub mod message;
 pub mod provider;
