@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod check;
 pub mod crds;
+mod offline;
+pub mod send;
 
 /// kmailops: send email from Kubernetes manifests, exactly once.
 #[derive(Parser, Debug)]
@@ -18,6 +21,10 @@ pub struct Cli {
 pub enum Command {
     /// Print the CustomResourceDefinitions, or write one file per kind.
     Crds(crds::CrdsArgs),
+    /// Send one Email from manifest files (Email, EmailSenderConfig, Secrets), no cluster.
+    Send(send::SendArgs),
+    /// Health-check one EmailSenderConfig from manifest files, no cluster.
+    Check(check::CheckArgs),
 }
 
 impl Cli {
@@ -25,6 +32,8 @@ impl Cli {
     pub async fn run(self) -> ExitCode {
         let result = match self.command {
             Command::Crds(args) => crds::run(&args),
+            Command::Send(args) => send::run(&args).await,
+            Command::Check(args) => check::run(&args).await,
         };
         match result {
             Ok(code) => code,

@@ -46,6 +46,15 @@ impl Credentials {
             secret: Some(SecretValue::new(secret)),
         }
     }
+
+    /// From the bytes of a Secret key. A trailing line break (from `kubectl create secret
+    /// --from-file` or an editor) is dropped, since no token or password ends in one and
+    /// providers would refuse it. The error never contains the value.
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| "the Secret value is not UTF-8 text".to_string())?;
+        Ok(Credentials::new(text.trim_end_matches(['\n', '\r'])))
+    }
 }
 
 /// Too short to redact without mangling ordinary text; real tokens are far longer.
@@ -109,6 +118,14 @@ mod tests {
         let c = Credentials::new("tok-3f9a-very-secret");
         assert!(!format!("{c:?}").contains("tok-3f9a"));
         assert_eq!(s.expose(), "tok-3f9a-very-secret");
+    }
+
+    #[test]
+    fn secret_bytes_lose_a_trailing_line_break_and_must_be_text() {
+        let c = Credentials::from_secret_bytes(b"tok-123\r\n").expect("text");
+        assert_eq!(c.secret.as_ref().map(SecretValue::expose), Some("tok-123"));
+        let err = Credentials::from_secret_bytes(b"\xff\xfe").expect_err("binary");
+        assert!(!err.contains('\u{fffd}'));
     }
 
     #[test]
