@@ -68,7 +68,11 @@ mod tests {
     #[test]
     fn go_style_durations_from_the_crd_parse() {
         for (text, secs) in [("10s", 10), ("5m", 300), ("1h30m", 5400)] {
-            assert_eq!(humantime::parse_duration(text).map(|d| d.as_secs()), Ok(secs), "{text}");
+            assert_eq!(
+                humantime::parse_duration(text).map(|d| d.as_secs()),
+                Ok(secs),
+                "{text}"
+            );
         }
     }
 }

@@ -25,11 +25,18 @@ pub(crate) fn pick<'a, T>(
         return match list {
             [only] => Ok(only),
             [] => bail!("the files hold no {kind}"),
-            _ => bail!("the files hold {} {kind}s ({}); choose one with {flag}", list.len(), names()),
+            _ => bail!(
+                "the files hold {} {kind}s ({}); choose one with {flag}",
+                list.len(),
+                names()
+            ),
         };
     };
     let matches: Vec<&Manifest<T>> = match selector.split_once('/') {
-        Some((ns, name)) => list.iter().filter(|m| m.namespace == ns && m.name == name).collect(),
+        Some((ns, name)) => list
+            .iter()
+            .filter(|m| m.namespace == ns && m.name == name)
+            .collect(),
         None => list.iter().filter(|m| m.name == selector).collect(),
     };
     match matches.as_slice() {
@@ -41,7 +48,11 @@ pub(crate) fn pick<'a, T>(
 
 /// True when `config` admits Emails from `namespace`. Namespace labels are not in the
 /// files, so a `Selector` is trusted with a warning instead of being evaluated.
-fn admits(config: &Manifest<EmailSenderConfig>, namespace: &str, warnings: &mut Vec<String>) -> bool {
+fn admits(
+    config: &Manifest<EmailSenderConfig>,
+    namespace: &str,
+    warnings: &mut Vec<String>,
+) -> bool {
     if config.namespace == namespace {
         return true;
     }

@@ -47,8 +47,14 @@ pub async fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
         text: spec.text.clone(),
         html: spec.html.clone(),
     };
-    let msg = build_message(spec, &config.object.spec, &config.key(), content, attachments)
-        .with_context(|| format!("Email {}", email.key()))?;
+    let msg = build_message(
+        spec,
+        &config.object.spec,
+        &config.key(),
+        content,
+        attachments,
+    )
+    .with_context(|| format!("Email {}", email.key()))?;
     let provider = build_provider(&config.object.spec, credentials, &http_client())
         .with_context(|| format!("EmailSenderConfig {}", config.key()))?;
     for w in &warnings {
