@@ -179,7 +179,7 @@ fn folders_are_read_file_by_file_and_missing_files_are_named() {
     let set = ManifestSet::load(&[dir.path().to_path_buf()], "default").expect("folder");
     assert_eq!(set.emails.len(), 1);
     let missing = dir.path().join("missing.yaml");
-    let err = ManifestSet::load(&[missing.clone()], "default")
+    let err = ManifestSet::load(std::slice::from_ref(&missing), "default")
         .unwrap_err()
         .to_string();
     assert!(err.starts_with(&missing.display().to_string()), "{err}");
