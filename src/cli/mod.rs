@@ -4,8 +4,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod check;
 pub mod crds;
+mod offline;
 pub mod run;
+pub mod send;
 
 /// kmailops: send email from Kubernetes manifests, exactly once.
 #[derive(Parser, Debug)]
@@ -21,6 +24,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Print the CustomResourceDefinitions, or write one file per kind.
     Crds(crds::CrdsArgs),
+    /// Send one Email from manifest files (Email, EmailSenderConfig, Secrets), no cluster.
+    Send(send::SendArgs),
+    /// Health-check one EmailSenderConfig from manifest files, no cluster.
+    Check(check::CheckArgs),
 }
 
 impl Cli {
@@ -29,6 +36,8 @@ impl Cli {
         let result = match self.command {
             Command::Run(args) => run::run(args).await,
             Command::Crds(args) => crds::run(&args),
+            Command::Send(args) => send::run(&args).await,
+            Command::Check(args) => check::run(&args).await,
         };
         match result {
             Ok(code) => code,

@@ -99,6 +99,8 @@ fn the_message_id_derives_from_the_hash_and_the_sender_domain() {
     );
 }
 
+type Edit = fn(&mut EmailSpec);
+
 #[test]
 fn every_input_that_reaches_the_recipient_changes_the_hash() {
     let base = hash_of(&base_email(), &sender(), content());
@@ -122,7 +124,7 @@ fn every_input_that_reaches_the_recipient_changes_the_hash() {
     s.sender.name = Some("Other".into());
     changed.push(("from name", hash_of(&base_email(), &s, content())));
 
-    let edits: Vec<(&str, fn(&mut EmailSpec))> = vec![
+    let edits: Vec<(&str, Edit)> = vec![
         ("to", |e| e.to.push("dan@example.org".into())),
         ("to name", |e| e.to[0] = "Janet <jane@example.org>".into()),
         ("cc", |e| e.cc.push("dan@example.org".into())),

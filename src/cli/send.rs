@@ -1,0 +1,93 @@
+//! `kmailops send`: send one Email from manifest files through the same message and
+//! provider code the operator uses, without a cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use super::offline;
+use crate::manifests::ManifestSet;
+use crate::message::{RenderedContent, build_message};
+use crate::provider::{build_provider, http_client};
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// Manifest files or folders ("-" for standard input) holding the Email, its
+    /// EmailSenderConfig and the Secrets (stringData or base64 data) they use. Repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// The Email to send, as name or namespace/name; needed when the files hold several.
+    #[arg(long, value_name = "NAME")]
+    pub email: Option<String>,
+    /// Namespace of objects that name none.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+}
+
+/// Prints the provider's message id on standard output when the provider accepts the
+/// message; everything else goes to standard error. Exit code 1 on any failure.
+pub async fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
+    let set = ManifestSet::load(&args.files, &args.namespace)?;
+    let email = offline::pick(&set.emails, "Email", args.email.as_deref(), "--email")?;
+    let spec = &email.object.spec;
+    if spec.template_ref.is_some() {
+        bail!(
+            "Email {}: spec.templateRef is set, and `kmailops send` does not render templates yet; use literal subject/text/html",
+            email.key()
+        );
+    }
+    let mut warnings = Vec::new();
+    let config = offline::resolve_sender(&set, email, &mut warnings)?;
+    let credentials = offline::credentials(&set, config)?;
+    let attachments = offline::attachments(&set, email)?;
+    let content = RenderedContent {
+        subject: spec.subject.clone().unwrap_or_default(),
+        text: spec.text.clone(),
+        html: spec.html.clone(),
+    };
+    let msg = build_message(
+        spec,
+        &config.object.spec,
+        &config.key(),
+        content,
+        attachments,
+    )
+    .with_context(|| format!("Email {}", email.key()))?;
+    let provider = build_provider(&config.object.spec, credentials, &http_client())
+        .with_context(|| format!("EmailSenderConfig {}", config.key()))?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    eprintln!(
+        "sending Email {} through {} ({}), deliveryHash {}",
+        email.key(),
+        config.key(),
+        provider.kind(),
+        msg.delivery_hash
+    );
+    match provider.send(&msg).await {
+        Ok(receipt) => {
+            for w in &receipt.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("{}", receipt.message_id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            let mut class = err.class.to_string();
+            if err.auth {
+                class.push_str(", credentials refused");
+            }
+            if let Some(status) = err.status {
+                class.push_str(&format!(", status {status}"));
+            }
+            if let Some(wait) = err.retry_after {
+                class.push_str(&format!(", retry after {}s", wait.as_secs()));
+            }
+            eprintln!("error: send failed ({class}): {}", err.message);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Providers: one rendered [`OutgoingMessage`] in, one provider call out.
+//!
+//! One trait, one file per provider, and a factory keyed by the config's provider kind
+//! ([`build_provider`]). The controller builds a provider once per sender config (and
+//! Secret version) and reuses it, so connection pools live as long as the config does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{EmailSenderConfigSpec, ProviderKind, SecretKeyRef};
+use crate::message::OutgoingMessage;
+
+mod error;
+mod health;
+pub mod http;
+pub mod mailersend;
+pub mod mailgun;
+mod secret;
+pub mod smtp;
+
+pub use error::{ConfigError, ErrorClass, SendError};
+pub use health::{HealthReport, reason};
+pub use http::{HttpTimeouts, http_client, http_client_with};
+pub use secret::{Credentials, SecretValue};
+
+use secret::Redactor;
+
+/// The provider accepted the message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendReceipt {
+    /// The provider's id for the message (MailerSend's X-Message-Id, Mailgun's id, or the
+    /// Message-ID we set for SMTP).
+    pub message_id: String,
+    /// Accepted, but with something the user should know (some recipients suppressed,
+    /// tags dropped).
+    pub warnings: Vec<String>,
+}
+
+/// One provider account, ready to send.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    fn kind(&self) -> ProviderKind;
+    /// Hands the message to the provider, once. Never retries by itself: retrying is the
+    /// controller's decision, made from [`SendError::class`].
+    async fn send(&self, msg: &OutgoingMessage) -> Result<SendReceipt, SendError>;
+    /// Checks that the account would take mail, within `timeout`.
+    async fn check_health(&self, timeout: Duration) -> HealthReport;
+}
+
+/// The Secret key a config needs, with the field path to name in messages.
+pub fn required_secret(spec: &EmailSenderConfigSpec) -> Option<(&'static str, &SecretKeyRef)> {
+    if let Some(ms) = &spec.mailersend {
+        return Some((
+            "spec.mailersend.apiTokenSecretRef",
+            &ms.api_token_secret_ref,
+        ));
+    }
+    if let Some(mg) = &spec.mailgun {
+        return Some(("spec.mailgun.apiKeySecretRef", &mg.api_key_secret_ref));
+    }
+    spec.smtp
+        .as_ref()
+        .and_then(|s| s.password_secret_ref.as_ref())
+        .map(|r| ("spec.smtp.passwordSecretRef", r))
+}
+
+/// Builds the provider a config selects. Errors name the field to fix. SMTP connection pools
+/// are created here, so call it once per config and keep the result.
+pub fn build_provider(
+    spec: &EmailSenderConfigSpec,
+    credentials: Credentials,
+    http: &reqwest::Client,
+) -> Result<Arc<dyn Provider>, ConfigError> {
+    build_provider_with(spec, credentials, http, smtp::SmtpTimeouts::default())
+}
+
+/// [`build_provider`] with explicit SMTP time limits (tests use short ones).
+pub fn build_provider_with(
+    spec: &EmailSenderConfigSpec,
+    credentials: Credentials,
+    http: &reqwest::Client,
+    smtp_timeouts: smtp::SmtpTimeouts,
+) -> Result<Arc<dyn Provider>, ConfigError> {
+    let kind = spec.provider_kind().ok_or_else(|| {
+        ConfigError::new("spec", "set exactly one of mailersend, mailgun or smtp")
+    })?;
+    let secret = credentials.secret.filter(|s| !s.expose().trim().is_empty());
+    let needs = |field: &str, what: &str| {
+        ConfigError::new(
+            field,
+            format!("the {what} is missing or empty: put it into the referenced Secret key"),
+        )
+    };
+    match kind {
+        ProviderKind::MailerSend => {
+            let ms = spec
+                .mailersend
+                .as_ref()
+                .ok_or_else(|| needs("spec.mailersend", "section"))?;
+            let token = secret.ok_or_else(|| {
+                needs("spec.mailersend.apiTokenSecretRef", "MailerSend API token")
+            })?;
+            let redactor = Redactor::new(Some(&token), None);
+            let provider = mailersend::MailerSend::new(&ms.base_url, token, http.clone())?;
+            Ok(Arc::new(Redacting {
+                inner: provider,
+                redactor,
+            }))
+        }
+        ProviderKind::Mailgun => {
+            let mg = spec
+                .mailgun
+                .as_ref()
+                .ok_or_else(|| needs("spec.mailgun", "section"))?;
+            let key =
+                secret.ok_or_else(|| needs("spec.mailgun.apiKeySecretRef", "Mailgun API key"))?;
+            let redactor = Redactor::new(Some(&key), Some("api"));
+            let provider = mailgun::Mailgun::new(mg, key, http.clone())?;
+            Ok(Arc::new(Redacting {
+                inner: provider,
+                redactor,
+            }))
+        }
+        ProviderKind::Smtp => {
+            let s = spec
+                .smtp
+                .as_ref()
+                .ok_or_else(|| needs("spec.smtp", "section"))?;
+            let password = match (&s.username, s.password_secret_ref.is_some()) {
+                (Some(_), true) => Some(
+                    secret.ok_or_else(|| needs("spec.smtp.passwordSecretRef", "SMTP password"))?,
+                ),
+                (None, false) => None,
+                _ => {
+                    return Err(ConfigError::new(
+                        "spec.smtp.username",
+                        "set username and passwordSecretRef together, or neither",
+                    ));
+                }
+            };
+            let redactor = Redactor::new(password.as_ref(), s.username.as_deref());
+            let provider = smtp::Smtp::new(s, password, smtp_timeouts)?;
+            Ok(Arc::new(Redacting {
+                inner: provider,
+                redactor,
+            }))
+        }
+    }
+}
+
+/// Wraps every provider so no text it returns can carry the secret, whatever the server
+/// echoed back.
+struct Redacting<P> {
+    inner: P,
+    redactor: Redactor,
+}
+
+#[async_trait::async_trait]
+impl<P: Provider> Provider for Redacting<P> {
+    fn kind(&self) -> ProviderKind {
+        self.inner.kind()
+    }
+
+    async fn send(&self, msg: &OutgoingMessage) -> Result<SendReceipt, SendError> {
+        match self.inner.send(msg).await {
+            Ok(mut receipt) => {
+                for w in &mut receipt.warnings {
+                    *w = self.redactor.scrub(w);
+                }
+                Ok(receipt)
+            }
+            Err(mut err) => {
+                err.message = self.redactor.scrub(&err.message);
+                Err(err)
+            }
+        }
+    }
+
+    async fn check_health(&self, timeout: Duration) -> HealthReport {
+        self.inner
+            .check_health(timeout)
+            .await
+            .map_message(|m| self.redactor.scrub(&m))
+    }
+}
+
+/// Validates an API base URL and removes a trailing slash so paths can be appended.
+pub(crate) fn base_url(field: &str, raw: &str, example: &str) -> Result<String, ConfigError> {
+    let url = reqwest::Url::parse(raw.trim()).map_err(|e| {
+        ConfigError::new(
+            field,
+            format!("`{raw}` is not a URL ({e}); use e.g. {example}"),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::new(
+            field,
+            format!("`{raw}` must be an http(s) URL with a host, e.g. {example}"),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(
+            field,
+            format!("`{raw}` must not have a query or fragment"),
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}

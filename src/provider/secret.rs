@@ -1,0 +1,146 @@
+//! Secret values (API tokens, keys, SMTP passwords) and the guard that keeps them out of
+//! every message kmailops writes.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+/// A secret string. Debug and Display print `<redacted>`; [`SecretValue::expose`] is the
+/// only way to read it, so a stray `{:?}` in a log line can not leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    pub fn new(value: impl Into<String>) -> Self {
+        SecretValue(value.into())
+    }
+    /// The secret itself, for the one place that sends it to the provider.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// What a provider authenticates with, loaded from the config's Secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// MailerSend API token, Mailgun API key, or SMTP password.
+    pub secret: Option<SecretValue>,
+}
+
+impl Credentials {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Credentials {
+            secret: Some(SecretValue::new(secret)),
+        }
+    }
+
+    /// From the bytes of a Secret key. A trailing line break (from `kubectl create secret
+    /// --from-file` or an editor) is dropped, since no token or password ends in one and
+    /// providers would refuse it. The error never contains the value.
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| "the Secret value is not UTF-8 text".to_string())?;
+        Ok(Credentials::new(text.trim_end_matches(['\n', '\r'])))
+    }
+}
+
+/// Too short to redact without mangling ordinary text; real tokens are far longer.
+const MIN_REDACTABLE_LEN: usize = 4;
+
+/// Removes a secret, and the encodings it travels in (HTTP Basic, SMTP AUTH PLAIN/LOGIN),
+/// from text that came back from a provider: a server that echoes our request must not
+/// make the secret show up in status, Events or logs.
+#[derive(Clone, Default)]
+pub(crate) struct Redactor {
+    needles: Vec<String>,
+}
+
+impl Redactor {
+    /// `user` is the Basic-auth or SMTP user name sent along with the secret.
+    pub(crate) fn new(secret: Option<&SecretValue>, user: Option<&str>) -> Self {
+        let Some(secret) = secret.map(SecretValue::expose) else {
+            return Redactor::default();
+        };
+        if secret.len() < MIN_REDACTABLE_LEN {
+            return Redactor::default();
+        }
+        let user = user.unwrap_or_default();
+        let mut needles = vec![
+            secret.to_string(),
+            STANDARD.encode(secret),
+            STANDARD.encode(format!("{user}:{secret}")),
+            STANDARD.encode(format!("\0{user}\0{secret}")),
+        ];
+        // Longest first, so a needle that contains another is replaced whole.
+        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        needles.dedup();
+        Redactor { needles }
+    }
+
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for needle in &self.needles {
+            if out.contains(needle.as_str()) {
+                out = out.replace(needle.as_str(), "<redacted>");
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Redactor(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_never_show_the_secret() {
+        let s = SecretValue::new("tok-3f9a-very-secret");
+        assert_eq!(format!("{s:?} {s}"), "<redacted> <redacted>");
+        let c = Credentials::new("tok-3f9a-very-secret");
+        assert!(!format!("{c:?}").contains("tok-3f9a"));
+        assert_eq!(s.expose(), "tok-3f9a-very-secret");
+    }
+
+    #[test]
+    fn secret_bytes_lose_a_trailing_line_break_and_must_be_text() {
+        let c = Credentials::from_secret_bytes(b"tok-123\r\n").expect("text");
+        assert_eq!(c.secret.as_ref().map(SecretValue::expose), Some("tok-123"));
+        let err = Credentials::from_secret_bytes(b"\xff\xfe").expect_err("binary");
+        assert!(!err.contains('\u{fffd}'));
+    }
+
+    #[test]
+    fn the_redactor_removes_the_secret_and_its_auth_encodings() {
+        let secret = SecretValue::new("key-123456");
+        let r = Redactor::new(Some(&secret), Some("api"));
+        let basic = STANDARD.encode("api:key-123456");
+        let plain = STANDARD.encode("\0api\0key-123456");
+        let text = format!("got key-123456, Basic {basic}, AUTH PLAIN {plain}");
+        let scrubbed = r.scrub(&text);
+        assert!(!scrubbed.contains("key-123456"), "{scrubbed}");
+        assert!(
+            !scrubbed.contains(&basic) && !scrubbed.contains(&plain),
+            "{scrubbed}"
+        );
+        assert_eq!(scrubbed.matches("<redacted>").count(), 3);
+    }
+}

@@ -1,0 +1,276 @@
+//! One SMTP conversation, step by step, each step with its own time limit, so a failure
+//! says whether the message had been handed over.
+
+use std::time::Duration;
+
+use lettre::transport::smtp::Error as LettreError;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+
+use crate::provider::error::{chain, find_tls_error};
+use crate::provider::{SendError, reason};
+
+/// A failure plus the health reason it stands for.
+pub(super) struct Failure {
+    pub error: SendError,
+    pub reason: &'static str,
+}
+
+impl Failure {
+    fn new(error: SendError, reason: &'static str) -> Self {
+        Failure { error, reason }
+    }
+}
+
+/// Where a conversation was when it failed. Everything before `Body` happens before the
+/// server has the message; from `Body` on, the server may have accepted it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    Connect,
+    StartTls,
+    Auth,
+    Noop,
+    Mail,
+    Rcpt,
+    Data,
+    Body,
+}
+
+impl Step {
+    fn describe(self) -> &'static str {
+        match self {
+            Step::Connect => "connecting and reading the greeting",
+            Step::StartTls => "upgrading the connection with STARTTLS",
+            Step::Auth => "authenticating",
+            Step::Noop => "checking the connection (NOOP)",
+            Step::Mail => "sending MAIL FROM",
+            Step::Rcpt => "sending RCPT TO",
+            Step::Data => "starting DATA",
+            Step::Body => "waiting for the server to accept the message",
+        }
+    }
+}
+
+/// Where to connect and how.
+pub(super) struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub implicit_tls: Option<TlsParameters>,
+    pub starttls: Option<TlsParameters>,
+    pub credentials: Option<Credentials>,
+    pub hello: ClientId,
+}
+
+impl Endpoint {
+    fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// Connects, upgrades (StartTLS is required when configured: a server that does not
+    /// offer it gets nothing, least of all a password or a message) and authenticates.
+    pub(super) async fn open(
+        &self,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Result<AsyncSmtpConnection, Failure> {
+        let connect = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(connect_timeout),
+            &self.hello,
+            self.implicit_tls.clone(),
+            None,
+        );
+        let mut conn = self
+            .step(Step::Connect, connect_timeout + command_timeout, connect)
+            .await?;
+        if let Some(params) = &self.starttls {
+            if !conn.can_starttls() {
+                return Err(Failure::new(
+                    SendError::permanent(format!(
+                        "SMTP server {} does not offer STARTTLS, which spec.smtp.tls: StartTLS requires; nothing was sent in plaintext. Use tls: TLS for an implicit-TLS port (465), or fix the server",
+                        self.addr()
+                    )),
+                    reason::STARTTLS_NOT_OFFERED,
+                ));
+            }
+            let upgrade = conn.starttls(params.clone(), &self.hello);
+            self.step(Step::StartTls, command_timeout, upgrade).await?;
+        }
+        if let Some(credentials) = &self.credentials {
+            let auth = conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials);
+            self.step(Step::Auth, command_timeout, auth).await?;
+        }
+        Ok(conn)
+    }
+
+    /// Sends one message over an open connection. `data_timeout` bounds the wait for the
+    /// final reply, the only step whose timeout leaves the outcome unknown.
+    pub(super) async fn transfer(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        envelope: &lettre::address::Envelope,
+        body: &[u8],
+        command_timeout: Duration,
+        data_timeout: Duration,
+    ) -> Result<String, Failure> {
+        let mut params = Vec::new();
+        let non_ascii_address = envelope
+            .from()
+            .into_iter()
+            .chain(envelope.to())
+            .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+        if non_ascii_address {
+            self.require(
+                conn,
+                Extension::SmtpUtfEight,
+                "SMTPUTF8",
+                "non-ASCII addresses",
+            )?;
+            params.push(MailParameter::SmtpUtfEight);
+        }
+        if !body.is_ascii() {
+            self.require(conn, Extension::EightBitMime, "8BITMIME", "8-bit content")?;
+            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let mail = conn.command(Mail::new(envelope.from().cloned(), params));
+        self.step(Step::Mail, command_timeout, mail).await?;
+        for rcpt in envelope.to() {
+            let cmd = conn.command(Rcpt::new(rcpt.clone(), vec![]));
+            self.step(Step::Rcpt, command_timeout, cmd).await?;
+        }
+        let data = conn.command(Data);
+        self.step(Step::Data, command_timeout, data).await?;
+        let response = self
+            .step(Step::Body, data_timeout, conn.message(body))
+            .await?;
+        Ok(response.message().collect::<Vec<_>>().join(" "))
+    }
+
+    fn require(
+        &self,
+        conn: &AsyncSmtpConnection,
+        ext: Extension,
+        name: &str,
+        why: &str,
+    ) -> Result<(), Failure> {
+        if conn.server_info().supports_feature(ext) {
+            return Ok(());
+        }
+        Err(Failure::new(
+            SendError::permanent(format!(
+                "SMTP server {} does not support {name}, which {why} need",
+                self.addr()
+            )),
+            reason::PROVIDER_ERROR,
+        ))
+    }
+
+    /// Runs one step under a time limit and classifies its failure.
+    pub(super) async fn step<T>(
+        &self,
+        step: Step,
+        limit: Duration,
+        fut: impl Future<Output = Result<T, LettreError>>,
+    ) -> Result<T, Failure> {
+        match tokio::time::timeout(limit, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.classify(step, &e)),
+            Err(_) => Err(self.timed_out(step, limit)),
+        }
+    }
+
+    fn timed_out(&self, step: Step, limit: Duration) -> Failure {
+        let what = format!(
+            "SMTP server {} did not answer within {limit:?} while {}",
+            self.addr(),
+            step.describe()
+        );
+        let error = if step == Step::Body {
+            SendError::ambiguous(format!(
+                "{what}; it may have accepted the message, so it is not resent automatically"
+            ))
+        } else {
+            SendError::transient(format!("{what}; nothing was handed over"))
+        };
+        Failure::new(error, reason::TIMEOUT)
+    }
+
+    fn classify(&self, step: Step, e: &LettreError) -> Failure {
+        let addr = self.addr();
+        let detail = chain(e);
+        if let Some(code) = e.status() {
+            let code = u16::from(code);
+            let text = format!(
+                "SMTP server {addr} answered {code} while {}: {detail}",
+                step.describe()
+            );
+            return if e.is_transient() {
+                Failure::new(
+                    SendError::transient(text).with_status(code),
+                    reason::PROVIDER_ERROR,
+                )
+            } else if step == Step::Auth {
+                Failure::new(
+                    SendError::permanent(format!(
+                        "{text}; check spec.smtp.username and the password in spec.smtp.passwordSecretRef"
+                    ))
+                    .with_auth()
+                    .with_status(code),
+                    reason::AUTH_FAILED,
+                )
+            } else {
+                Failure::new(
+                    SendError::permanent(text).with_status(code),
+                    reason::PROVIDER_ERROR,
+                )
+            };
+        }
+        if let Some(tls) = find_tls_error(e) {
+            let hint = match tls {
+                rustls::Error::InvalidCertificate(_) => format!(
+                    "the server's certificate is not trusted for {}: set spec.smtp.caBundle to the CA that signed it (or, for testing only, spec.smtp.insecureSkipVerify)",
+                    self.host
+                ),
+                _ => "check that spec.smtp.tls matches the port (TLS for 465, StartTLS for 587)"
+                    .to_string(),
+            };
+            return Failure::new(
+                SendError::permanent(format!("TLS with SMTP server {addr} failed: {tls}; {hint}")),
+                reason::TLS_ERROR,
+            );
+        }
+        if step == Step::Auth {
+            // e.g. no mechanism in common: a config problem of this sender.
+            return Failure::new(
+                SendError::permanent(format!(
+                    "could not authenticate to SMTP server {addr}: {detail}; it must offer AUTH PLAIN or LOGIN (most servers offer AUTH only after TLS)"
+                ))
+                .with_auth(),
+                reason::AUTH_FAILED,
+            );
+        }
+        if step == Step::Body {
+            return Failure::new(
+                SendError::ambiguous(format!(
+                    "the connection to SMTP server {addr} failed while {}: {detail}; it may have accepted the message, so it is not resent automatically",
+                    step.describe()
+                )),
+                reason::PROVIDER_ERROR,
+            );
+        }
+        let health_reason = if step == Step::Connect {
+            reason::UNREACHABLE
+        } else {
+            reason::PROVIDER_ERROR
+        };
+        Failure::new(
+            SendError::transient(format!(
+                "SMTP with {addr} failed while {}: {detail}; nothing was handed over",
+                step.describe()
+            )),
+            health_reason,
+        )
+    }
+}

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""A real SMTP server for the kmailops SMTP tests, built on aiosmtpd.
+
+Modes: starttls (STARTTLS offered and required before MAIL/AUTH), tls (implicit TLS from
+the first byte), none (plaintext, no STARTTLS offered). Optional AUTH PLAIN/LOGIN with one
+user. Every received message is saved as <n>.eml plus <n>.json (a summary parsed with
+Python's email package), every SMTP event is appended to events.log, and the chosen port
+is written to --port-file once the server listens.
+
+Recipients steer unhappy paths: tempfail@... gets 451, reject@... gets 550, and a message
+to slow@... is answered only after --slow-seconds.
+"""
+import argparse
+import asyncio
+import base64
+import email
+import email.policy
+import json
+import os
+import socket
+import ssl
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+
+def parse_args():
+    p = argparse.ArgumentParser()
+    p.add_argument("--mode", choices=["starttls", "tls", "none"], required=True)
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("--user")
+    p.add_argument("--password")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--port-file", required=True)
+    p.add_argument("--slow-seconds", type=float, default=3.0)
+    return p.parse_args()
+
+
+class Recorder:
+    def __init__(self, folder):
+        self.folder = folder
+        self.count = 0
+
+    def event(self, line):
+        with open(os.path.join(self.folder, "events.log"), "a") as f:
+            f.write(line + "\n")
+
+    def save(self, tls, session, envelope):
+        self.count += 1
+        base = os.path.join(self.folder, str(self.count))
+        raw = envelope.original_content or envelope.content
+        with open(base + ".eml", "wb") as f:
+            f.write(raw)
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        summary = {
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": envelope.rcpt_tos,
+            "tls": tls,
+            "auth_user": auth_user(session),
+            "headers": {k: str(v) for k, v in msg.items()},
+            "text": None,
+            "html": None,
+            "attachments": [],
+        }
+        for part in msg.walk():
+            if part.is_multipart():
+                continue
+            if part.get_filename():
+                summary["attachments"].append({
+                    "filename": part.get_filename(),
+                    "content_type": part.get_content_type(),
+                    "content_b64": base64.b64encode(part.get_payload(decode=True)).decode(),
+                })
+            elif part.get_content_type() == "text/plain":
+                summary["text"] = part.get_content()
+            elif part.get_content_type() == "text/html":
+                summary["html"] = part.get_content()
+        with open(base + ".json", "w") as f:
+            json.dump(summary, f)
+
+
+def auth_user(session):
+    data = getattr(session, "auth_data", None)
+    login = getattr(data, "login", None)
+    return login.decode() if isinstance(login, bytes) else None
+
+
+def uses_tls(server, session):
+    # STARTTLS sets session.ssl; implicit TLS shows only on the transport.
+    return session.ssl is not None or server.transport.get_extra_info("sslcontext") is not None
+
+
+class Handler:
+    def __init__(self, recorder, slow_seconds):
+        self.recorder = recorder
+        self.slow_seconds = slow_seconds
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self.recorder.event(f"MAIL {address} tls={uses_tls(server, session)}")
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.recorder.event(f"RCPT {address}")
+        if address.startswith("tempfail@"):
+            return "451 4.3.0 Mailbox temporarily unavailable, try again later"
+        if address.startswith("reject@"):
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.recorder.event("DATA")
+        if any(r.startswith("slow@") for r in envelope.rcpt_tos):
+            await asyncio.sleep(self.slow_seconds)
+        self.recorder.save(uses_tls(server, session), session, envelope)
+        return "250 2.0.0 Message accepted for delivery"
+
+
+def main():
+    args = parse_args()
+    recorder = Recorder(args.dir)
+    context = None
+    if args.mode in ("starttls", "tls"):
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.cert, args.key)
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == args.user.encode()
+            and auth_data.password == args.password.encode()
+        )
+        recorder.event(f"AUTH {mechanism} {'ok' if ok else 'refused'}")
+        return AuthResult(success=ok, handled=False, auth_data=auth_data)
+
+    class Server(SMTP):
+        def connection_made(self, transport):
+            # aiosmtpd calls this again after a STARTTLS upgrade on the same connection.
+            recorder.event("CONNECT" if self._original_transport is None else "TLS-UPGRADED")
+            super().connection_made(transport)
+
+    def factory():
+        kwargs = dict(hostname="kmailops-test", decode_data=False)
+        if args.mode == "starttls":
+            kwargs.update(tls_context=context, require_starttls=True)
+        if args.user:
+            kwargs.update(
+                authenticator=authenticator,
+                auth_required=True,
+                # aiosmtpd only knows STARTTLS as "TLS"; implicit TLS is TLS from the
+                # start, and plaintext mode has none to require.
+                auth_require_tls=args.mode == "starttls",
+            )
+        return Server(Handler(recorder, args.slow_seconds), **kwargs)
+
+    async def serve():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        server = await asyncio.get_running_loop().create_server(
+            factory, sock=sock, ssl=context if args.mode == "tls" else None
+        )
+        port = sock.getsockname()[1]
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(port))
+        os.replace(tmp, args.port_file)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
