@@ -35,7 +35,7 @@ impl Cli {
     pub async fn run(self) -> ExitCode {
         let result = match self.command {
             Command::Run(args) => run::run(args).await,
-            Command::Crds(args) => crds::run(&args),
+            Command::Crds(args) => crds::run(&args).await,
             Command::Send(args) => send::run(&args).await,
             Command::Check(args) => check::run(&args).await,
         };
