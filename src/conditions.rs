@@ -100,11 +100,12 @@ pub fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
-    let mut end = max;
+    // Room for the "..." that marks the cut.
+    let mut end = max.saturating_sub(3);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}...", &s[..end.saturating_sub(3)])
+    format!("{}...", &s[..end])
 }
 
 #[cfg(test)]
@@ -173,7 +174,7 @@ mod tests {
     fn long_messages_are_cut_on_a_character_boundary() {
         let s = "é".repeat(10);
         let t = truncate(&s, 7);
-        assert!(t.len() <= 7 + 3);
+        assert!(t.len() <= 7, "{t}");
         assert!(t.ends_with("..."));
     }
 }

@@ -8,11 +8,14 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::Semaphore;
 
 use crate::api::{EmailDelivery, EmailDeliveryStatus, EmailSenderConfig};
+use crate::metrics::Metrics;
+use crate::provider::Provider;
 use crate::sender::clients::ProviderCache;
+use crate::sender::rate_limit::RateLimiters;
 
 /// Field manager for every write the operator makes (shown in `managedFields`).
 pub const FIELD_MANAGER: &str = "kmailops-controller";
@@ -77,6 +80,24 @@ pub struct Context {
     in_flight: Arc<Mutex<HashSet<String>>>,
     /// Outcomes of finished sends the API server did not take yet (it was unreachable).
     unrecorded: Mutex<HashMap<String, EmailDeliveryStatus>>,
+    pub metrics: Metrics,
+    pub rate_limits: RateLimiters,
+    /// The last send through each sender, shown in its status.
+    activity: Mutex<HashMap<String, SendActivity>>,
+    /// The client each sender's last health check used, to check again when it changes.
+    checked_clients: Mutex<HashMap<String, Arc<dyn Provider>>>,
+    /// Asks the sender controller to look at a sender again (e.g. to show a recent send).
+    sender_wakeups: tokio::sync::mpsc::UnboundedSender<ObjectRef<EmailSenderConfig>>,
+}
+
+/// The last send through a sender.
+#[derive(Clone, Debug)]
+pub struct SendActivity {
+    pub time: jiff::Timestamp,
+    /// The error of that send; `None` when it succeeded.
+    pub error: Option<String>,
+    /// When the sender's status last showed this (to update it at most every few seconds).
+    flushed: Option<std::time::Instant>,
 }
 
 /// Removes an entry from the in-flight set when the call ends, however it ends.
@@ -98,7 +119,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, stores: Stores) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        stores: Stores,
+        metrics: Metrics,
+        sender_wakeups: tokio::sync::mpsc::UnboundedSender<ObjectRef<EmailSenderConfig>>,
+    ) -> Arc<Self> {
         let reporter = Reporter {
             controller: "kmailops".into(),
             instance: Some(settings.instance_id.clone()),
@@ -109,6 +136,11 @@ impl Context {
             send_slots: Semaphore::new(settings.max_concurrent_sends.max(1)),
             in_flight: Arc::default(),
             unrecorded: Mutex::default(),
+            metrics,
+            rate_limits: RateLimiters::default(),
+            activity: Mutex::default(),
+            checked_clients: Mutex::default(),
+            sender_wakeups,
             client,
             settings,
             stores,
@@ -139,5 +171,49 @@ impl Context {
     /// Takes a kept outcome of `entry`, if any.
     pub fn take_unrecorded(&self, entry: &str) -> Option<EmailDeliveryStatus> {
         lock(&self.unrecorded).remove(entry)
+    }
+}
+
+impl Context {
+    /// Notes a send through `sender` (`namespace/name`) and, at most every 15 s per sender,
+    /// wakes the sender controller to show it in the sender's status: a burst of sends costs
+    /// a few status writes, not one per Email.
+    pub fn record_send(&self, sender: &str, error: Option<String>) {
+        let mut map = lock(&self.activity);
+        let entry = map.entry(sender.to_string()).or_insert(SendActivity {
+            time: jiff::Timestamp::now(),
+            error: None,
+            flushed: None,
+        });
+        entry.time = jiff::Timestamp::now();
+        entry.error = error;
+        let due = entry
+            .flushed
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(15));
+        if due {
+            entry.flushed = Some(std::time::Instant::now());
+            if let Some((ns, name)) = sender.split_once('/') {
+                // A closed channel only means the operator is shutting down.
+                let _ = self.sender_wakeups.send(ObjectRef::new(name).within(ns));
+            }
+        }
+    }
+
+    /// The last send through `sender`, if any happened in this process.
+    pub fn sender_activity(&self, sender: &str) -> Option<SendActivity> {
+        lock(&self.activity).get(sender).cloned()
+    }
+
+    /// Remembers the client a sender's reconcile sees; true when it differs from the one seen
+    /// before in this process (new spec or rotated Secret), so a health check is due at once.
+    /// The first sighting after a start is not a change: the persisted lastHealthCheckTime
+    /// decides then, so a restart does not re-check (and re-write) every sender.
+    pub fn note_checked_client(&self, sender: &str, client: &Arc<dyn Provider>) -> bool {
+        let mut map = lock(&self.checked_clients);
+        let changed = map
+            .get(sender)
+            .is_some_and(|previous| !Arc::ptr_eq(previous, client));
+        map.insert(sender.to_string(), client.clone());
+        changed
     }
 }

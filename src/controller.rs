@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 use crate::api::{Email, EmailDelivery, EmailPhase, EmailSenderConfig};
 use crate::context::{Context, FIELD_MANAGER, Settings, Stores};
 use crate::email;
+use crate::metrics::{Metrics, Readiness};
+use crate::sender::controller as sender_controller;
 
 /// Annotation on an EmailDelivery whose Email is gone: since when. The entry is deleted once
 /// `--delivery-retention` has passed, and the mark is removed if the Email comes back.
@@ -32,6 +34,8 @@ pub struct RunConfig {
     pub settings: Settings,
     /// Watch only this namespace; `None` watches all.
     pub namespace: Option<String>,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; `None` serves nothing.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -61,6 +65,18 @@ pub async fn run(
         );
     let email_store = controller.store();
     let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Email>>();
+    let (sender_tx, sender_rx) = mpsc::unbounded_channel::<ObjectRef<EmailSenderConfig>>();
+    let metrics = Metrics::new();
+    let readiness = Readiness::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(addr) = config.metrics_addr {
+        let (metrics, readiness) = (metrics.clone(), readiness.clone());
+        tasks.spawn(async move {
+            if let Err(e) = crate::metrics::serve(addr, metrics, readiness).await {
+                tracing::error!(error = %e, "the metrics endpoint stopped");
+            }
+        });
+    }
 
     let (senders, senders_writer) = reflector::store::<EmailSenderConfig>();
     let (deliveries, deliveries_writer) = reflector::store::<EmailDelivery>();
@@ -70,10 +86,15 @@ pub async fn run(
         deliveries: deliveries.clone(),
         secrets: secrets.clone(),
     };
-    let ctx = Context::new(client.clone(), config.settings.clone(), stores);
+    let ctx = Context::new(
+        client.clone(),
+        config.settings.clone(),
+        stores,
+        metrics,
+        sender_tx.clone(),
+    );
 
     // Each watch fills its cache and, on a change, wakes the Emails that may depend on it.
-    let mut tasks = tokio::task::JoinSet::new();
     {
         let stream = reflector::reflector(
             senders_writer,
@@ -109,8 +130,14 @@ pub async fn run(
             ),
         );
         let (emails, tx) = (email_store.clone(), trigger_tx.clone());
+        let (senders, sender_tx) = (senders.clone(), sender_tx.clone());
         tasks.spawn(drive(stream, "Secret", move |secret: &Secret, _| {
             let ns = secret.namespace().unwrap_or_default();
+            // A created, fixed or rotated Secret takes effect without a restart.
+            for sender in sender_controller::senders_using_secret(&senders, &ns, &secret.name_any())
+            {
+                let _ = sender_tx.send(sender);
+            }
             wake(&emails, &tx, |e| uses_namespace(e, &ns));
         }));
     }
@@ -128,7 +155,29 @@ pub async fn run(
     wait_ready(&senders, "EmailSenderConfig").await?;
     wait_ready(&deliveries, "EmailDelivery").await?;
     wait_ready(&secrets, "Secret").await?;
-    tracing::info!(namespace = config.namespace.as_deref().unwrap_or("<all>"), instance = %config.settings.instance_id, "caches ready; starting the Email controller");
+    tracing::info!(namespace = config.namespace.as_deref().unwrap_or("<all>"), instance = %config.settings.instance_id, "caches ready; starting the controllers");
+    readiness.set(true);
+
+    let (sender_stop_tx, sender_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sender_controller = Controller::new(
+        api::<EmailSenderConfig>(&client, &config.namespace),
+        watcher::Config::default().any_semantic(),
+    )
+    .reconcile_on(tokio_stream_from(sender_rx))
+    .graceful_shutdown_on(async move {
+        let _ = sender_stop_rx.await;
+    })
+    .run(
+        sender_controller::reconcile,
+        sender_error_policy,
+        ctx.clone(),
+    )
+    .for_each(|result| async move {
+        if let Err(err) = result {
+            tracing::debug!(error = %err, "sender reconcile trigger error");
+        }
+    });
+    tasks.spawn(sender_controller);
 
     tasks.spawn(sweep_ledger(
         client.clone(),
@@ -147,6 +196,8 @@ pub async fn run(
             }
         })
         .await;
+    readiness.set(false);
+    let _ = sender_stop_tx.send(());
     tasks.abort_all();
     Ok(())
 }
@@ -157,11 +208,23 @@ async fn reconcile(email: Arc<Email>, ctx: Arc<Context>) -> Result<Action, email
         email.namespace().unwrap_or_default(),
         email.name_any()
     );
-    let result = email::reconcile(email, ctx).await;
+    let started = std::time::Instant::now();
+    let result = email::reconcile(email, ctx.clone()).await;
+    ctx.metrics.observe_reconcile("Email", started.elapsed());
     if let Err(err) = &result {
+        ctx.metrics.reconcile_error("Email", err.metric_label());
         tracing::warn!(email = %id, error = %err, "reconcile failed; will retry");
     }
     result
+}
+
+fn sender_error_policy(
+    _sender: Arc<EmailSenderConfig>,
+    err: &sender_controller::Error,
+    _ctx: Arc<Context>,
+) -> Action {
+    tracing::warn!(error = %err, "sender reconcile failed; will retry");
+    Action::requeue(Duration::from_secs(10))
 }
 
 fn error_policy(_email: Arc<Email>, _err: &email::Error, _ctx: Arc<Context>) -> Action {

@@ -11,6 +11,7 @@ pub mod crds;
 pub mod email;
 pub mod manifests;
 pub mod message;
+pub mod metrics;
 pub mod provider;
 pub mod sender;
 pub mod telemetry;

@@ -40,6 +40,7 @@ impl Operator {
         let config = RunConfig {
             settings,
             namespace: Some(ns.to_string()),
+            metrics_addr: None,
         };
         let task = tokio::spawn(async move {
             let shutdown = async move {

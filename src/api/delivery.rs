@@ -102,6 +102,11 @@ pub struct EmailDeliveryStatus {
     /// Provider calls made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<i32>,
+    /// Why the delivery ended as it did: Sent, ProviderRejected, AuthFailed, RetriesExhausted
+    /// or OutcomeUnknown. AuthFailed and RetriesExhausted move an Email on to the sender's
+    /// next fallback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// The last error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

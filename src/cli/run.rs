@@ -24,6 +24,9 @@ pub struct RunArgs {
     /// How long a claimed send may take before another reconcile may call its outcome unknown.
     #[arg(long, env = "KMAILOPS_CLAIM_TTL", default_value = "2m", value_parser = humantime::parse_duration)]
     pub claim_ttl: Duration,
+    /// Where to serve /metrics, /healthz and /readyz ("off" to serve nothing).
+    #[arg(long, env = "KMAILOPS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: String,
     /// Log format.
     #[arg(long, env = "KMAILOPS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -43,6 +46,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             instance_id: default_instance_id(),
         },
         namespace: args.namespace,
+        metrics_addr: match args.metrics_addr.as_str() {
+            "off" | "" => None,
+            addr => Some(addr.parse().with_context(|| {
+                format!("--metrics-addr {addr}: expected HOST:PORT, e.g. 0.0.0.0:8080")
+            })?),
+        },
     };
     run_controller(client, config, shutdown_signal()).await?;
     tracing::info!("stopped");

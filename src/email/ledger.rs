@@ -259,6 +259,7 @@ pub async fn mark_unknown(
 ) -> Result<bool, kube::Error> {
     let mut status = entry.status.clone().unwrap_or_default();
     status.phase = Some(DeliveryPhase::Unknown);
+    status.reason = Some(reasons::OUTCOME_UNKNOWN.to_string());
     status.error = Some(message.to_string());
     status.next_attempt_time = None;
     let patch = serde_json::json!({
@@ -299,15 +300,33 @@ pub async fn list_for_email(
         .collect())
 }
 
-/// The newest Sent entry among `entries`, preferring one with `hash`.
-pub fn best_sent<'a>(entries: &'a [EmailDelivery], hash: &str) -> Option<&'a EmailDelivery> {
+/// The newest Sent entry among `entries`, preferring one whose content hash is in `hashes`.
+pub fn best_sent<'a>(entries: &'a [EmailDelivery], hashes: &[String]) -> Option<&'a EmailDelivery> {
     let sent = |d: &&EmailDelivery| state(d) == EntryState::Sent;
     entries
         .iter()
         .filter(sent)
-        .filter(|d| d.spec.delivery_hash == hash)
+        .filter(|d| hashes.contains(&d.spec.delivery_hash))
         .max_by_key(|d| sent_time(d))
         .or_else(|| entries.iter().filter(sent).max_by_key(|d| sent_time(d)))
+}
+
+/// Whether a Failed entry moves the Email on to the next sender of its chain.
+pub fn fails_over(entry: &EmailDelivery) -> bool {
+    entry
+        .status
+        .as_ref()
+        .and_then(|s| s.reason.as_deref())
+        .is_some_and(|r| r == reasons::AUTH_FAILED || r == reasons::RETRIES_EXHAUSTED)
+}
+
+/// Reasons recorded in an entry's status.
+pub mod reasons {
+    pub const SENT: &str = "Sent";
+    pub const PROVIDER_REJECTED: &str = "ProviderRejected";
+    pub const AUTH_FAILED: &str = "AuthFailed";
+    pub const RETRIES_EXHAUSTED: &str = "RetriesExhausted";
+    pub const OUTCOME_UNKNOWN: &str = "OutcomeUnknown";
 }
 
 fn sent_time(d: &EmailDelivery) -> Option<Timestamp> {

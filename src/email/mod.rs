@@ -1,8 +1,9 @@
 //! The Email reconciler, as a pipeline:
 //!
-//! resolve the sender -> load inputs (credentials, attachments) -> content -> build and hash
-//! the message -> consult the ledger -> claim -> send -> record the outcome (EmailDelivery,
-//! then the Email's status).
+//! resolve the senders (the chosen one and its usable fallbacks) -> load inputs (attachments,
+//! content) -> per sender: credentials, client, build and hash the message -> consult the
+//! ledger -> take a rate-limit token -> claim -> send -> record the outcome (EmailDelivery,
+//! then the Email's status). Auth errors and exhausted retries move on to the next sender.
 //!
 //! Each step lives in its own module. Steps before the claim have no side effects; a
 //! [`Problem`] found there ends the reconcile with a `Failed` status naming the field and the
@@ -31,7 +32,8 @@ use crate::api::{
     DeliveryPhase, Email, EmailDelivery, EmailDeliveryStatus, EmailPhase, EmailStatus, ResendPolicy,
 };
 use crate::context::Context;
-use crate::message::{OutgoingMessage, build_message};
+use crate::message::{AttachmentData, OutgoingMessage, RenderedContent, build_message};
+use crate::metrics::{FailureLabels, ProviderLabels, SenderLabels};
 use crate::provider::{ErrorClass, Provider, SendError, SendReceipt};
 use crate::sender::credentials;
 
@@ -104,8 +106,17 @@ struct Reconcile<'a> {
     status: EmailStatus,
 }
 
-/// What the steps before the ledger produce.
+/// What the sender-independent steps produce: the senders to try and the message inputs.
+struct Plan {
+    chain: Vec<ResolvedSender>,
+    content: RenderedContent,
+    attachments: Vec<AttachmentData>,
+}
+
+/// One sender of the chain, ready to send.
 struct Prepared {
+    /// Position in `Plan::chain`.
+    position: usize,
     sender: ResolvedSender,
     provider: Arc<dyn Provider>,
     message: OutgoingMessage,
@@ -116,20 +127,32 @@ impl Reconcile<'_> {
         if self.email.metadata.deletion_timestamp.is_some() || self.is_settled() {
             return Ok(Action::await_change());
         }
-        let prepared = match self.prepare().await? {
+        let plan = match self.plan().await? {
             Ok(p) => p,
-            Err(problem) => return self.fail(problem).await,
+            Err(problem) => return self.fail_unless_sent(problem).await,
+        };
+        // Judge a Sent status against the sender it went out through, which may be a fallback.
+        let sent_through = self
+            .status
+            .sender_config
+            .as_deref()
+            .and_then(|k| plan.chain.iter().position(|c| c.key == k))
+            .filter(|_| self.status.phase == Some(EmailPhase::Sent))
+            .unwrap_or(0);
+        let prepared = match self.prepare_from(&plan, sent_through) {
+            Ok(p) => p,
+            Err(problem) => return self.fail_unless_sent(problem).await,
         };
         if self.is_dry_run() {
             return self.previewed(&prepared).await;
         }
-        let hash = prepared.message.delivery_hash.as_str();
         if self.status.phase == Some(EmailPhase::Sent) {
-            if self.status.delivery_hash.as_deref() == Some(hash) {
+            if self.status.delivery_hash.as_deref() == Some(prepared.message.delivery_hash.as_str())
+            {
                 return self.observe_sent().await;
             }
             if self.email.spec.resend_policy == ResendPolicy::Never {
-                return self.changed_after_send(hash).await;
+                return self.changed_after_send().await;
             }
         }
         let now = Timestamp::now();
@@ -143,7 +166,20 @@ impl Reconcile<'_> {
         {
             return self.scheduled(&prepared, send_at).await;
         }
-        self.deliver(&prepared).await
+        let prepared = if prepared.position == 0 {
+            prepared
+        } else {
+            match self.prepare_from(&plan, 0) {
+                Ok(p) => p,
+                Err(problem) => return self.fail(problem).await,
+            }
+        };
+        if self.status.phase.is_none()
+            && let Some(action) = self.recover_from_ledger(&plan, &prepared).await?
+        {
+            return Ok(action);
+        }
+        self.deliver(&plan, prepared).await
     }
 
     /// Sent (or Expired) for the current generation: nothing to do, no read, no write.
@@ -180,39 +216,22 @@ impl Reconcile<'_> {
 
     // ---- steps without side effects --------------------------------------------------
 
-    async fn prepare(&self) -> Result<Result<Prepared, Problem>, kube::Error> {
+    /// The senders and the message inputs; no side effects.
+    async fn plan(&self) -> Result<Result<Plan, Problem>, kube::Error> {
         let stores = &self.ctx.stores;
         let labels = if resolve::needs_namespace_labels(&stores.senders, &self.namespace) {
             self.namespace_labels().await?
         } else {
             None
         };
-        let sender = match resolve::resolve(
+        let chain = match resolve::resolve(
             &self.namespace,
             self.email.spec.sender_config_ref.as_ref(),
             &stores.senders,
             &labels,
         ) {
-            Ok(s) => s,
+            Ok(c) => c,
             Err(p) => return Ok(Err(p)),
-        };
-        let loaded =
-            match credentials::load(&sender.config.spec, &sender.namespace, &stores.secrets) {
-                Ok(l) => l,
-                Err(e) => return Ok(Err(Problem::new(e.reason(), e.to_string()))),
-            };
-        let provider = match self
-            .ctx
-            .providers
-            .get(&sender.key, &sender.config.spec, loaded)
-        {
-            Ok(p) => p,
-            Err(e) => {
-                return Ok(Err(Problem::new(
-                    problem_reasons::SENDER_INVALID,
-                    format!("EmailSenderConfig {}: {e}", sender.key),
-                )));
-            }
         };
         let attachments = match attachments::load(
             &self.namespace,
@@ -229,25 +248,72 @@ impl Reconcile<'_> {
             Ok(c) => c,
             Err(p) => return Ok(Err(p)),
         };
-        let message = match build_message(
+        Ok(Ok(Plan {
+            chain,
+            content,
+            attachments,
+        }))
+    }
+
+    /// The message as `sender` would send it.
+    fn message_for(
+        &self,
+        plan: &Plan,
+        sender: &ResolvedSender,
+    ) -> Result<OutgoingMessage, Problem> {
+        build_message(
             &self.email.spec,
             &sender.config.spec,
             &sender.key,
-            content,
-            attachments,
-        ) {
-            Ok(m) => m,
-            Err(e) => {
-                return Ok(Err(Problem::new(
-                    problem_reasons::INVALID_SPEC,
-                    e.to_string(),
-                )));
+            plan.content.clone(),
+            plan.attachments.clone(),
+        )
+        .map_err(|e| Problem::new(problem_reasons::INVALID_SPEC, e.to_string()))
+    }
+
+    /// The first sender from `start` on whose credentials and client are in order. A sender
+    /// with a missing Secret is passed over when a later one can send; with none left, its
+    /// problem is the answer.
+    fn prepare_from(&self, plan: &Plan, start: usize) -> Result<Prepared, Problem> {
+        let mut first_problem = None;
+        for (position, sender) in plan.chain.iter().enumerate().skip(start) {
+            let message = self.message_for(plan, sender)?;
+            let client = credentials::load(
+                &sender.config.spec,
+                &sender.namespace,
+                &self.ctx.stores.secrets,
+            )
+            .map_err(|e| Problem::new(e.reason(), e.to_string()))
+            .and_then(|loaded| {
+                self.ctx
+                    .providers
+                    .get(&sender.key, &sender.config.spec, loaded)
+                    .map_err(|e| {
+                        Problem::new(
+                            problem_reasons::SENDER_INVALID,
+                            format!("EmailSenderConfig {}: {e}", sender.key),
+                        )
+                    })
+            });
+            match client {
+                Ok(provider) => {
+                    return Ok(Prepared {
+                        position,
+                        sender: sender.clone(),
+                        provider,
+                        message,
+                    });
+                }
+                Err(p) => {
+                    first_problem.get_or_insert(p);
+                }
             }
-        };
-        Ok(Ok(Prepared {
-            sender,
-            provider,
-            message,
+        }
+        Err(first_problem.unwrap_or_else(|| {
+            Problem::new(
+                problem_reasons::SENDER_UNAVAILABLE,
+                "every sender of this Email failed: see the EmailDeliveries of this Email",
+            )
         }))
     }
 
@@ -263,29 +329,48 @@ impl Reconcile<'_> {
 
     // ---- the ledger --------------------------------------------------------------------
 
-    async fn deliver(&self, p: &Prepared) -> Result<Action, kube::Error> {
+    /// An Email without status is new, or was deleted and created again (Argo CD Replace,
+    /// Flux force, prune and re-add): the ledger, read from the API server itself, decides.
+    async fn recover_from_ledger(
+        &self,
+        plan: &Plan,
+        p: &Prepared,
+    ) -> Result<Option<Action>, kube::Error> {
+        let entries = ledger::list_for_email(&self.deliveries, &self.name).await?;
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let hashes: Vec<String> = plan
+            .chain
+            .iter()
+            .filter_map(|s| self.message_for(plan, s).ok())
+            .map(|m| m.delivery_hash)
+            .collect();
+        let token = self.retry_token();
+        let Some(sent) = ledger::best_sent(&entries, &hashes) else {
+            return Ok(None);
+        };
+        if hashes.contains(&sent.spec.delivery_hash) {
+            return self
+                .mirror_sent(p, sent, token.as_deref(), reasons::RECOVERED_FROM_LEDGER)
+                .await
+                .map(Some);
+        }
+        if self.email.spec.resend_policy == ResendPolicy::Never {
+            return self
+                .mirror_sent(p, sent, token.as_deref(), reasons::CHANGED_AFTER_SEND)
+                .await
+                .map(Some);
+        }
+        Ok(None)
+    }
+
+    async fn deliver(&self, plan: &Plan, p: Prepared) -> Result<Action, kube::Error> {
+        let p = &p;
         let hash = p.message.delivery_hash.as_str();
         let token = self.retry_token();
         let key = ledger::ledger_key(hash, token.as_deref());
         let entry_name = ledger::entry_name(&self.name, &key);
-
-        // An Email without status is new, or was deleted and created again (Argo CD Replace,
-        // Flux force, prune and re-add): the ledger, read from the API server itself, decides.
-        if self.status.phase.is_none() {
-            let entries = ledger::list_for_email(&self.deliveries, &self.name).await?;
-            if let Some(sent) = ledger::best_sent(&entries, hash) {
-                if sent.spec.delivery_hash == hash {
-                    return self
-                        .mirror_sent(p, sent, token.as_deref(), reasons::RECOVERED_FROM_LEDGER)
-                        .await;
-                }
-                if self.email.spec.resend_policy == ResendPolicy::Never {
-                    return self
-                        .mirror_sent(p, sent, token.as_deref(), reasons::CHANGED_AFTER_SEND)
-                        .await;
-                }
-            }
-        }
 
         let cached = self
             .ctx
@@ -295,6 +380,9 @@ impl Reconcile<'_> {
         let entry = match cached {
             Some(e) => e,
             None => {
+                if let Err(wait) = self.take_send_token(p) {
+                    return self.rate_limited(p, wait).await;
+                }
                 let new = ledger::NewEntry {
                     namespace: &self.namespace,
                     email_name: &self.name,
@@ -315,7 +403,7 @@ impl Reconcile<'_> {
                 .await?
                 {
                     Claim::Won(created) => {
-                        return self.attempt(p, &created, 1, token.as_deref()).await;
+                        return self.attempt(plan, p, &created, 1, token.as_deref()).await;
                     }
                     Claim::Exists => match self.deliveries.get_opt(&entry_name).await? {
                         Some(e) => Arc::new(e),
@@ -325,12 +413,34 @@ impl Reconcile<'_> {
                 }
             }
         };
-        self.follow_entry(p, &entry, token.as_deref()).await
+        self.follow_entry(plan, p, &entry, token.as_deref()).await
+    }
+
+    /// Moves on to the next sender of the chain after `p`, if there is one.
+    async fn fail_over(&self, plan: &Plan, p: &Prepared) -> Option<Result<Action, kube::Error>> {
+        let next = self.prepare_from(plan, p.position + 1).ok()?;
+        tracing::info!(email = %self.id, from = %p.sender.key, to = %next.sender.key, "failing over to the next sender");
+        status::event(
+            self.ctx,
+            self.email,
+            true,
+            "FailingOver",
+            format!("{} failed; trying {}", p.sender.key, next.sender.key),
+        )
+        .await;
+        Some(Box::pin(self.deliver(plan, next)).await)
+    }
+
+    fn take_send_token(&self, p: &Prepared) -> Result<(), Duration> {
+        self.ctx
+            .rate_limits
+            .try_acquire(&p.sender.key, p.sender.config.spec.rate_limit.as_ref())
     }
 
     /// Acts on an existing ledger entry.
     async fn follow_entry(
         &self,
+        plan: &Plan,
         p: &Prepared,
         entry: &EmailDelivery,
         token: Option<&str>,
@@ -343,7 +453,7 @@ impl Reconcile<'_> {
                 return Err(e);
             }
             let fresh = self.deliveries.get(&entry_name).await?;
-            return Box::pin(self.follow_entry(p, &fresh, token)).await;
+            return Box::pin(self.follow_entry(plan, p, &fresh, token)).await;
         }
         let state = ledger::state(entry);
         tracing::debug!(email = %self.id, entry = %entry_name, ?state, "ledger entry");
@@ -356,7 +466,14 @@ impl Reconcile<'_> {
                 };
                 self.mirror_sent(p, entry, token, reason).await
             }
-            EntryState::Failed => self.mirror_failed(p, entry, token).await,
+            EntryState::Failed => {
+                if ledger::fails_over(entry)
+                    && let Some(result) = self.fail_over(plan, p).await
+                {
+                    return result;
+                }
+                self.mirror_failed(p, entry, token).await
+            }
             EntryState::Unknown => self.mirror_unknown(p, entry, token).await,
             EntryState::InFlight {
                 claimed_by,
@@ -400,6 +517,9 @@ impl Reconcile<'_> {
                     let wait: Duration = (next - now).try_into().unwrap_or_default();
                     return Ok(Action::requeue(wait));
                 }
+                if let Err(wait) = self.take_send_token(p) {
+                    return self.rate_limited(p, wait).await;
+                }
                 let settings = &self.ctx.settings;
                 let next_no = attempts + 1;
                 if ledger::claim_next(
@@ -411,7 +531,7 @@ impl Reconcile<'_> {
                 )
                 .await?
                 {
-                    self.attempt(p, entry, next_no, token).await
+                    self.attempt(plan, p, entry, next_no, token).await
                 } else {
                     Ok(Action::requeue(Duration::from_secs(1)))
                 }
@@ -422,9 +542,11 @@ impl Reconcile<'_> {
     // ---- the provider call -------------------------------------------------------------
 
     /// Calls the provider for a claimed attempt and records the outcome: first in the ledger,
-    /// then in the Email's status.
+    /// then in the Email's status. Auth errors and exhausted retries move on to the next
+    /// sender of the chain when there is one.
     async fn attempt(
         &self,
+        plan: &Plan,
         p: &Prepared,
         entry: &EmailDelivery,
         attempt: i32,
@@ -432,27 +554,7 @@ impl Reconcile<'_> {
     ) -> Result<Action, kube::Error> {
         let entry_name = entry.name_any();
         let started = Time(Timestamp::now());
-        let result = {
-            let _permit = self.ctx.send_slots.acquire().await;
-            let _running = self.ctx.mark_in_flight(&entry_name);
-            // The claim must outlive the call: a call that outlasts it is cut off and treated
-            // as ambiguous, so no other reconcile can ever see a lapsed claim of a live call.
-            let limit = self.ctx.settings.claim_ttl.mul_f64(0.8);
-            match tokio::time::timeout(limit, p.provider.send(&p.message)).await {
-                Ok(r) => r,
-                Err(_) => Err(SendError {
-                    class: ErrorClass::Ambiguous,
-                    auth: false,
-                    message: format!(
-                        "no answer from {} within {}s after the message was handed over",
-                        p.provider.kind(),
-                        limit.as_secs()
-                    ),
-                    retry_after: None,
-                    status: None,
-                }),
-            }
-        };
+        let result = self.call_provider(p, &entry_name).await;
         let retry = &p.sender.config.spec.retry;
         let base = EmailDeliveryStatus {
             observed_generation: entry.metadata.generation,
@@ -464,6 +566,7 @@ impl Reconcile<'_> {
             Ok(receipt) => (
                 EmailDeliveryStatus {
                     phase: Some(DeliveryPhase::Sent),
+                    reason: Some(ledger::reasons::SENT.into()),
                     message_id: Some(receipt.message_id.clone()),
                     sent_time: Some(Time(Timestamp::now())),
                     error: None,
@@ -472,7 +575,9 @@ impl Reconcile<'_> {
                 },
                 Action::await_change(),
             ),
-            Err(e) if e.class == ErrorClass::Transient && attempt < retry.max_attempts => {
+            Err(e)
+                if e.class == ErrorClass::Transient && !e.auth && attempt < retry.max_attempts =>
+            {
                 let now = Timestamp::now();
                 let next =
                     backoff::next_attempt_at(now, backoff::delay(retry, attempt, e.retry_after));
@@ -480,6 +585,7 @@ impl Reconcile<'_> {
                 (
                     EmailDeliveryStatus {
                         phase: Some(DeliveryPhase::Sending),
+                        reason: None,
                         error: Some(e.message.clone()),
                         next_attempt_time: Some(Time(next)),
                         ..base
@@ -487,28 +593,43 @@ impl Reconcile<'_> {
                     Action::requeue(wait),
                 )
             }
-            Err(e) => (
-                EmailDeliveryStatus {
-                    phase: Some(if e.class == ErrorClass::Ambiguous {
-                        DeliveryPhase::Unknown
-                    } else {
-                        DeliveryPhase::Failed
-                    }),
-                    error: Some(e.message.clone()),
-                    next_attempt_time: None,
-                    ..base
-                },
-                Action::await_change(),
-            ),
-        };
-        match &result {
-            Ok(r) => tracing::info!(email = %self.id, attempt, message_id = %r.message_id, "sent"),
             Err(e) => {
-                tracing::warn!(email = %self.id, attempt, class = ?e.class, retry_after = ?e.retry_after, next = ?outcome.next_attempt_time.as_ref().map(|t| t.0.to_string()), error = %e.message, "send failed")
+                let (phase, reason) = match e.class {
+                    ErrorClass::Ambiguous => {
+                        (DeliveryPhase::Unknown, ledger::reasons::OUTCOME_UNKNOWN)
+                    }
+                    _ if e.auth => (DeliveryPhase::Failed, ledger::reasons::AUTH_FAILED),
+                    ErrorClass::Transient => {
+                        (DeliveryPhase::Failed, ledger::reasons::RETRIES_EXHAUSTED)
+                    }
+                    ErrorClass::Permanent => {
+                        (DeliveryPhase::Failed, ledger::reasons::PROVIDER_REJECTED)
+                    }
+                };
+                (
+                    EmailDeliveryStatus {
+                        phase: Some(phase),
+                        reason: Some(reason.into()),
+                        error: Some(e.message.clone()),
+                        next_attempt_time: None,
+                        ..base
+                    },
+                    Action::await_change(),
+                )
             }
-        }
+        };
+        self.observe(p, attempt, &result, &outcome);
         self.record_outcome(&entry_name, &outcome).await?;
 
+        let fresh_entry = EmailDelivery {
+            status: Some(outcome.clone()),
+            ..entry.clone()
+        };
+        if ledger::fails_over(&fresh_entry)
+            && let Some(next) = self.fail_over(plan, p).await
+        {
+            return next;
+        }
         let mut status = self.delivery_status(p, token);
         status.attempts = Some(attempt);
         status.last_attempt_time = Some(started);
@@ -520,6 +641,81 @@ impl Reconcile<'_> {
             }
         }
         Ok(action)
+    }
+
+    /// The provider call itself, within the send slots and a time limit shorter than the claim.
+    async fn call_provider(
+        &self,
+        p: &Prepared,
+        entry_name: &str,
+    ) -> Result<SendReceipt, SendError> {
+        let _permit = self.ctx.send_slots.acquire().await;
+        let _running = self.ctx.mark_in_flight(entry_name);
+        // The claim must outlive the call: a call that outlasts it is cut off and treated as
+        // ambiguous, so no other reconcile can ever see a lapsed claim of a live call.
+        let limit = self.ctx.settings.claim_ttl.mul_f64(0.8);
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(limit, p.provider.send(&p.message)).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError {
+                class: ErrorClass::Ambiguous,
+                auth: false,
+                message: format!(
+                    "no answer from {} within {}s after the message was handed over",
+                    p.provider.kind(),
+                    limit.as_secs()
+                ),
+                retry_after: None,
+                status: None,
+            }),
+        };
+        self.ctx
+            .metrics
+            .send_duration
+            .get_or_create(&ProviderLabels {
+                provider: p.provider.kind().to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Logs, metrics and the sender's last-send record for one attempt.
+    fn observe(
+        &self,
+        p: &Prepared,
+        attempt: i32,
+        result: &Result<SendReceipt, SendError>,
+        outcome: &EmailDeliveryStatus,
+    ) {
+        let metrics = &self.ctx.metrics;
+        let provider = p.provider.kind().to_string();
+        match result {
+            Ok(r) => {
+                tracing::info!(email = %self.id, sender = %p.sender.key, attempt, message_id = %r.message_id, "sent");
+                metrics
+                    .emails_sent
+                    .get_or_create(&SenderLabels {
+                        sender: p.sender.key.clone(),
+                        provider,
+                    })
+                    .inc();
+                self.ctx.record_send(&p.sender.key, None);
+            }
+            Err(e) => {
+                tracing::warn!(email = %self.id, sender = %p.sender.key, attempt, class = ?e.class, retry_after = ?e.retry_after, error = %e.message, "send failed");
+                if let Some(reason) = &outcome.reason {
+                    metrics
+                        .emails_failed
+                        .get_or_create(&FailureLabels {
+                            sender: p.sender.key.clone(),
+                            provider,
+                            reason: reason.clone(),
+                        })
+                        .inc();
+                }
+                self.ctx.record_send(&p.sender.key, Some(e.message.clone()));
+            }
+        }
     }
 
     /// Records a ledger outcome, retrying briefly; if the API server stays away, the outcome
@@ -748,7 +944,7 @@ impl Reconcile<'_> {
         "the spec changed after the Email was sent; resendPolicy is Never, so the new content is not sent. Create a new Email to send it, or set resendPolicy: OnChange".to_string()
     }
 
-    async fn changed_after_send(&self, _new_hash: &str) -> Result<Action, kube::Error> {
+    async fn changed_after_send(&self) -> Result<Action, kube::Error> {
         let mut status = self.status.clone();
         let message = self.changed_message();
         let announce =
@@ -836,6 +1032,40 @@ impl Reconcile<'_> {
             .try_into()
             .unwrap_or_default();
         Ok(Action::requeue(wait + Duration::from_millis(50)))
+    }
+
+    /// Waiting for a token of the sender's rate limit: Pending, never Failed.
+    async fn rate_limited(&self, p: &Prepared, wait: Duration) -> Result<Action, kube::Error> {
+        if status::current_reason(self.email).as_deref() != Some(reasons::RATE_LIMITED) {
+            let mut status = self.delivery_status(p, self.retry_token().as_deref());
+            let limit = p.sender.config.spec.rate_limit.as_ref();
+            let message = format!(
+                "waiting for a send slot of {} (rateLimit {}/min, burst {})",
+                p.sender.key,
+                limit.map(|l| l.per_minute).unwrap_or_default(),
+                limit.and_then(|l| l.burst).unwrap_or(1)
+            );
+            status::settle(
+                self.email,
+                &mut status,
+                EmailPhase::Pending,
+                reasons::RATE_LIMITED,
+                &message,
+            );
+            status::write(self.ctx, self.email, &status).await?;
+        }
+        Ok(Action::requeue(wait + Duration::from_millis(10)))
+    }
+
+    /// A problem with a spec that was already sent under `resendPolicy: Never` is not a
+    /// failure: the new spec would not be sent anyway, so the Email stays Sent.
+    async fn fail_unless_sent(&self, problem: Problem) -> Result<Action, kube::Error> {
+        if self.status.phase == Some(EmailPhase::Sent)
+            && self.email.spec.resend_policy == ResendPolicy::Never
+        {
+            return self.changed_after_send().await;
+        }
+        self.fail(problem).await
     }
 
     async fn fail(&self, problem: Problem) -> Result<Action, kube::Error> {

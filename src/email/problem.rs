@@ -33,7 +33,7 @@ pub mod reasons {
     pub const NO_SENDER: &str = "NoSenderConfig";
     pub const AMBIGUOUS_DEFAULT: &str = "AmbiguousDefault";
     pub const NOT_ALLOWED: &str = "NotAllowed";
-    pub const SENDER_DISABLED: &str = "SenderDisabled";
+    pub const SENDER_UNAVAILABLE: &str = "SenderUnavailable";
     pub const SENDER_INVALID: &str = "SenderInvalid";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const ATTACHMENT_NOT_FOUND: &str = "AttachmentNotFound";

@@ -4,8 +4,10 @@
 //! 2. else the one `default: true` config in the Email's namespace;
 //! 3. else the one `default: true` config elsewhere whose `allowedNamespaces` admits it.
 //!
-//! Two candidates at one step is an error, never a guess. A disabled config hands over to
-//! its `fallback` list in order.
+//! Two candidates at one step is an error, never a guess. The result is a chain: the chosen
+//! config, then its `fallback` list, leaving out configs that are disabled or whose last
+//! health check failed. Delivery starts with the first and moves down the chain on auth
+//! errors and exhausted retries.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,18 +43,19 @@ impl ResolvedSender {
 /// Labels of the Email's namespace, needed only when a config admits namespaces by selector.
 pub type NamespaceLabels = Option<BTreeMap<String, String>>;
 
-/// Picks the sender for an Email in `email_ns`. `ns_labels` is consulted for Selector rules.
+/// Picks the senders for an Email in `email_ns`, in the order to try them. Never empty.
+/// `ns_labels` is consulted for Selector rules.
 pub fn resolve(
     email_ns: &str,
     reference: Option<&SpecRef>,
     senders: &Store<EmailSenderConfig>,
     ns_labels: &NamespaceLabels,
-) -> Result<ResolvedSender, Problem> {
+) -> Result<Vec<ResolvedSender>, Problem> {
     let chosen = match reference {
         Some(r) => by_reference(email_ns, r, senders, ns_labels)?,
         None => by_default(email_ns, senders, ns_labels)?,
     };
-    first_enabled(chosen, senders)
+    usable_chain(chosen, senders)
 }
 
 /// Whether resolving for this Email may need the namespace's labels (so the caller reads them
@@ -161,28 +164,50 @@ fn single(
     }
 }
 
-/// A disabled config hands over to the first enabled config of its `fallback` list (which
-/// lives in the same namespace).
-fn first_enabled(
+/// The chosen config and its fallbacks (which live in its namespace), without the ones that
+/// are disabled or unhealthy.
+fn usable_chain(
     primary: Arc<EmailSenderConfig>,
     senders: &Store<EmailSenderConfig>,
-) -> Result<ResolvedSender, Problem> {
-    if !primary.spec.disabled {
-        return Ok(ResolvedSender::of(primary));
-    }
+) -> Result<Vec<ResolvedSender>, Problem> {
     let ns = primary.namespace().unwrap_or_default();
-    for name in &primary.spec.fallback {
-        if let Some(candidate) = senders.get(&ObjectRef::new(name).within(&ns))
-            && !candidate.spec.disabled
-        {
-            return Ok(ResolvedSender::of(candidate));
+    let mut chain: Vec<ResolvedSender> = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
+    let fallbacks = primary
+        .spec
+        .fallback
+        .iter()
+        .filter_map(|name| senders.get(&ObjectRef::new(name).within(&ns)));
+    for candidate in std::iter::once(primary.clone()).chain(fallbacks) {
+        let resolved = ResolvedSender::of(candidate);
+        if chain.iter().any(|c| c.key == resolved.key) {
+            continue;
+        }
+        match unusable(&resolved.config) {
+            Some(why) => skipped.push(format!("{} ({why})", resolved.key)),
+            None => chain.push(resolved),
         }
     }
-    Err(Problem::new(
-        reasons::SENDER_DISABLED,
-        format!(
-            "EmailSenderConfig {ns}/{} is disabled and no fallback is enabled: enable it, or list an enabled config in its spec.fallback",
-            primary.name_any()
-        ),
-    ))
+    if chain.is_empty() {
+        return Err(Problem::new(
+            reasons::SENDER_UNAVAILABLE,
+            format!(
+                "no usable EmailSenderConfig: {}. Enable or fix one of them, or add a working config to spec.fallback of {ns}/{}",
+                skipped.join(", "),
+                primary.name_any()
+            ),
+        ));
+    }
+    Ok(chain)
+}
+
+/// Why a config is skipped, if it is.
+fn unusable(config: &EmailSenderConfig) -> Option<&'static str> {
+    if config.spec.disabled {
+        return Some("disabled");
+    }
+    let unhealthy = config.status.as_ref().is_some_and(|s| {
+        crate::conditions::find(&s.conditions, "Healthy").is_some_and(|c| c.status == "False")
+    });
+    unhealthy.then_some("unhealthy")
 }

@@ -21,6 +21,7 @@ pub mod reasons {
     pub const PROVIDER_REJECTED: &str = "ProviderRejected";
     pub const RETRIES_EXHAUSTED: &str = "RetriesExhausted";
     pub const TRANSIENT_ERROR: &str = "TransientError";
+    pub const RATE_LIMITED: &str = "RateLimited";
 }
 
 /// The conditions for a phase: kstatus reads `Ready` for resting states, `Reconciling` while

@@ -2,4 +2,6 @@
 //! keeping one provider client per sender.
 
 pub mod clients;
+pub mod controller;
 pub mod credentials;
+pub mod rate_limit;

@@ -1,0 +1,227 @@
+//! Prometheus metrics (prefix `kmailops_`) and the HTTP endpoints `/metrics`, `/healthz`
+//! and `/readyz`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SenderLabels {
+    pub sender: String,
+    pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub sender: String,
+    pub provider: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthCheckLabels {
+    pub sender: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SenderOnly {
+    pub sender: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+    pub reason: String,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 5 ms .. ~40 s: provider calls and reconciles both fall in this range.
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// Every metric api.md promises. Cheap to clone (all handles are shared).
+#[derive(Clone)]
+pub struct Metrics {
+    pub emails_sent: Family<SenderLabels, Counter>,
+    pub emails_failed: Family<FailureLabels, Counter>,
+    pub send_duration: Family<ProviderLabels, Histogram, fn() -> Histogram>,
+    pub health_checks: Family<HealthCheckLabels, Counter>,
+    pub health_check_duration: Family<SenderOnly, Histogram, fn() -> Histogram>,
+    pub sender_status: Family<SenderOnly, Gauge>,
+    pub reconcile_duration: Family<KindLabels, Histogram, fn() -> Histogram>,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    registry: Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let emails_sent = Family::<SenderLabels, Counter>::default();
+        let emails_failed = Family::<FailureLabels, Counter>::default();
+        let send_duration = Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        let health_checks = Family::<HealthCheckLabels, Counter>::default();
+        let health_check_duration =
+            Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        let sender_status = Family::<SenderOnly, Gauge>::default();
+        let reconcile_duration =
+            Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+
+        let mut r = Registry::with_prefix("kmailops");
+        r.register(
+            "emails_sent",
+            "Emails a provider accepted",
+            emails_sent.clone(),
+        );
+        r.register(
+            "emails_failed",
+            "Emails that ended Failed or Unknown, by reason",
+            emails_failed.clone(),
+        );
+        r.register(
+            "send_duration_seconds",
+            "Duration of provider send calls",
+            send_duration.clone(),
+        );
+        r.register(
+            "sender_health_checks",
+            "Sender health checks, by result",
+            health_checks.clone(),
+        );
+        r.register(
+            "sender_health_check_duration_seconds",
+            "Duration of sender health checks",
+            health_check_duration.clone(),
+        );
+        r.register(
+            "sender_status",
+            "1 healthy, 0 unhealthy, -1 disabled",
+            sender_status.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Duration of reconciles, by kind",
+            reconcile_duration.clone(),
+        );
+        r.register(
+            "reconcile_errors",
+            "Reconciles that failed (and were retried), by kind and reason",
+            reconcile_errors.clone(),
+        );
+        Self {
+            emails_sent,
+            emails_failed,
+            send_duration,
+            health_checks,
+            health_check_duration,
+            sender_status,
+            reconcile_duration,
+            reconcile_errors,
+            registry: Arc::new(r),
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn observe_reconcile(&self, kind: &str, took: Duration) {
+        self.reconcile_duration
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn reconcile_error(&self, kind: &str, reason: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+}
+
+/// Whether the operator is ready: its caches are filled and its controllers run.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct Endpoints {
+    metrics: Metrics,
+    ready: Readiness,
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, metrics: Metrics, ready: Readiness) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(Endpoints { metrics, ready });
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the metrics address {addr}: {e}"))?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn metrics_text(State(e): State<Endpoints>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        e.metrics.encode(),
+    )
+}
+
+async fn readyz(State(e): State<Endpoints>) -> impl IntoResponse {
+    if e.ready.get() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not ready")
+    }
+}
