@@ -13,8 +13,14 @@
 //! line by line). `Api<Secret>` then works unchanged, for the tests and for the operator code
 //! they hand this client to.
 //!
+//! A Secret's `stringData` is converted as the real API server does it: each value is base64
+//! encoded into `data` under the same key (winning over a `data` entry of that key), and
+//! `stringData` is dropped, so it is never stored or read back. This happens for Secret bodies
+//! (create, replace, server-side apply); see [`to_standin`].
+//!
 //! What it does not do, so tests must not rely on it:
-//! - `stringData` is not converted into `data` (a CRD has no such logic): write `data`.
+//! - `stringData` in a patch body without `kind: Secret` (merge, strategic merge or JSON
+//!   patch) is not converted: patch `data` instead.
 //! - `type`, immutability and the size limit of Secrets are not enforced.
 //! - Field selectors other than `metadata.name` / `metadata.namespace` are refused by the
 //!   server for custom resources (e.g. `type=...` on Secrets).
@@ -22,6 +28,8 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, stream};
@@ -138,7 +146,8 @@ pub fn standin_uri(uri: &Uri) -> Option<Uri> {
 }
 
 /// Request bodies: a Secret/ConfigMap (create, replace, server-side apply) gets the stand-in
-/// apiVersion. Anything else (DeleteOptions, JSON patches, ...) passes unchanged.
+/// apiVersion, and a Secret's `stringData` is merged into `data` (see [`merge_string_data`]).
+/// Anything else (DeleteOptions, JSON patches, ...) passes unchanged.
 pub fn to_standin(body: Bytes) -> Bytes {
     let Ok(mut value) = serde_json::from_slice::<Value>(&body) else {
         return body;
@@ -151,6 +160,9 @@ pub fn to_standin(body: Bytes) -> Bytes {
         return body;
     }
     value["apiVersion"] = STANDIN_API_VERSION.into();
+    if value.get("kind").and_then(Value::as_str) == Some("Secret") {
+        merge_string_data(&mut value);
+    }
     // managedFields name the apiVersion too; they come back from responses as "v1".
     if let Some(fields) = value
         .pointer_mut("/metadata/managedFields")
@@ -163,6 +175,39 @@ pub fn to_standin(body: Bytes) -> Bytes {
         }
     }
     serde_json::to_vec(&value).map(Bytes::from).unwrap_or(body)
+}
+
+/// What the real API server does with a Secret's `stringData` on the way in: every entry is
+/// base64 encoded into `data` under its key, replacing a `data` entry of the same key, and
+/// `stringData` itself is removed (it is write-only). A `stringData` that is not an object of
+/// strings is left as it is; the real server would refuse it, the stand-in CRD can not.
+fn merge_string_data(secret: &mut Value) {
+    let Some(object) = secret.as_object_mut() else {
+        return;
+    };
+    let convertible = match object.get("stringData") {
+        None => return,
+        Some(Value::Null) => true,
+        Some(Value::Object(entries)) => entries.values().all(Value::is_string),
+        Some(_) => false,
+    };
+    if !convertible {
+        return;
+    }
+    let Some(Value::Object(entries)) = object.remove("stringData") else {
+        return; // `stringData: null` adds nothing
+    };
+    let data = object.entry("data").or_insert(Value::Null);
+    if !data.is_object() {
+        *data = Value::Object(Default::default());
+    }
+    if let Value::Object(data) = data {
+        for (key, plain) in entries {
+            if let Value::String(plain) = plain {
+                data.insert(key, BASE64.encode(plain).into());
+            }
+        }
+    }
 }
 
 /// Response bodies: every `apiVersion: core.testing.k8s.io/v1`, at any depth (list items,
@@ -241,4 +286,72 @@ where
         }
     });
     axum::body::Body::from_stream(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn through_shim(body: Value) -> Value {
+        let out = to_standin(Bytes::from(serde_json::to_vec(&body).unwrap()));
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn secret_string_data_is_merged_into_data_as_base64_and_dropped() {
+        let sent = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "creds"},
+            "data": {"token": "b2xk", "kept": "a2VwdA=="},
+            "stringData": {"token": "new", "password": "p\u{e4}ss word\n"}
+        });
+        let stored = through_shim(sent);
+        assert_eq!(stored["apiVersion"], STANDIN_API_VERSION);
+        assert_eq!(stored.get("stringData"), None, "stringData is write-only");
+        assert_eq!(
+            stored["data"],
+            json!({
+                "token": "bmV3",                  // stringData wins over data
+                "kept": "a2VwdA==",               // untouched
+                "password": "cMOkc3Mgd29yZAo="    // UTF-8 bytes, base64
+            })
+        );
+    }
+
+    #[test]
+    fn secret_with_only_string_data_gets_data() {
+        let stored = through_shim(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "stringData": {"api-key": "k"}
+        }));
+        assert_eq!(stored["data"], json!({"api-key": "aw=="}));
+        assert_eq!(stored.get("stringData"), None);
+
+        let stored = through_shim(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "data": {"a": "Yg=="},
+            "stringData": null
+        }));
+        assert_eq!(stored["data"], json!({"a": "Yg=="}));
+        assert_eq!(stored.get("stringData"), None);
+    }
+
+    #[test]
+    fn configmaps_and_non_secret_bodies_keep_a_string_data_field() {
+        let stored = through_shim(json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "data": {"a": "b"},
+            "stringData": {"c": "d"}
+        }));
+        assert_eq!(stored["data"], json!({"a": "b"}));
+        assert_eq!(stored["stringData"], json!({"c": "d"}));
+
+        let patch = br#"{"stringData":{"c":"d"}}"#;
+        assert_eq!(to_standin(Bytes::from_static(patch)), &patch[..]);
+    }
 }
