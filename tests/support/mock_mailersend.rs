@@ -28,6 +28,7 @@ struct Inner {
     script: VecDeque<Reply>,
     calls: Vec<(Instant, serde_json::Value)>,
     next_id: u64,
+    always: Option<Reply>,
 }
 
 #[derive(Clone)]
@@ -60,6 +61,11 @@ impl MockMailerSend {
     /// Queues answers for the next calls.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.inner.lock().unwrap().script.extend(replies);
+    }
+
+    /// Answers every later call with `reply` (the script is used up first).
+    pub fn always(&self, reply: Reply) {
+        self.inner.lock().unwrap().always = Some(reply);
     }
 
     /// How many `POST /email` calls arrived.
@@ -139,10 +145,19 @@ async fn send(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
     }
 }
 
-async fn quota() -> impl IntoResponse {
+async fn quota(headers: HeaderMap) -> Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer test-token") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("content-type", "application/json")],
+            r#"{"message":"Unauthenticated."}"#,
+        )
+            .into_response();
+    }
     (
         StatusCode::OK,
         [("content-type", "application/json")],
         r#"{"quota":3000,"remaining":2999,"reset":"2026-12-01T00:00:00Z"}"#,
     )
+        .into_response()
 }

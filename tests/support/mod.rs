@@ -17,6 +17,7 @@
 
 pub mod core_standin;
 pub mod mock_mailersend;
+pub mod operator;
 
 use std::fmt::Debug;
 use std::path::PathBuf;

@@ -1,0 +1,174 @@
+//! Running the operator in-process for tests, and the manifests most tests need.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use tokio::sync::oneshot;
+
+use kmailops::api::{Email, EmailDelivery, EmailPhase};
+use kmailops::context::Settings;
+use kmailops::controller::{RunConfig, run};
+
+use super::TestEnv;
+use super::mock_mailersend::MockMailerSend;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A running controller, scoped to one namespace; stops when dropped or on `stop()`.
+pub struct Operator {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Operator {
+    pub fn start(client: Client, ns: &str) -> Self {
+        Self::start_with(client, ns, Settings::default())
+    }
+
+    pub fn start_with(client: Client, ns: &str, settings: Settings) -> Self {
+        Self::start_full(client, ns, settings, None)
+    }
+
+    /// With the metrics endpoint on `metrics_addr`.
+    pub fn start_full(
+        client: Client,
+        ns: &str,
+        mut settings: Settings,
+        metrics_addr: Option<std::net::SocketAddr>,
+    ) -> Self {
+        settings.instance_id = format!("test-{}", rand::random::<u32>());
+        let (tx, rx) = oneshot::channel::<()>();
+        let config = RunConfig {
+            settings,
+            namespace: Some(ns.to_string()),
+            metrics_addr,
+        };
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.await;
+            };
+            run(client, config, shutdown)
+                .await
+                .expect("controller runs");
+        });
+        Self {
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub async fn secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut s = Secret::default();
+    s.metadata.name = Some(name.into());
+    s.data = Some(BTreeMap::from([(
+        key.to_string(),
+        ByteString(value.as_bytes().to_vec()),
+    )]));
+    api.create(&PostParams::default(), &s)
+        .await
+        .expect("create Secret");
+}
+
+pub fn sender_yaml(name: &str, base_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: kmailops.io/v1alpha1
+kind: EmailSenderConfig
+metadata:
+  name: {name}
+spec:
+  default: true
+  sender:
+    address: shop@example.com
+    name: Example Shop
+  mailersend:
+    apiTokenSecretRef: {{name: mailersend-token, key: token}}
+    baseUrl: {base_url}
+  retry: {{maxAttempts: 4, initialBackoff: 1s, maxBackoff: 4s}}
+{extra}
+"#
+    )
+}
+
+pub fn email_yaml(name: &str, subject: &str, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: kmailops.io/v1alpha1
+kind: Email
+metadata:
+  name: {name}
+spec:
+  to: ["Ada Lovelace <ada@example.org>"]
+  subject: "{subject}"
+  text: "Hello Ada"
+{extra}
+"#
+    )
+}
+
+/// Namespace, token Secret, mock server and a default sender config pointing at it.
+pub async fn setup(env: &TestEnv, prefix: &str) -> (String, MockMailerSend) {
+    kmailops::telemetry::init(kmailops::telemetry::LogFormat::Text);
+    let ns = env.unique_namespace(prefix).await;
+    let mock = MockMailerSend::start().await;
+    secret(
+        &env.client(),
+        &ns,
+        "mailersend-token",
+        "token",
+        "test-token",
+    )
+    .await;
+    env.apply_yaml(&ns, &sender_yaml("mailersend", &mock.base_url, ""))
+        .await;
+    (ns, mock)
+}
+
+pub fn phase_is(p: EmailPhase) -> impl Fn(&Email) -> bool {
+    move |e: &Email| e.status.as_ref().and_then(|s| s.phase) == Some(p)
+}
+
+pub fn ready_reason(e: &Email) -> Option<String> {
+    e.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.reason.clone())
+}
+
+pub fn condition(e: &Email, type_: &str) -> Option<(String, String)> {
+    e.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+pub async fn deliveries(client: &Client, ns: &str) -> Vec<EmailDelivery> {
+    Api::<EmailDelivery>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
