@@ -100,11 +100,13 @@ pub fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
-    let mut end = max;
+    // Leave room for the "..." first, then step back to a character boundary: subtracting
+    // after finding the boundary could land inside a multi-byte character and panic.
+    let mut end = max.saturating_sub(3);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}...", &s[..end.saturating_sub(3)])
+    format!("{}...", &s[..end])
 }
 
 #[cfg(test)]
