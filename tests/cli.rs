@@ -272,3 +272,20 @@ async fn check_connects_to_an_smtp_server_with_implicit_tls() {
         text(&out.stdout)
     );
 }
+
+#[tokio::test]
+async fn send_refuses_an_email_whose_not_after_has_passed() {
+    let mock = serve(|_| Answer::new(202, "").header("X-Message-Id", "never")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sender = write(dir.path(), "sender.yaml", &mailersend_manifests(&mock.url));
+    let expired = format!("{EMAIL}  notAfter: \"2020-01-01T00:00:00Z\"\n");
+    let email = write(dir.path(), "email.yaml", &expired);
+    let out = kmailops(&["send", "-f", &sender, "-f", &email]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("spec.notAfter (2020-01-01T00:00:00Z) has passed"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(mock.requests().is_empty(), "nothing may reach the provider");
+}

@@ -285,19 +285,14 @@ async fn an_intent_without_outcome_becomes_unknown_and_only_a_retry_token_sends_
     let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
 
     // Dry run first: learn the delivery hash the operator computes, without sending.
+    // The annotation is part of the first apply: adding it by a later patch raced the
+    // running operator, which could send before the patch landed.
     let op = Operator::start(client.clone(), &ns);
-    env.apply_yaml(&ns, &email_yaml("receipt", "Receipt", ""))
-        .await;
-    emails
-        .patch(
-            "receipt",
-            &PatchParams::default(),
-            &Patch::Merge(
-                serde_json::json!({"metadata": {"annotations": {"kmailops.io/dry-run": "true"}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    let dry_run = email_yaml("receipt", "Receipt", "").replace(
+        "  name: receipt\n",
+        "  name: receipt\n  annotations: {kmailops.io/dry-run: \"true\"}\n",
+    );
+    env.apply_yaml(&ns, &dry_run).await;
     let previewed = wait_for(&emails, "receipt", phase_is(EmailPhase::Previewed), WAIT).await;
     op.stop().await;
     assert_eq!(mock.calls(), 0);

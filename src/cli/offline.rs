@@ -175,3 +175,40 @@ pub(crate) fn attachments(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{RenderedContent, build_message};
+
+    fn examples() -> ManifestSet {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let folders = ["senders", "emails", "templates"].map(|f| root.join(f));
+        ManifestSet::load(&folders, "default").expect("the shipped examples load")
+    }
+
+    #[test]
+    fn the_shipped_plain_example_resolves_its_sender_and_builds_a_message() {
+        let set = examples();
+        let email = pick(
+            &set.emails,
+            "Email",
+            Some("shop/maintenance-notice-2026-12"),
+            "--email",
+        )
+        .expect("example Email");
+        let mut warnings = Vec::new();
+        let config = resolve_sender(&set, email, &mut warnings).expect("a default sender");
+        let credentials = credentials(&set, config).expect("the example Secret");
+        assert!(credentials.secret.is_some());
+        let spec = &email.object.spec;
+        let content = RenderedContent {
+            subject: spec.subject.clone().unwrap_or_default(),
+            text: spec.text.clone(),
+            html: spec.html.clone(),
+        };
+        let msg = build_message(spec, &config.object.spec, &config.key(), content, vec![])
+            .expect("the example is a valid message");
+        assert_eq!(msg.to[0].address, "ops@shop.example.com");
+    }
+}

@@ -38,7 +38,22 @@ pub async fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
             email.key()
         );
     }
+    let now = jiff::Timestamp::now();
+    // The same replay guard as the operator: a notAfter in the past means never send.
+    if let Some(not_after) = spec.not_after.as_ref().filter(|t| t.0 <= now) {
+        bail!(
+            "Email {}: spec.notAfter ({}) has passed, so it is not sent (Expired)",
+            email.key(),
+            not_after.0
+        );
+    }
     let mut warnings = Vec::new();
+    if let Some(send_at) = spec.send_at.as_ref().filter(|t| t.0 > now) {
+        warnings.push(format!(
+            "spec.sendAt is {}; `kmailops send` sends now",
+            send_at.0
+        ));
+    }
     let config = offline::resolve_sender(&set, email, &mut warnings)?;
     let credentials = offline::credentials(&set, config)?;
     let attachments = offline::attachments(&set, email)?;
