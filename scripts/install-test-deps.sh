@@ -3,6 +3,10 @@
 #  - python3-aiosmtpd: a real SMTP server (STARTTLS, implicit TLS, AUTH) for the SMTP tests.
 #  - openssl: certificates for the local API server.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# kubectl renders deploy/ with kustomize in the deploy-manifest tests.
+scripts/install-kubectl.sh
 
 need=()
 python3 -c 'import aiosmtpd' 2>/dev/null || need+=(aiosmtpd)

@@ -137,6 +137,15 @@ impl Metrics {
             "Reconciles that failed (and were retried), by kind and reason",
             reconcile_errors.clone(),
         );
+        // Error series exist from the start at 0, so alerts on rate() work before the first error.
+        for kind in ["Email", "EmailSenderConfig"] {
+            reconcile_errors
+                .get_or_create(&ErrorLabels {
+                    kind: kind.into(),
+                    reason: "KubeApi".into(),
+                })
+                .get();
+        }
         Self {
             emails_sent,
             emails_failed,

@@ -387,8 +387,9 @@ async fn every_metric_is_served_over_http_and_moves_when_it_should() {
             &[("kind", "EmailSenderConfig")]
         ) >= 1.0
     );
+    // No reconcile failed here, and the error series are there at 0 for alerting.
     assert!(
-        text.contains("# TYPE kmailops_reconcile_errors counter"),
+        text.contains("kmailops_reconcile_errors_total{kind=\"Email\",reason=\"KubeApi\"} 0"),
         "{text}"
     );
     op.stop().await;

@@ -109,10 +109,12 @@ async fn send(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
         let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         inner.calls.push((Instant::now(), json));
         inner.next_id += 1;
-        (
-            inner.script.pop_front().unwrap_or(Reply::Accepted),
-            inner.next_id,
-        )
+        let reply = inner
+            .script
+            .pop_front()
+            .or_else(|| inner.always.clone())
+            .unwrap_or(Reply::Accepted);
+        (reply, inner.next_id)
     };
     let accepted = move || {
         (
