@@ -86,6 +86,9 @@ pub struct Context {
     activity: Mutex<HashMap<String, SendActivity>>,
     /// The client each sender's last health check used, to check again when it changes.
     checked_clients: Mutex<HashMap<String, Arc<dyn Provider>>>,
+    /// Set once shutdown began: no new provider call is claimed after it, so a stopping
+    /// replica only finishes the calls already under way and hands the rest to its successor.
+    stopping: std::sync::atomic::AtomicBool,
     /// Asks the sender controller to look at a sender again (e.g. to show a recent send).
     sender_wakeups: tokio::sync::mpsc::UnboundedSender<ObjectRef<EmailSenderConfig>>,
 }
@@ -141,6 +144,7 @@ impl Context {
             activity: Mutex::default(),
             checked_clients: Mutex::default(),
             sender_wakeups,
+            stopping: Default::default(),
             client,
             settings,
             stores,
@@ -215,5 +219,18 @@ impl Context {
             .is_some_and(|previous| !Arc::ptr_eq(previous, client));
         map.insert(sender.to_string(), client.clone());
         changed
+    }
+}
+
+impl Context {
+    /// Marks the start of shutdown (see `stopping`).
+    pub fn begin_shutdown(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether shutdown began.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

@@ -186,9 +186,17 @@ pub async fn run(
         config.settings.delivery_retention,
     ));
 
+    let stopping = {
+        let ctx = ctx.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing the sends under way, starting no new ones");
+            ctx.begin_shutdown();
+        }
+    };
     controller
         .reconcile_on(tokio_stream_from(trigger_rx))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(stopping)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(err) = result {

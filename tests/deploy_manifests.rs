@@ -91,8 +91,8 @@ const REQUIRED: &[(&str, &str, &[&str], &str)] = &[
 const REQUIRED_IN_OWN_NAMESPACE: &[(&str, &str, &[&str], &str)] = &[(
     "coordination.k8s.io",
     "leases",
-    &["get", "create", "update"],
-    "leader election",
+    &["get", "create", "patch"],
+    "leader.rs: kube-lease-manager reads, creates and patches (apply, merge) the Lease",
 )];
 
 /// Rust types the source may use with `Api<...>`, and the resource each one is.

@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::context::{Settings, default_instance_id};
 use crate::controller::{RunConfig, run as run_controller};
+use crate::leader::{LeaderElection, run_as_leader};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Args, Debug)]
@@ -27,6 +28,20 @@ pub struct RunArgs {
     /// Where to serve /metrics, /healthz and /readyz ("off" to serve nothing).
     #[arg(long, env = "KMAILOPS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: String,
+    /// Elect a leader on a Lease so that only one replica reconciles ("false" to turn off,
+    /// e.g. for a single replica outside a cluster).
+    #[arg(long, env = "KMAILOPS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease (default: POD_NAMESPACE, else kmailops-system).
+    #[arg(long, env = "KMAILOPS_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "KMAILOPS_LEADER_ELECTION_LEASE",
+        default_value = "kmailops-leader"
+    )]
+    pub leader_election_lease: String,
     /// Log format.
     #[arg(long, env = "KMAILOPS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -53,7 +68,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             })?),
         },
     };
-    run_controller(client, config, shutdown_signal()).await?;
+    if args.leader_election {
+        let mut election = LeaderElection {
+            lease_name: args.leader_election_lease,
+            ..LeaderElection::default()
+        };
+        if let Some(ns) = args.leader_election_namespace {
+            election.namespace = ns;
+        }
+        run_as_leader(client, config, election, shutdown_signal()).await?;
+    } else {
+        run_controller(client, config, shutdown_signal()).await?;
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -380,8 +380,8 @@ impl Reconcile<'_> {
         let entry = match cached {
             Some(e) => e,
             None => {
-                if let Err(wait) = self.take_send_token(p) {
-                    return self.rate_limited(p, wait).await;
+                if let Some(blocked) = self.claim_blocked(p).await {
+                    return blocked;
                 }
                 let new = ledger::NewEntry {
                     namespace: &self.namespace,
@@ -429,6 +429,18 @@ impl Reconcile<'_> {
         )
         .await;
         Some(Box::pin(self.deliver(plan, next)).await)
+    }
+
+    /// What stops a new attempt from being claimed now, if anything: shutdown (the successor
+    /// will claim it) or the sender's rate limit (the Email waits as Pending).
+    async fn claim_blocked(&self, p: &Prepared) -> Option<Result<Action, kube::Error>> {
+        if self.ctx.is_stopping() {
+            return Some(Ok(Action::requeue(Duration::from_secs(5))));
+        }
+        match self.take_send_token(p) {
+            Ok(()) => None,
+            Err(wait) => Some(self.rate_limited(p, wait).await),
+        }
     }
 
     fn take_send_token(&self, p: &Prepared) -> Result<(), Duration> {
@@ -517,8 +529,8 @@ impl Reconcile<'_> {
                     let wait: Duration = (next - now).try_into().unwrap_or_default();
                     return Ok(Action::requeue(wait));
                 }
-                if let Err(wait) = self.take_send_token(p) {
-                    return self.rate_limited(p, wait).await;
+                if let Some(blocked) = self.claim_blocked(p).await {
+                    return blocked;
                 }
                 let settings = &self.ctx.settings;
                 let next_no = attempts + 1;

@@ -18,6 +18,9 @@
 //! `stringData` is dropped, so it is never stored or read back. This happens for Secret bodies
 //! (create, replace, server-side apply); see [`to_standin`].
 //!
+//! Strategic merge patches of Leases (a stand-in CRD too) are relabelled as JSON merge
+//! patches, which mean the same for a Lease; see [`lease_patch_as_merge_patch`].
+//!
 //! What it does not do, so tests must not rely on it:
 //! - `stringData` in a patch body without `kind: Secret` (merge, strategic merge or JSON
 //!   patch) is not converted: patch `data` instead.
@@ -98,6 +101,7 @@ where
         let inner = Arc::clone(&self.inner);
         async move {
             let redirected = standin_uri(req.uri());
+            let req = lease_patch_as_merge_patch(req);
             let req = match &redirected {
                 None => req,
                 Some(uri) => {
@@ -123,6 +127,24 @@ where
         }
         .boxed()
     }
+}
+
+/// Leases are a stand-in CRD here, and CRDs do not take strategic merge patches, which
+/// leader-election libraries send for Leases. A Lease has no lists with merge keys, so a
+/// strategic merge patch of it means the same as a JSON merge patch: relabel it.
+fn lease_patch_as_merge_patch(mut req: Request<Body>) -> Request<Body> {
+    let is_lease = req.uri().path().starts_with("/apis/coordination.k8s.io/");
+    let strategic = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/strategic-merge-patch+json");
+    if is_lease && strategic {
+        req.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/merge-patch+json"),
+        );
+    }
+    req
 }
 
 /// The stand-in URI for a request that targets a redirected core resource, else `None`.

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use kmailops::api::{Email, EmailDelivery, EmailPhase};
 use kmailops::context::Settings;
 use kmailops::controller::{RunConfig, run};
+use kmailops::leader::{LeaderElection, run_as_leader};
 
 use super::TestEnv;
 use super::mock_mailersend::MockMailerSend;
@@ -20,6 +21,8 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 /// A running controller, scoped to one namespace; stops when dropped or on `stop()`.
 pub struct Operator {
+    /// The instance id, as recorded in ledger claims.
+    pub identity: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -37,10 +40,36 @@ impl Operator {
     pub fn start_full(
         client: Client,
         ns: &str,
-        mut settings: Settings,
+        settings: Settings,
         metrics_addr: Option<std::net::SocketAddr>,
     ) -> Self {
+        Self::spawn(client, ns, settings, metrics_addr, None)
+    }
+
+    /// A replica with leader election on a Lease in `ns` (short lease times for tests).
+    pub fn start_replica(client: Client, ns: &str) -> Self {
+        let election = LeaderElection {
+            namespace: ns.to_string(),
+            lease_name: "kmailops-leader".into(),
+            lease_duration_s: 4,
+            renew_grace_s: 1,
+        };
+        let settings = Settings {
+            max_concurrent_sends: 4,
+            ..Settings::default()
+        };
+        Self::spawn(client, ns, settings, None, Some(election))
+    }
+
+    fn spawn(
+        client: Client,
+        ns: &str,
+        mut settings: Settings,
+        metrics_addr: Option<std::net::SocketAddr>,
+        election: Option<LeaderElection>,
+    ) -> Self {
         settings.instance_id = format!("test-{}", rand::random::<u32>());
+        let identity = settings.instance_id.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let config = RunConfig {
             settings,
@@ -51,11 +80,14 @@ impl Operator {
             let shutdown = async move {
                 let _ = rx.await;
             };
-            run(client, config, shutdown)
-                .await
-                .expect("controller runs");
+            match election {
+                Some(e) => run_as_leader(client, config, e, shutdown).await,
+                None => run(client, config, shutdown).await,
+            }
+            .expect("controller runs");
         });
         Self {
+            identity,
             stop: Some(tx),
             task: Some(task),
         }
