@@ -5,16 +5,14 @@
 #   KUBECONFIG=~/.kube/config scripts/run.sh                  # all namespaces
 #   KUBECONFIG=~/.kube/config scripts/run.sh --namespace shop # extra args go to `kmailops run`
 #
-# Without KUBECONFIG it uses the local test API server of scripts/k8s-testenv.sh (started on
-# demand), so it works on a machine with no cluster at all.
+# On a machine without a cluster, scripts/demo.sh runs everything locally instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ -z "${KUBECONFIG:-}" ]; then
-  scripts/k8s-testenv.sh install
-  scripts/k8s-testenv.sh start
-  export KUBECONFIG="$PWD/target/testenv/kubeconfig"
-  echo "KUBECONFIG not set: using the local test API server ($KUBECONFIG)"
+if [ -z "${KUBECONFIG:-}" ] && [ ! -f "$HOME/.kube/config" ]; then
+  echo "scripts/run.sh: no cluster: set KUBECONFIG (or create ~/.kube/config)." >&2
+  echo "To try kmailops without a cluster, run scripts/demo.sh." >&2
+  exit 2
 fi
 
 cargo build --release --locked
