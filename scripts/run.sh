@@ -15,6 +15,10 @@ if [ -z "${KUBECONFIG:-}" ] && [ ! -f "$HOME/.kube/config" ]; then
   exit 2
 fi
 
+# Outside the cluster there is no POD_NAMESPACE; keep the leader Lease in a namespace that
+# always exists unless told otherwise.
+export KMAILOPS_LEADER_ELECTION_NAMESPACE="${KMAILOPS_LEADER_ELECTION_NAMESPACE:-default}"
+
 cargo build --release --locked
 target/release/kmailops crds --apply
 exec target/release/kmailops run "$@"
