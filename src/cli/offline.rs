@@ -1,12 +1,15 @@
-//! What `send` and `check` share: picking objects from manifest files and resolving them
-//! the way the operator does (sender selection, Secrets, attachments), without a cluster.
+//! What the offline commands share: picking objects from manifest files and resolving them
+//! the way the operator does (sender selection, Secrets, attachments, templates), without a
+//! cluster.
 
 use anyhow::{Context, anyhow, bail};
 
 use crate::api::{Email, EmailSenderConfig, NamespacesFrom};
+use crate::email::content::TemplateUse;
 use crate::manifests::{Manifest, ManifestSet};
 use crate::message::{AttachmentData, guess_content_type};
 use crate::provider::{Credentials, required_secret};
+use crate::template::TemplateSet;
 
 /// Finds one object by `name` or `namespace/name`; with no selector, the only one there is.
 pub(crate) fn pick<'a, T>(
@@ -174,6 +177,38 @@ pub(crate) fn attachments(
             })
         })
         .collect()
+}
+
+/// The EmailTemplates of the files, by the namespace they were read into.
+pub(crate) fn template_set(set: &ManifestSet) -> TemplateSet {
+    let mut out = TemplateSet::default();
+    for m in &set.templates {
+        out.insert(&m.namespace, &m.name, m.object.clone());
+    }
+    out
+}
+
+/// True when a template admits Emails from `namespace`; like senders, a `Selector` can not
+/// be evaluated offline and is trusted with a warning.
+pub(crate) fn template_admits(
+    t: &TemplateUse,
+    namespace: &str,
+    warnings: &mut Vec<String>,
+) -> bool {
+    if t.namespace == namespace {
+        return true;
+    }
+    match t.template.spec.allowed_namespaces.from {
+        NamespacesFrom::Same => false,
+        NamespacesFrom::All => true,
+        NamespacesFrom::Selector => {
+            warnings.push(format!(
+                "EmailTemplate {} admits namespaces by label selector, which can not be checked offline; assuming {namespace} matches",
+                t.key()
+            ));
+            true
+        }
+    }
 }
 
 #[cfg(test)]

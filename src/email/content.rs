@@ -141,15 +141,14 @@ pub fn render_content(
         &wanted,
     )
     .map_err(|e| {
-        let e = if e.reason == render_reasons::MISSING_VARIABLES {
-            e.with_hint("set them in the Email's spec.variables")
+        // A missing-variables message names the template already; say it once.
+        let (reason, message) = if e.reason == render_reasons::MISSING_VARIABLES {
+            let e = e.with_hint("set them in the Email's spec.variables");
+            (e.reason, e.detail.message)
         } else {
-            e
+            (e.reason, e.message)
         };
-        Problem::new(
-            e.reason,
-            format!("EmailTemplate {}: {}", t.key(), e.message),
-        )
+        Problem::new(reason, format!("EmailTemplate {}: {message}", t.key()))
     })?;
     Ok(RenderedContent {
         subject: spec.subject.clone().unwrap_or(rendered.subject),
@@ -178,4 +177,100 @@ pub fn literal(spec: &EmailSpec) -> Result<RenderedContent, Problem> {
         text: spec.text.clone(),
         html: spec.html.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::{AllowedNamespaces, EmailTemplateSpec};
+    use crate::template::TemplateSet;
+
+    fn templates() -> TemplateSet {
+        let spec: EmailTemplateSpec = serde_json::from_value(json!({
+            "subject": "Order {{ id }}",
+            "text": "Text {{ id }}",
+            "html": "<p>{{ id }}</p>",
+            "variables": [{"name": "id", "required": true}]
+        }))
+        .unwrap();
+        let mut set = TemplateSet::default();
+        let mut shared = EmailTemplate::new("shared", spec.clone());
+        shared.spec.allowed_namespaces = AllowedNamespaces {
+            from: NamespacesFrom::All,
+            selector: None,
+        };
+        set.insert("shop", "order", EmailTemplate::new("order", spec));
+        set.insert("mail", "shared", shared);
+        set
+    }
+
+    fn email(template: &str, ns: Option<&str>, extra: serde_json::Value) -> EmailSpec {
+        let mut v = json!({"to": ["a@example.org"], "templateRef": {"name": template}});
+        if let Some(ns) = ns {
+            v["templateRef"]["namespace"] = json!(ns);
+        }
+        if let serde_json::Value::Object(m) = extra {
+            for (k, val) in m {
+                v[k] = val;
+            }
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn content(spec: &EmailSpec, email_ns: &str) -> Result<RenderedContent, Problem> {
+        let set = templates();
+        let rules = |t: &TemplateUse| {
+            admits(
+                &t.template.spec.allowed_namespaces,
+                &t.namespace,
+                email_ns,
+                None,
+            )
+        };
+        let t = resolve_template(spec, email_ns, &set, &rules)?;
+        render_content(
+            spec,
+            t.as_ref(),
+            Arc::new(set),
+            Arc::new(Builtins::default()),
+        )
+    }
+
+    #[test]
+    fn the_emails_own_parts_override_the_template_literally() {
+        let spec = email(
+            "order",
+            None,
+            json!({"variables": {"id": 7}, "subject": "Literal {{ id }}"}),
+        );
+        let c = content(&spec, "shop").unwrap();
+        assert_eq!(c.subject, "Literal {{ id }}");
+        assert_eq!(c.text.as_deref(), Some("Text 7"));
+        assert_eq!(c.html.as_deref(), Some("<p>7</p>"));
+    }
+
+    #[test]
+    fn a_missing_template_and_a_missing_variable_are_named() {
+        let err = content(&email("nope", None, json!({})), "shop").unwrap_err();
+        assert_eq!(err.reason, reasons::TEMPLATE_NOT_FOUND);
+        assert!(err.message.contains("shop/nope"), "{err}");
+        let err = content(&email("order", None, json!({})), "shop").unwrap_err();
+        assert_eq!(err.reason, render_reasons::MISSING_VARIABLES);
+        assert_eq!(
+            err.message,
+            "EmailTemplate shop/order: required variable(s) not given: `id`; set them in the Email's spec.variables"
+        );
+    }
+
+    #[test]
+    fn a_template_in_another_namespace_needs_its_allowed_namespaces() {
+        let vars = json!({"variables": {"id": 1}});
+        let err = content(&email("order", Some("shop"), vars.clone()), "news").unwrap_err();
+        assert_eq!(err.reason, reasons::NOT_ALLOWED);
+        assert!(err.message.contains("allowedNamespaces"), "{err}");
+        let c = content(&email("shared", Some("mail"), vars), "news").unwrap();
+        assert_eq!(c.subject, "Order 1");
+    }
 }
