@@ -80,6 +80,18 @@ pub async fn run(
 }
 
 async fn reconcile(template: Arc<EmailTemplate>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(&template, &ctx).await;
+    ctx.metrics
+        .observe_reconcile("EmailTemplate", started.elapsed());
+    if let Err(err) = &result {
+        ctx.metrics
+            .reconcile_error("EmailTemplate", err.metric_label());
+    }
+    result
+}
+
+async fn reconcile_inner(template: &EmailTemplate, ctx: &Context) -> Result<Action, Error> {
     let name = template.name_any();
     let Some(namespace) = template.namespace() else {
         return Err(Error::NotNamespaced(name));
@@ -90,10 +102,10 @@ async fn reconcile(template: Arc<EmailTemplate>, ctx: Arc<Context>) -> Result<Ac
         ctx.builtin_templates.current(),
     );
     let result = preview(&library, &name, &template.spec);
-    let desired = desired_status(&template, &result, &Time(jiff::Timestamp::now()));
+    let desired = desired_status(template, &result, &Time(jiff::Timestamp::now()));
     let object = format!("{namespace}/{name}");
     if template.status.as_ref() != Some(&desired) {
-        write_status(&ctx, &template, &namespace, &desired)
+        write_status(ctx, template, &namespace, &desired)
             .await
             .map_err(|source| Error::Kube {
                 object: object.clone(),
@@ -103,7 +115,7 @@ async fn reconcile(template: Arc<EmailTemplate>, ctx: Arc<Context>) -> Result<Ac
             && ready_reason(template.status.as_ref()) != Some(err.reason)
         {
             tracing::info!(template = %object, error = %err, "EmailTemplate does not render");
-            event(&ctx, &template, err).await;
+            event(ctx, template, err).await;
         }
     }
     Ok(Action::await_change())
