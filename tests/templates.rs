@@ -595,3 +595,59 @@ spec:
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn send_renders_a_templated_email_like_the_operator() {
+    let mock = support::mock_mailersend::MockMailerSend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("all.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: token}}
+stringData: {{token: mlsn.test}}
+---
+apiVersion: kmailops.io/v1alpha1
+kind: EmailSenderConfig
+metadata: {{name: primary}}
+spec:
+  default: true
+  sender: {{address: shop@example.com}}
+  mailersend: {{apiTokenSecretRef: {{name: token, key: token}}, baseUrl: "{}"}}
+---
+apiVersion: kmailops.io/v1alpha1
+kind: EmailTemplate
+metadata: {{name: t}}
+spec:
+  subject: "Hi {{{{ name }}}}"
+  html: |
+    {{% extends "layouts/base.html" %}}
+    {{% block content %}}<p>{{{{ name }}}}</p>{{% endblock %}}
+---
+apiVersion: kmailops.io/v1alpha1
+kind: Email
+metadata: {{name: e}}
+spec:
+  to: [a@example.org]
+  templateRef: {{name: t}}
+  variables: {{name: "Ann & Bo"}}
+"#,
+            mock.base_url
+        ),
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let out = kmailops(&["send", "-f", &file]).await;
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ms-0001\n");
+    let body = &mock.bodies()[0];
+    assert_eq!(body["subject"], "Hi Ann & Bo");
+    let html = body["html"].as_str().unwrap();
+    assert!(
+        html.contains("<p>Ann &amp; Bo</p>") && html.contains("<!DOCTYPE html>"),
+        "{html}"
+    );
+}

@@ -1,20 +1,17 @@
 //! `kmailops render`: one Email rendered from manifest files the way the operator renders
 //! it (template, includes, built-ins, overrides), without a cluster.
 
-use std::cell::RefCell;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, ValueEnum};
 
 use super::offline;
-use crate::email::content::{render_content, resolve_template};
 use crate::manifests::{ManifestSet, files_recursive};
 use crate::message::build_message;
-use crate::template::{Builtins, Variables, builtins};
+use crate::template::Variables;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -72,20 +69,9 @@ pub async fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
             .get_or_insert_with(Default::default)
             .extend(extra);
     }
-    let builtins = match builtins::folder(args.templates_dir.clone()) {
-        Some(dir) => Builtins::load(&dir)
-            .with_context(|| format!("loading the built-in templates from {}", dir.display()))?,
-        None => Builtins::default(),
-    };
-    let notes = RefCell::new(Vec::new());
-    let templates = Arc::new(offline::template_set(&set));
-    let template = resolve_template(&spec, &email.namespace, &*templates, &|t| {
-        offline::template_admits(t, &email.namespace, &mut notes.borrow_mut())
-    })
-    .map_err(|p| anyhow!("Email {}: {p}", email.key()))?;
-    let mut warnings = notes.into_inner();
-    let content = render_content(&spec, template.as_ref(), templates, Arc::new(builtins))
-        .map_err(|p| anyhow!("Email {}: {p}", email.key()))?;
+    let mut warnings = Vec::new();
+    let builtins = offline::builtins(args.templates_dir.clone())?;
+    let content = offline::content(&set, email, &spec, builtins, &mut warnings)?;
 
     let output: Vec<u8> = match args.format {
         Format::Text => body(content.text, "text", "html")?,

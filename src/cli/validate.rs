@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
 
@@ -22,7 +21,7 @@ use crate::email::content::{render_content, resolve_template};
 use crate::manifests::{Manifest, ManifestError, ManifestSet, files_recursive};
 use crate::message::build_message;
 use crate::provider::required_secret;
-use crate::template::{Builtins, Library, builtins, controller::preview};
+use crate::template::{Builtins, Library, controller::preview};
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
@@ -92,12 +91,7 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
             load_file(&mut set, &file, &args.namespace, &mut report);
         }
     }
-    let builtins = match builtins::folder(args.templates_dir.clone()) {
-        Some(dir) => Builtins::load(&dir)
-            .with_context(|| format!("loading the built-in templates from {}", dir.display()))?,
-        None => Builtins::default(),
-    };
-    let builtins = Arc::new(builtins);
+    let builtins = Arc::new(offline::builtins(args.templates_dir.clone())?);
     check_senders(&set, args.skip_secrets, &mut report);
     check_templates(&set, &builtins, &mut report);
     check_emails(&set, &builtins, args.skip_secrets, &mut report);
