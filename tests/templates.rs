@@ -608,7 +608,7 @@ async fn send_renders_a_templated_email_like_the_operator() {
 apiVersion: v1
 kind: Secret
 metadata: {{name: token}}
-stringData: {{token: mlsn.test}}
+stringData: {{token: test-token}}
 ---
 apiVersion: kmailops.io/v1alpha1
 kind: EmailSenderConfig
