@@ -421,7 +421,7 @@ fn text(b: &[u8]) -> String {
 }
 
 #[tokio::test]
-async fn validate_passes_on_the_shipped_examples() {
+async fn validate_passes_on_the_shipped_examples_and_flux_layout() {
     let out = kmailops(&["validate", "examples"]).await;
     assert!(
         out.status.success(),
@@ -433,6 +433,15 @@ async fn validate_passes_on_the_shipped_examples() {
     assert!(
         text(&out.stderr).contains("0 problem(s)"),
         "{}",
+        text(&out.stderr)
+    );
+
+    // The Flux layout keeps its Secrets out of Git (SOPS): everything else must hold.
+    let out = kmailops(&["validate", "flux", "--skip-secrets"]).await;
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        text(&out.stdout),
         text(&out.stderr)
     );
 }
