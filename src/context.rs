@@ -11,11 +11,12 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::Semaphore;
 
-use crate::api::{EmailDelivery, EmailDeliveryStatus, EmailSenderConfig};
+use crate::api::{EmailDelivery, EmailDeliveryStatus, EmailSenderConfig, EmailTemplate};
 use crate::metrics::Metrics;
 use crate::provider::Provider;
 use crate::sender::clients::ProviderCache;
 use crate::sender::rate_limit::RateLimiters;
+use crate::template::SharedBuiltins;
 
 /// Field manager for every write the operator makes (shown in `managedFields`).
 pub const FIELD_MANAGER: &str = "kmailops-controller";
@@ -33,6 +34,8 @@ pub struct Settings {
     /// Identifies this process in claims, so a restart can tell its own dead attempts apart
     /// from another replica's live ones.
     pub instance_id: String,
+    /// Folder of built-in templates (`layouts/base.html`, ...), watched for changes.
+    pub templates_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -42,6 +45,7 @@ impl Default for Settings {
             claim_ttl: Duration::from_secs(120),
             delivery_retention: Duration::from_secs(720 * 3600),
             instance_id: default_instance_id(),
+            templates_dir: None,
         }
     }
 }
@@ -65,6 +69,7 @@ pub struct Stores {
     pub senders: Store<EmailSenderConfig>,
     pub deliveries: Store<EmailDelivery>,
     pub secrets: Store<Secret>,
+    pub templates: Store<EmailTemplate>,
 }
 
 /// Shared state of the Email controller.
@@ -74,6 +79,8 @@ pub struct Context {
     pub stores: Stores,
     pub recorder: Recorder,
     pub providers: ProviderCache,
+    /// The templates folder's files, swapped whole when the folder changes.
+    pub builtin_templates: SharedBuiltins,
     /// Limits provider calls in flight across all Emails.
     pub send_slots: Semaphore,
     /// Ledger entries whose provider call runs in this process right now.
@@ -136,6 +143,7 @@ impl Context {
         Arc::new(Self {
             recorder: Recorder::new(client.clone(), reporter),
             providers: ProviderCache::new(crate::provider::http_client()),
+            builtin_templates: SharedBuiltins::default(),
             send_slots: Semaphore::new(settings.max_concurrent_sends.max(1)),
             in_flight: Arc::default(),
             unrecorded: Mutex::default(),

@@ -1,12 +1,13 @@
 //! Wires the Email controller: the watches that fill the caches, the triggers that bring an
-//! Email back when something it depends on changes, and the ledger clean-up.
+//! Email back when something it depends on changes, and the ledger clean-up; and next to it
+//! the EmailTemplate controller (src/template/controller.rs), which shares the template watch.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -15,11 +16,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 
-use crate::api::{Email, EmailDelivery, EmailPhase, EmailSenderConfig};
+use crate::api::{Email, EmailDelivery, EmailPhase, EmailSenderConfig, EmailTemplate};
 use crate::context::{Context, FIELD_MANAGER, Settings, Stores};
 use crate::email;
 use crate::metrics::{Metrics, Readiness};
 use crate::sender::controller as sender_controller;
+use crate::template::{self, Builtins, controller::TemplateWatch};
 
 /// Annotation on an EmailDelivery whose Email is gone: since when. The entry is deleted once
 /// `--delivery-retention` has passed, and the mark is removed if the Email comes back.
@@ -81,10 +83,12 @@ pub async fn run(
     let (senders, senders_writer) = reflector::store::<EmailSenderConfig>();
     let (deliveries, deliveries_writer) = reflector::store::<EmailDelivery>();
     let (secrets, secrets_writer) = reflector::store::<Secret>();
+    let (templates, templates_writer) = reflector::store::<EmailTemplate>();
     let stores = Stores {
         senders: senders.clone(),
         deliveries: deliveries.clone(),
         secrets: secrets.clone(),
+        templates: templates.clone(),
     };
     let ctx = Context::new(
         client.clone(),
@@ -93,6 +97,14 @@ pub async fn run(
         metrics,
         sender_tx.clone(),
     );
+    if let Some(dir) = &config.settings.templates_dir {
+        let loaded = Builtins::load(dir)
+            .with_context(|| format!("loading the built-in templates from {}", dir.display()))?;
+        tracing::info!(dir = %dir.display(), templates = loaded.len(), "loaded the built-in templates");
+        ctx.builtin_templates.replace(loaded);
+    }
+    let (template_tx, template_rx) = mpsc::unbounded_channel::<ObjectRef<EmailTemplate>>();
+    let template_watch = Arc::new(TemplateWatch::new(templates.clone(), template_tx));
 
     // Each watch fills its cache and, on a change, wakes the Emails that may depend on it.
     {
@@ -143,6 +155,46 @@ pub async fn run(
     }
     {
         let stream = reflector::reflector(
+            templates_writer,
+            watcher(
+                api::<EmailTemplate>(&client, &config.namespace),
+                watcher::Config::default(),
+            ),
+        );
+        let (emails, tx, watch) = (
+            email_store.clone(),
+            trigger_tx.clone(),
+            template_watch.clone(),
+        );
+        tasks.spawn(drive(
+            stream,
+            "EmailTemplate",
+            move |t: &EmailTemplate, deleted| {
+                if let Some(ns) = watch.on_event(t, deleted) {
+                    wake(&emails, &tx, |e| {
+                        template::controller::email_uses_templates_of(e, &ns)
+                    });
+                }
+            },
+        ));
+    }
+    if let Some(dir) = config.settings.templates_dir.clone() {
+        let (emails, tx, watch) = (
+            email_store.clone(),
+            trigger_tx.clone(),
+            template_watch.clone(),
+        );
+        tasks.spawn(template::builtins::watch(
+            dir,
+            ctx.builtin_templates.clone(),
+            move || {
+                watch.trigger_all();
+                wake(&emails, &tx, |e| e.spec.template_ref.is_some());
+            },
+        ));
+    }
+    {
+        let stream = reflector::reflector(
             deliveries_writer,
             watcher(
                 api::<EmailDelivery>(&client, &config.namespace),
@@ -155,6 +207,8 @@ pub async fn run(
     wait_ready(&senders, "EmailSenderConfig").await?;
     wait_ready(&deliveries, "EmailDelivery").await?;
     wait_ready(&secrets, "Secret").await?;
+    wait_ready(&templates, "EmailTemplate").await?;
+    template_watch.trigger_all();
     tracing::info!(namespace = config.namespace.as_deref().unwrap_or("<all>"), instance = %config.settings.instance_id, "caches ready; starting the controllers");
     readiness.set(true);
 
@@ -186,6 +240,12 @@ pub async fn run(
         config.settings.delivery_retention,
     ));
 
+    let shutdown = shutdown.shared();
+    let templates_controller = template::controller::run(
+        ctx.clone(),
+        tokio_stream_from(template_rx),
+        shutdown.clone(),
+    );
     let stopping = {
         let ctx = ctx.clone();
         async move {
@@ -194,7 +254,7 @@ pub async fn run(
             ctx.begin_shutdown();
         }
     };
-    controller
+    let emails_controller = controller
         .reconcile_on(tokio_stream_from(trigger_rx))
         .graceful_shutdown_on(stopping)
         .run(reconcile, error_policy, ctx)
@@ -202,8 +262,8 @@ pub async fn run(
             if let Err(err) = result {
                 tracing::debug!(error = %err, "reconcile trigger error");
             }
-        })
-        .await;
+        });
+    futures::join!(emails_controller, templates_controller);
     readiness.set(false);
     let _ = sender_stop_tx.send(());
     tasks.abort_all();

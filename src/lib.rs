@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod provider;
 pub mod sender;
 pub mod telemetry;
+pub mod template;

@@ -124,7 +124,8 @@ impl ManifestSet {
         Ok(())
     }
 
-    fn add_value(
+    /// Adds one parsed document; `source` names it in errors (`file (document 2)`).
+    pub fn add_value(
         &mut self,
         value: serde_yaml::Value,
         source: &str,
@@ -324,6 +325,51 @@ fn push<T>(
         });
     }
     list.push(m);
+    Ok(())
+}
+
+/// Every manifest file (`*.yaml`, `*.yml`, `*.json`) under `dir`, in sub-folders too, sorted;
+/// hidden entries (`.git`, ...) are skipped. For `validate` and `render -R`.
+pub fn files_recursive(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+    let mut out = Vec::new();
+    walk(dir, &mut out, 0)?;
+    out.sort();
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<(), ManifestError> {
+    // Deep enough for any repository layout; stops symlink cycles.
+    const MAX_DEPTH: usize = 32;
+    if depth > MAX_DEPTH {
+        return Ok(());
+    }
+    let read_err = |source| ManifestError::Read {
+        path: dir.display().to_string(),
+        source,
+    };
+    if !dir.is_dir() {
+        out.push(dir.to_path_buf());
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        let p = entry.map_err(read_err)?.path();
+        let hidden = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if p.is_dir() {
+            walk(&p, out, depth + 1)?;
+        } else if p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        {
+            out.push(p);
+        }
+    }
     Ok(())
 }
 

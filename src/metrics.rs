@@ -138,7 +138,7 @@ impl Metrics {
             reconcile_errors.clone(),
         );
         // Error series exist from the start at 0, so alerts on rate() work before the first error.
-        for kind in ["Email", "EmailSenderConfig"] {
+        for kind in ["Email", "EmailSenderConfig", "EmailTemplate"] {
             reconcile_errors
                 .get_or_create(&ErrorLabels {
                     kind: kind.into(),

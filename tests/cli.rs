@@ -194,7 +194,7 @@ spec:
 }
 
 #[tokio::test]
-async fn send_refuses_an_email_with_a_template_and_asks_which_email_when_there_are_several() {
+async fn send_names_a_missing_template_and_asks_which_email_when_there_are_several() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sender = write(
         dir.path(),
@@ -209,7 +209,7 @@ async fn send_refuses_an_email_with_a_template_and_asks_which_email_when_there_a
     let out = kmailops(&["send", "-f", &sender, "-f", &templated]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("does not render templates yet"),
+        text(&out.stderr).contains("TemplateNotFound: EmailTemplate mail/welcome does not exist"),
         "{}",
         text(&out.stderr)
     );

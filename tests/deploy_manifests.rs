@@ -61,6 +61,18 @@ const REQUIRED: &[(&str, &str, &[&str], &str)] = &[
         "sender/controller.rs: conditions and health (server-side apply)",
     ),
     (
+        "kmailops.io",
+        "emailtemplates",
+        &["list", "watch"],
+        "controller.rs: the EmailTemplate watch (cache for templated Emails, triggers for the EmailTemplate controller)",
+    ),
+    (
+        "kmailops.io",
+        "emailtemplates/status",
+        &["patch"],
+        "template/controller.rs: write_status (server-side apply)",
+    ),
+    (
         "",
         "secrets",
         &["list", "watch"],

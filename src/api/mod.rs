@@ -17,7 +17,9 @@ pub use email::{Attachment, Email, EmailPhase, EmailSpec, EmailStatus, ResendPol
 pub use sender_config::{
     EmailSenderConfig, EmailSenderConfigSpec, EmailSenderConfigStatus, ProviderKind,
 };
-pub use template::{EmailTemplate, EmailTemplateSpec, EmailTemplateStatus};
+pub use template::{
+    EmailTemplate, EmailTemplateSpec, EmailTemplateStatus, TemplateErrorDetail, TemplateVariable,
+};
 
 /// The API group of every kmailops kind.
 pub const GROUP: &str = "kmailops.io";

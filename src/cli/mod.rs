@@ -7,8 +7,10 @@ use clap::{Parser, Subcommand};
 pub mod check;
 pub mod crds;
 mod offline;
+pub mod render;
 pub mod run;
 pub mod send;
+pub mod validate;
 
 /// kmailops: send email from Kubernetes manifests, exactly once.
 #[derive(Parser, Debug)]
@@ -28,6 +30,12 @@ pub enum Command {
     Send(send::SendArgs),
     /// Health-check one EmailSenderConfig from manifest files, no cluster.
     Check(check::CheckArgs),
+    /// Render one Email (its template, includes and built-ins) from manifest files, no
+    /// cluster: the text or HTML body, or the whole message (eml).
+    Render(render::RenderArgs),
+    /// Check every kmailops manifest under a folder: schema, template syntax and rendering,
+    /// references, required variables. Prints one line per problem; no cluster.
+    Validate(validate::ValidateArgs),
 }
 
 impl Cli {
@@ -38,6 +46,8 @@ impl Cli {
             Command::Crds(args) => crds::run(&args).await,
             Command::Send(args) => send::run(&args).await,
             Command::Check(args) => check::run(&args).await,
+            Command::Render(args) => render::run(&args).await,
+            Command::Validate(args) => validate::run(&args),
         };
         match result {
             Ok(code) => code,

@@ -1,12 +1,17 @@
-//! What `send` and `check` share: picking objects from manifest files and resolving them
-//! the way the operator does (sender selection, Secrets, attachments), without a cluster.
+//! What the offline commands share: picking objects from manifest files and resolving them
+//! the way the operator does (sender selection, Secrets, attachments, templates), without a
+//! cluster.
 
 use anyhow::{Context, anyhow, bail};
 
+use crate::api::EmailSpec;
 use crate::api::{Email, EmailSenderConfig, NamespacesFrom};
+use crate::email::content::{TemplateUse, render_content, resolve_template};
 use crate::manifests::{Manifest, ManifestSet};
+use crate::message::RenderedContent;
 use crate::message::{AttachmentData, guess_content_type};
 use crate::provider::{Credentials, required_secret};
+use crate::template::{Builtins, TemplateSet};
 
 /// Finds one object by `name` or `namespace/name`; with no selector, the only one there is.
 pub(crate) fn pick<'a, T>(
@@ -174,6 +179,73 @@ pub(crate) fn attachments(
             })
         })
         .collect()
+}
+
+/// The built-in templates for the offline commands: `--templates-dir`, else `./templates`
+/// when it exists, else none.
+pub(crate) fn builtins(dir: Option<std::path::PathBuf>) -> anyhow::Result<Builtins> {
+    match crate::template::builtins::folder(dir) {
+        Some(dir) => Builtins::load(&dir)
+            .with_context(|| format!("loading the built-in templates from {}", dir.display())),
+        None => Ok(Builtins::default()),
+    }
+}
+
+/// The content of `email` (with `spec`, which may carry extra variables) as the operator
+/// renders it: from its EmailTemplate in the files, or literally.
+pub(crate) fn content(
+    set: &ManifestSet,
+    email: &Manifest<Email>,
+    spec: &EmailSpec,
+    builtins: Builtins,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<RenderedContent> {
+    let notes = std::cell::RefCell::new(Vec::new());
+    let templates = std::sync::Arc::new(template_set(set));
+    let template = resolve_template(spec, &email.namespace, &*templates, &|t| {
+        template_admits(t, &email.namespace, &mut notes.borrow_mut())
+    })
+    .map_err(|p| anyhow!("Email {}: {p}", email.key()))?;
+    warnings.extend(notes.into_inner());
+    render_content(
+        spec,
+        template.as_ref(),
+        templates,
+        std::sync::Arc::new(builtins),
+    )
+    .map_err(|p| anyhow!("Email {}: {p}", email.key()))
+}
+
+/// The EmailTemplates of the files, by the namespace they were read into.
+pub(crate) fn template_set(set: &ManifestSet) -> TemplateSet {
+    let mut out = TemplateSet::default();
+    for m in &set.templates {
+        out.insert(&m.namespace, &m.name, m.object.clone());
+    }
+    out
+}
+
+/// True when a template admits Emails from `namespace`; like senders, a `Selector` can not
+/// be evaluated offline and is trusted with a warning.
+pub(crate) fn template_admits(
+    t: &TemplateUse,
+    namespace: &str,
+    warnings: &mut Vec<String>,
+) -> bool {
+    if t.namespace == namespace {
+        return true;
+    }
+    match t.template.spec.allowed_namespaces.from {
+        NamespacesFrom::Same => false,
+        NamespacesFrom::All => true,
+        NamespacesFrom::Selector => {
+            warnings.push(format!(
+                "EmailTemplate {} admits namespaces by label selector, which can not be checked offline; assuming {namespace} matches",
+                t.key()
+            ));
+            true
+        }
+    }
 }
 
 #[cfg(test)]

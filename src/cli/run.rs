@@ -42,6 +42,11 @@ pub struct RunArgs {
         default_value = "kmailops-leader"
     )]
     pub leader_election_lease: String,
+    /// Folder of built-in templates (`layouts/base.html`, ...) that EmailTemplates may
+    /// include or extend; reloaded when its files change (e.g. a mounted ConfigMap).
+    /// Default: `templates` in the working directory, if it exists.
+    #[arg(long, env = "KMAILOPS_TEMPLATES_DIR", value_name = "DIR")]
+    pub templates_dir: Option<std::path::PathBuf>,
     /// Log format.
     #[arg(long, env = "KMAILOPS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -59,6 +64,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             claim_ttl: args.claim_ttl.max(Duration::from_secs(10)),
             delivery_retention: args.delivery_retention,
             instance_id: default_instance_id(),
+            templates_dir: crate::template::builtins::folder(args.templates_dir),
         },
         namespace: args.namespace,
         metrics_addr: match args.metrics_addr.as_str() {

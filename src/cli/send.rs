@@ -9,13 +9,14 @@ use clap::Args;
 
 use super::offline;
 use crate::manifests::ManifestSet;
-use crate::message::{RenderedContent, build_message};
+use crate::message::build_message;
 use crate::provider::{build_provider, http_client};
 
 #[derive(Args, Debug)]
 pub struct SendArgs {
     /// Manifest files or folders ("-" for standard input) holding the Email, its
-    /// EmailSenderConfig and the Secrets (stringData or base64 data) they use. Repeatable.
+    /// EmailSenderConfig, its EmailTemplates and the Secrets (stringData or base64 data)
+    /// they use. Repeatable.
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
     /// The Email to send, as name or namespace/name; needed when the files hold several.
@@ -24,6 +25,10 @@ pub struct SendArgs {
     /// Namespace of objects that name none.
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
+    /// Folder of built-in templates for templated Emails (default: `templates` in the
+    /// working directory, if it exists).
+    #[arg(long, env = "KMAILOPS_TEMPLATES_DIR", value_name = "DIR")]
+    pub templates_dir: Option<PathBuf>,
 }
 
 /// Prints the provider's message id on standard output when the provider accepts the
@@ -32,12 +37,6 @@ pub async fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
     let set = ManifestSet::load(&args.files, &args.namespace)?;
     let email = offline::pick(&set.emails, "Email", args.email.as_deref(), "--email")?;
     let spec = &email.object.spec;
-    if spec.template_ref.is_some() {
-        bail!(
-            "Email {}: spec.templateRef is set, and `kmailops send` does not render templates yet; use literal subject/text/html",
-            email.key()
-        );
-    }
     let now = jiff::Timestamp::now();
     // The same replay guard as the operator: a notAfter in the past means never send.
     if let Some(not_after) = spec.not_after.as_ref().filter(|t| t.0 <= now) {
@@ -57,11 +56,8 @@ pub async fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
     let config = offline::resolve_sender(&set, email, &mut warnings)?;
     let credentials = offline::credentials(&set, config)?;
     let attachments = offline::attachments(&set, email)?;
-    let content = RenderedContent {
-        subject: spec.subject.clone().unwrap_or_default(),
-        text: spec.text.clone(),
-        html: spec.html.clone(),
-    };
+    let builtins = offline::builtins(args.templates_dir.clone())?;
+    let content = offline::content(&set, email, spec, builtins, &mut warnings)?;
     let msg = build_message(
         spec,
         &config.object.spec,

@@ -1,9 +1,161 @@
-//! Step 3 of the pipeline: the subject and bodies, from the Email's literal fields.
+//! Step 3 of the pipeline: the subject and bodies, from the Email's literal fields or
+//! rendered from its EmailTemplate (the Email's own subject, text or html override that
+//! part of the template, and are taken literally).
 
-use crate::api::EmailSpec;
+use std::sync::Arc;
+
+use kube::runtime::reflector::Store;
+
+use crate::admission::admits;
+use crate::api::{EmailSpec, EmailTemplate, NamespacesFrom};
 use crate::message::RenderedContent;
+use crate::template::{
+    Builtins, Library, Part, SharedBuiltins, TemplateLookup, reasons as render_reasons, render,
+};
 
 use super::problem::{Problem, reasons};
+use super::resolve::NamespaceLabels;
+
+/// The EmailTemplate an Email names, found and admitted.
+#[derive(Clone, Debug)]
+pub struct TemplateUse {
+    pub namespace: String,
+    pub name: String,
+    pub template: Arc<EmailTemplate>,
+}
+
+impl TemplateUse {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The content of an Email: rendered from its template when it names one, else literal.
+/// This is what the controller calls; the offline commands use the steps below.
+pub fn render_for_email(
+    spec: &EmailSpec,
+    email_ns: &str,
+    templates: &Store<EmailTemplate>,
+    builtins: &SharedBuiltins,
+    labels: &NamespaceLabels,
+) -> Result<RenderedContent, Problem> {
+    let admit = |t: &TemplateUse| {
+        admits(
+            &t.template.spec.allowed_namespaces,
+            &t.namespace,
+            email_ns,
+            labels.as_ref(),
+        )
+    };
+    let template = resolve_template(spec, email_ns, templates, &admit)?;
+    render_content(
+        spec,
+        template.as_ref(),
+        Arc::new(templates.clone()),
+        builtins.current(),
+    )
+}
+
+/// Whether resolving this Email's template may need its namespace's labels (a template in
+/// another namespace that admits namespaces by selector), so they are read only then.
+pub fn needs_namespace_labels(
+    spec: &EmailSpec,
+    email_ns: &str,
+    templates: &dyn TemplateLookup,
+) -> bool {
+    let Some(r) = &spec.template_ref else {
+        return false;
+    };
+    let ns = r.namespace.as_deref().unwrap_or(email_ns);
+    ns != email_ns
+        && templates
+            .template(ns, &r.name)
+            .is_some_and(|t| t.spec.allowed_namespaces.from == NamespacesFrom::Selector)
+}
+
+/// Finds the Email's `templateRef` (namespace defaults to the Email's) and checks that the
+/// template admits the Email's namespace. `None` when the Email names no template.
+pub fn resolve_template(
+    spec: &EmailSpec,
+    email_ns: &str,
+    templates: &dyn TemplateLookup,
+    admit: &dyn Fn(&TemplateUse) -> bool,
+) -> Result<Option<TemplateUse>, Problem> {
+    let Some(r) = &spec.template_ref else {
+        return Ok(None);
+    };
+    let ns = r.namespace.as_deref().unwrap_or(email_ns);
+    let template = templates.template(ns, &r.name).ok_or_else(|| {
+        Problem::new(
+            reasons::TEMPLATE_NOT_FOUND,
+            format!(
+                "EmailTemplate {ns}/{} does not exist: create it, or fix spec.templateRef",
+                r.name
+            ),
+        )
+    })?;
+    let found = TemplateUse {
+        namespace: ns.to_string(),
+        name: r.name.clone(),
+        template,
+    };
+    if !admit(&found) {
+        return Err(Problem::new(
+            reasons::NOT_ALLOWED,
+            format!(
+                "EmailTemplate {} does not admit namespace {email_ns}: add it to the template's spec.allowedNamespaces, or use a template in {email_ns}",
+                found.key()
+            ),
+        ));
+    }
+    Ok(Some(found))
+}
+
+/// The content from a resolved template (or the literal fields when there is none).
+/// `templates` and `builtins` serve the template's `{% include %}`s and `{% extends %}`.
+pub fn render_content(
+    spec: &EmailSpec,
+    template: Option<&TemplateUse>,
+    templates: Arc<dyn TemplateLookup>,
+    builtins: Arc<Builtins>,
+) -> Result<RenderedContent, Problem> {
+    let Some(t) = template else {
+        return literal(spec);
+    };
+    // Parts the Email sets itself are not rendered at all: a broken template part that is
+    // overridden does not stop the Email.
+    let wanted: Vec<Part> = [
+        (Part::Subject, spec.subject.is_none()),
+        (Part::Text, spec.text.is_none()),
+        (Part::Html, spec.html.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(p, want)| want.then_some(p))
+    .collect();
+    let library = Library::new(t.namespace.clone(), templates, builtins);
+    let rendered = render(
+        &library,
+        &t.name,
+        &t.template.spec,
+        spec.variables.as_ref(),
+        &wanted,
+    )
+    .map_err(|e| {
+        // A missing-variables message names the template already; say it once.
+        let (reason, message) = if e.reason == render_reasons::MISSING_VARIABLES {
+            let e = e.with_hint("set them in the Email's spec.variables");
+            (e.reason, e.detail.message)
+        } else {
+            (e.reason, e.message)
+        };
+        Problem::new(reason, format!("EmailTemplate {}: {message}", t.key()))
+    })?;
+    Ok(RenderedContent {
+        subject: spec.subject.clone().unwrap_or(rendered.subject),
+        text: spec.text.clone().or(rendered.text),
+        html: spec.html.clone().or(rendered.html),
+    })
+}
 
 /// The content of an Email that names no template.
 pub fn literal(spec: &EmailSpec) -> Result<RenderedContent, Problem> {
@@ -25,4 +177,100 @@ pub fn literal(spec: &EmailSpec) -> Result<RenderedContent, Problem> {
         text: spec.text.clone(),
         html: spec.html.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::{AllowedNamespaces, EmailTemplateSpec};
+    use crate::template::TemplateSet;
+
+    fn templates() -> TemplateSet {
+        let spec: EmailTemplateSpec = serde_json::from_value(json!({
+            "subject": "Order {{ id }}",
+            "text": "Text {{ id }}",
+            "html": "<p>{{ id }}</p>",
+            "variables": [{"name": "id", "required": true}]
+        }))
+        .unwrap();
+        let mut set = TemplateSet::default();
+        let mut shared = EmailTemplate::new("shared", spec.clone());
+        shared.spec.allowed_namespaces = AllowedNamespaces {
+            from: NamespacesFrom::All,
+            selector: None,
+        };
+        set.insert("shop", "order", EmailTemplate::new("order", spec));
+        set.insert("mail", "shared", shared);
+        set
+    }
+
+    fn email(template: &str, ns: Option<&str>, extra: serde_json::Value) -> EmailSpec {
+        let mut v = json!({"to": ["a@example.org"], "templateRef": {"name": template}});
+        if let Some(ns) = ns {
+            v["templateRef"]["namespace"] = json!(ns);
+        }
+        if let serde_json::Value::Object(m) = extra {
+            for (k, val) in m {
+                v[k] = val;
+            }
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn content(spec: &EmailSpec, email_ns: &str) -> Result<RenderedContent, Problem> {
+        let set = templates();
+        let rules = |t: &TemplateUse| {
+            admits(
+                &t.template.spec.allowed_namespaces,
+                &t.namespace,
+                email_ns,
+                None,
+            )
+        };
+        let t = resolve_template(spec, email_ns, &set, &rules)?;
+        render_content(
+            spec,
+            t.as_ref(),
+            Arc::new(set),
+            Arc::new(Builtins::default()),
+        )
+    }
+
+    #[test]
+    fn the_emails_own_parts_override_the_template_literally() {
+        let spec = email(
+            "order",
+            None,
+            json!({"variables": {"id": 7}, "subject": "Literal {{ id }}"}),
+        );
+        let c = content(&spec, "shop").unwrap();
+        assert_eq!(c.subject, "Literal {{ id }}");
+        assert_eq!(c.text.as_deref(), Some("Text 7"));
+        assert_eq!(c.html.as_deref(), Some("<p>7</p>"));
+    }
+
+    #[test]
+    fn a_missing_template_and_a_missing_variable_are_named() {
+        let err = content(&email("nope", None, json!({})), "shop").unwrap_err();
+        assert_eq!(err.reason, reasons::TEMPLATE_NOT_FOUND);
+        assert!(err.message.contains("shop/nope"), "{err}");
+        let err = content(&email("order", None, json!({})), "shop").unwrap_err();
+        assert_eq!(err.reason, render_reasons::MISSING_VARIABLES);
+        assert_eq!(
+            err.message,
+            "EmailTemplate shop/order: required variable(s) not given: `id`; set them in the Email's spec.variables"
+        );
+    }
+
+    #[test]
+    fn a_template_in_another_namespace_needs_its_allowed_namespaces() {
+        let vars = json!({"variables": {"id": 1}});
+        let err = content(&email("order", Some("shop"), vars.clone()), "news").unwrap_err();
+        assert_eq!(err.reason, reasons::NOT_ALLOWED);
+        assert!(err.message.contains("allowedNamespaces"), "{err}");
+        let c = content(&email("shared", Some("mail"), vars), "news").unwrap();
+        assert_eq!(c.subject, "Order 1");
+    }
 }

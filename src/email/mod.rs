@@ -1,9 +1,10 @@
 //! The Email reconciler, as a pipeline:
 //!
 //! resolve the senders (the chosen one and its usable fallbacks) -> load inputs (attachments,
-//! content) -> per sender: credentials, client, build and hash the message -> consult the
-//! ledger -> take a rate-limit token -> claim -> send -> record the outcome (EmailDelivery,
-//! then the Email's status). Auth errors and exhausted retries move on to the next sender.
+//! content: literal, or rendered from the EmailTemplate) -> per sender: credentials, client,
+//! build and hash the message -> consult the ledger -> take a rate-limit token -> claim ->
+//! send -> record the outcome (EmailDelivery, then the Email's status). Auth errors and
+//! exhausted retries move on to the next sender.
 //!
 //! Each step lives in its own module. Steps before the claim have no side effects; a
 //! [`Problem`] found there ends the reconcile with a `Failed` status naming the field and the
@@ -219,7 +220,9 @@ impl Reconcile<'_> {
     /// The senders and the message inputs; no side effects.
     async fn plan(&self) -> Result<Result<Plan, Problem>, kube::Error> {
         let stores = &self.ctx.stores;
-        let labels = if resolve::needs_namespace_labels(&stores.senders, &self.namespace) {
+        let labels = if resolve::needs_namespace_labels(&stores.senders, &self.namespace)
+            || content::needs_namespace_labels(&self.email.spec, &self.namespace, &stores.templates)
+        {
             self.namespace_labels().await?
         } else {
             None
@@ -244,7 +247,13 @@ impl Reconcile<'_> {
             Ok(a) => a,
             Err(p) => return Ok(Err(p)),
         };
-        let content = match content::literal(&self.email.spec) {
+        let content = match content::render_for_email(
+            &self.email.spec,
+            &self.namespace,
+            &stores.templates,
+            &self.ctx.builtin_templates,
+            &labels,
+        ) {
             Ok(c) => c,
             Err(p) => return Ok(Err(p)),
         };

@@ -38,4 +38,5 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const ATTACHMENT_NOT_FOUND: &str = "AttachmentNotFound";
     pub const TEMPLATE_ERROR: &str = "TemplateError";
+    pub const TEMPLATE_NOT_FOUND: &str = "TemplateNotFound";
 }

@@ -25,6 +25,12 @@ mod session;
 
 use session::{Endpoint, Step};
 
+/// The RFC 5322 message exactly as SMTP hands it over (Bcc in the envelope only), for
+/// `kmailops render --format eml`.
+pub fn rfc5322(msg: &OutgoingMessage) -> Result<Vec<u8>, SendError> {
+    Ok(mime::build(msg)?.formatted())
+}
+
 /// Time limits of one SMTP conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SmtpTimeouts {

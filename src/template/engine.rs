@@ -1,0 +1,115 @@
+//! The minijinja environment every render uses: strict about undefined values, HTML
+//! escaping only for the html part, and bounded in steps, depth and output so that no
+//! template can hang the operator or fill its memory with output.
+
+use std::io;
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::Value;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+
+use super::error::{OutputTooLarge, RenderError, from_minijinja};
+use super::library::Library;
+use super::names::{Part, join, part_name};
+
+/// Instructions one render of one part may execute. A realistic email (a loop over a few
+/// hundred order lines) needs a few ten thousand; an endless-looking loop hits this within
+/// a fraction of a second.
+pub const FUEL: u64 = 1_000_000;
+/// Nesting of includes, extends, macros and loops. minijinja charges more than one level
+/// for includes and macro calls, so this allows about ten nested templates.
+pub const RECURSION_LIMIT: usize = 100;
+/// Output limit of the text and html parts: the limit of an Email's literal body.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Output limit of the subject part (a subject is at most 998 characters).
+pub const MAX_SUBJECT_BYTES: usize = 4 * 1024;
+
+/// The environment for rendering `root` parts against `library`.
+fn environment(library: &Library, root: Part) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_syntax(syntax());
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // Debug info gives errors their byte range, from which the column is computed.
+    env.set_debug(true);
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(RECURSION_LIMIT);
+    // Escaping follows the part being rendered, not file names: whatever an html part
+    // includes ends up in HTML, and whatever a text part includes ends up in plain text.
+    let escape = if root == Part::Html {
+        AutoEscape::Html
+    } else {
+        AutoEscape::None
+    };
+    env.set_auto_escape_callback(move |_| escape.clone());
+    env.set_path_join_callback(move |name, parent| join(name, parent, root).into());
+    let lib = library.clone();
+    env.set_loader(move |name| Ok(lib.source(name)));
+    env
+}
+
+/// `trim_blocks` and `lstrip_blocks` (as Ansible users know them): a line holding only a
+/// `{% tag %}` leaves no blank line or indentation behind, which plain-text mail needs.
+fn syntax() -> SyntaxConfig {
+    let mut builder = SyntaxConfig::builder();
+    builder.trim_blocks(true).lstrip_blocks(true);
+    // The default delimiters are always valid; fall back to the default config regardless.
+    builder.build().unwrap_or_default()
+}
+
+/// Collects output up to a limit and refuses more, so a runaway loop fails at the limit
+/// instead of after it has filled memory.
+struct Capped {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + data.len() > self.max {
+            return Err(io::Error::other(OutputTooLarge(self.max)));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Renders one part of template `template` whose source is `source`, with `context`.
+pub fn render_part(
+    library: &Library,
+    template: &str,
+    part: Part,
+    source: &str,
+    context: &Value,
+) -> Result<String, RenderError> {
+    let name = part_name(template, part);
+    let source_of = |n: &str| {
+        if n == name {
+            Some(source.to_string())
+        } else {
+            library.source(n)
+        }
+    };
+    let fail = |e: minijinja::Error| from_minijinja(&e, &name, &source_of);
+    let mut env = environment(library, part);
+    env.add_template_owned(name.clone(), source.to_string())
+        .map_err(fail)?;
+    let tmpl = env.get_template(&name).map_err(fail)?;
+    let max = if part == Part::Subject {
+        MAX_SUBJECT_BYTES
+    } else {
+        MAX_BODY_BYTES
+    };
+    let mut out = Capped {
+        buf: Vec::new(),
+        max,
+    };
+    tmpl.render_captured_to(context.clone(), &mut out)
+        .map_err(fail)?;
+    // minijinja writes str slices only, and a refused write is refused whole, so the
+    // buffer is UTF-8; a lossy conversion keeps that from ever being a panic.
+    Ok(String::from_utf8_lossy(&out.buf).into_owned())
+}

@@ -1,0 +1,85 @@
+//! What a render may read: the EmailTemplates of one namespace and the built-ins.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::builtins::Builtins;
+use super::names::{Target, target};
+use crate::api::EmailTemplate;
+
+/// Where EmailTemplates are looked up: the controller's cache, or objects read from files.
+pub trait TemplateLookup: Send + Sync {
+    fn template(&self, namespace: &str, name: &str) -> Option<Arc<EmailTemplate>>;
+}
+
+impl TemplateLookup for Store<EmailTemplate> {
+    fn template(&self, namespace: &str, name: &str) -> Option<Arc<EmailTemplate>> {
+        self.get(&ObjectRef::new(name).within(namespace))
+    }
+}
+
+/// EmailTemplates held in memory, e.g. read from manifest files.
+#[derive(Clone, Debug, Default)]
+pub struct TemplateSet(BTreeMap<(String, String), Arc<EmailTemplate>>);
+
+impl TemplateSet {
+    pub fn insert(&mut self, namespace: &str, name: &str, template: EmailTemplate) {
+        self.0.insert(
+            (namespace.to_string(), name.to_string()),
+            Arc::new(template),
+        );
+    }
+}
+
+impl TemplateLookup for TemplateSet {
+    fn template(&self, namespace: &str, name: &str) -> Option<Arc<EmailTemplate>> {
+        self.0
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+}
+
+/// The sources visible to templates of one namespace. Cheap to clone: the minijinja loader
+/// holds one.
+#[derive(Clone)]
+pub struct Library {
+    namespace: String,
+    templates: Arc<dyn TemplateLookup>,
+    builtins: Arc<Builtins>,
+}
+
+impl Library {
+    pub fn new(
+        namespace: impl Into<String>,
+        templates: Arc<dyn TemplateLookup>,
+        builtins: Arc<Builtins>,
+    ) -> Self {
+        Self {
+            namespace: namespace.into(),
+            templates,
+            builtins,
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn builtins(&self) -> &Builtins {
+        &self.builtins
+    }
+
+    /// The source behind a joined name (see [`super::names`]), if it exists.
+    pub fn source(&self, name: &str) -> Option<String> {
+        match target(name) {
+            Target::Template { name, part } => {
+                let t = self.templates.template(&self.namespace, name)?;
+                super::render::part_source(&t.spec, part).map(str::to_string)
+            }
+            Target::Builtin(path) => self.builtins.get(path).map(str::to_string),
+            Target::Bare(_) => None,
+        }
+    }
+}

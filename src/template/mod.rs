@@ -1,0 +1,36 @@
+//! EmailTemplates: minijinja sources for subject, text and html, rendered strictly and
+//! within limits, plus the operator's built-in templates and the EmailTemplate controller.
+//!
+//! # Rendering
+//! - An undefined variable is an error naming it, with template part, line and column.
+//! - Only the html part is HTML-escaped (everything it includes too); text and subject are
+//!   not.
+//! - Steps ([`engine::FUEL`]), nesting ([`engine::RECURSION_LIMIT`]) and output size
+//!   ([`engine::MAX_BODY_BYTES`]) are bounded, so a runaway template fails fast with an
+//!   error that says which limit it hit.
+//! - Declared variables: defaults apply, the given values override them, and a required
+//!   variable that is neither given nor defaulted is an error naming it.
+//!
+//! # Names in `{% include %}` and `{% extends %}`
+//! See [`names`]: `base` (EmailTemplate `base` of the same namespace, same part),
+//! `base/html` (a given part), `layouts/base.html` (a built-in file).
+//!
+//! Not bounded: the memory of intermediate values (`{% set s = s ~ s %}` repeated). The
+//! output limit stops what reaches the message; run the operator with a memory limit.
+
+pub mod builtins;
+pub mod controller;
+pub mod engine;
+pub mod error;
+pub mod library;
+pub mod names;
+pub mod render;
+
+pub use builtins::{Builtins, SharedBuiltins};
+pub use error::{RenderError, reasons};
+pub use library::{Library, TemplateLookup, TemplateSet};
+pub use names::Part;
+pub use render::{Variables, render};
+
+#[cfg(test)]
+mod tests;
