@@ -344,3 +344,32 @@ fn the_example_template_renders_with_the_shipped_layouts() {
     );
     assert!(html.contains("@media only screen and (max-width: 620px)"));
 }
+
+#[test]
+fn a_template_that_fills_only_the_content_block_of_the_built_in_layouts_renders() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let builtins = Builtins::load(&root.join("templates")).unwrap();
+    let lib = library(vec![], builtins);
+    let s = spec(
+        Some("Hi"),
+        Some("{% extends \"layouts/base.txt\" %}{% block content %}Hello {{ name }}{% endblock %}"),
+        Some(
+            "{% extends \"layouts/base.html\" %}{% block content %}<p>Hello {{ name }}</p>{% endblock %}",
+        ),
+    );
+    let out = render(
+        &lib,
+        "minimal",
+        &s,
+        Some(&vars(json!({"name": "Grace"}))),
+        &Part::ALL,
+    )
+    .unwrap();
+    let text = out.text.unwrap();
+    assert_eq!(
+        text.trim(),
+        "Hello Grace",
+        "no footer separator without a footer: {text:?}"
+    );
+    assert!(out.html.unwrap().contains("<p>Hello Grace</p>"));
+}
