@@ -162,8 +162,19 @@ spec:
 }
 
 /// Namespace, token Secret, mock server and a default sender config pointing at it.
+/// Operator logs go through the test harness, so they show only for a failing test (or with
+/// `--nocapture`). `RUST_LOG` filters them.
+pub fn init_test_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 pub async fn setup(env: &TestEnv, prefix: &str) -> (String, MockMailerSend) {
-    kmailops::telemetry::init(kmailops::telemetry::LogFormat::Text);
+    init_test_logging();
     let ns = env.unique_namespace(prefix).await;
     let mock = MockMailerSend::start().await;
     secret(
