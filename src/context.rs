@@ -90,7 +90,7 @@ pub struct Context {
     pub metrics: Metrics,
     pub rate_limits: RateLimiters,
     /// The last send through each sender, shown in its status.
-    activity: Mutex<HashMap<String, SendActivity>>,
+    activity: Arc<Mutex<HashMap<String, SendActivity>>>,
     /// The client each sender's last health check used, to check again when it changes.
     checked_clients: Mutex<HashMap<String, Arc<dyn Provider>>>,
     /// Set once shutdown began: no new provider call is claimed after it, so a stopping
@@ -106,8 +106,10 @@ pub struct SendActivity {
     pub time: jiff::Timestamp,
     /// The error of that send; `None` when it succeeded.
     pub error: Option<String>,
-    /// When the sender's status last showed this (to update it at most every few seconds).
+    /// When the sender controller was last woken to show this.
     flushed: Option<std::time::Instant>,
+    /// A wake-up of the sender controller is already planned.
+    wakeup_planned: bool,
 }
 
 /// Removes an entry from the in-flight set when the call ends, however it ends.
@@ -149,7 +151,7 @@ impl Context {
             unrecorded: Mutex::default(),
             metrics,
             rate_limits: RateLimiters::default(),
-            activity: Mutex::default(),
+            activity: Arc::default(),
             checked_clients: Mutex::default(),
             sender_wakeups,
             stopping: Default::default(),
@@ -191,24 +193,42 @@ impl Context {
     /// wakes the sender controller to show it in the sender's status: a burst of sends costs
     /// a few status writes, not one per Email.
     pub fn record_send(&self, sender: &str, error: Option<String>) {
+        const AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
         let mut map = lock(&self.activity);
         let entry = map.entry(sender.to_string()).or_insert(SendActivity {
             time: jiff::Timestamp::now(),
             error: None,
             flushed: None,
+            wakeup_planned: false,
         });
         entry.time = jiff::Timestamp::now();
         entry.error = error;
-        let due = entry
-            .flushed
-            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(15));
-        if due {
-            entry.flushed = Some(std::time::Instant::now());
-            if let Some((ns, name)) = sender.split_once('/') {
-                // A closed channel only means the operator is shutting down.
-                let _ = self.sender_wakeups.send(ObjectRef::new(name).within(ns));
-            }
+        let Some((ns, name)) = sender.split_once('/') else {
+            return;
+        };
+        if entry.wakeup_planned {
+            return;
         }
+        entry.wakeup_planned = true;
+        let wait = entry
+            .flushed
+            .map(|t| AT_MOST_EVERY.saturating_sub(t.elapsed()))
+            .unwrap_or_default();
+        let target = ObjectRef::new(name).within(ns);
+        let (activity, wakeups, key) = (
+            self.activity.clone(),
+            self.sender_wakeups.clone(),
+            sender.to_string(),
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(e) = lock(&activity).get_mut(&key) {
+                e.wakeup_planned = false;
+                e.flushed = Some(std::time::Instant::now());
+            }
+            // A closed channel only means the operator is shutting down.
+            let _ = wakeups.send(target);
+        });
     }
 
     /// The last send through `sender`, if any happened in this process.

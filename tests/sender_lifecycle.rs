@@ -324,6 +324,21 @@ async fn every_metric_is_served_over_http_and_moves_when_it_should() {
     )
     .await;
 
+    // The sender's status shows its last send (the 422 of "bad", after "ok").
+    let after_sends = wait_for(
+        &senders,
+        "mailersend",
+        |s: &EmailSenderConfig| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| st.last_send_time.is_some() && st.last_send_error.is_some())
+        },
+        WAIT,
+    )
+    .await;
+    let last_error = after_sends.status.unwrap().last_send_error.unwrap();
+    assert!(last_error.contains("422"), "{last_error}");
+
     assert_eq!(scrape(addr, "/healthz").await.0, 200);
     assert_eq!(scrape(addr, "/readyz").await.0, 200);
     let (code, text) = scrape(addr, "/metrics").await;
