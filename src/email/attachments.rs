@@ -90,7 +90,7 @@ pub async fn load(
             content_type: spec
                 .content_type
                 .clone()
-                .unwrap_or_else(|| guess_content_type(&spec.filename).to_string()),
+                .unwrap_or_else(|| crate::message::guess_content_type(&spec.filename).to_string()),
             content,
         });
     }
@@ -109,42 +109,4 @@ fn missing_key(field: &str, kind: &str, ns: &str, name: &str, key: &str) -> Prob
         reasons::ATTACHMENT_NOT_FOUND,
         format!("{field}: {kind} {ns}/{name} has no key '{key}': add it, or fix the key"),
     )
-}
-
-/// A MIME type from the file extension, for the common cases; anything else is sent as bytes.
-pub fn guess_content_type(filename: &str) -> &'static str {
-    let ext = filename
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "pdf" => "application/pdf",
-        "txt" | "log" => "text/plain",
-        "csv" => "text/csv",
-        "html" | "htm" => "text/html",
-        "json" => "application/json",
-        "xml" => "application/xml",
-        "yaml" | "yml" => "application/yaml",
-        "ics" => "text/calendar",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "svg" => "image/svg+xml",
-        "zip" => "application/zip",
-        "gz" => "application/gzip",
-        _ => "application/octet-stream",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn content_type_is_guessed_from_the_extension_case_insensitively() {
-        assert_eq!(super::guess_content_type("Invoice.PDF"), "application/pdf");
-        assert_eq!(super::guess_content_type("report.csv"), "text/csv");
-        assert_eq!(
-            super::guess_content_type("noext"),
-            "application/octet-stream"
-        );
-    }
 }

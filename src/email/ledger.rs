@@ -213,17 +213,24 @@ pub async fn claim_next(
             "annotations": claim_annotations(instance, attempt, ttl),
         }
     });
-    match api
-        .patch(
-            &entry.name_any(),
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
+    let params = merge_params();
+    unless_conflict(
+        api.patch(&entry.name_any(), &params, &Patch::Merge(&patch))
+            .await,
+    )
+}
+
+fn merge_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// A write guarded by a resourceVersion precondition: `false` when someone else changed the
+/// object first (409), so the caller looks again instead of overwriting.
+fn unless_conflict<T>(result: Result<T, kube::Error>) -> Result<bool, kube::Error> {
+    match result {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
         Err(e) => Err(e),
@@ -266,21 +273,11 @@ pub async fn mark_unknown(
         "metadata": { "resourceVersion": entry.resource_version() },
         "status": status,
     });
-    match api
-        .patch_status(
-            &entry.name_any(),
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-        Err(e) => Err(e),
-    }
+    let params = merge_params();
+    unless_conflict(
+        api.patch_status(&entry.name_any(), &params, &Patch::Merge(&patch))
+            .await,
+    )
 }
 
 /// Every entry of an Email name, read from the API server (authoritative, used when an Email
