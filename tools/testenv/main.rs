@@ -48,6 +48,15 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Serve the API on a loopback port with Secrets and ConfigMaps mapped to stand-ins, and
+    /// write a kubeconfig for it; runs until stopped.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Where to write the kubeconfig that points at this proxy.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Wait until every Email in a namespace rests, then print them.
     Emails {
         #[arg(short, long)]
@@ -66,6 +75,7 @@ async fn main() -> ExitCode {
         let client = shim_client().await?;
         match cli.command {
             Command::Apply { paths } => apply(&client, &paths).await,
+            Command::Serve { listen, out } => serve(client, listen, &out).await,
             Command::Emails {
                 namespace,
                 wait_seconds,
@@ -88,6 +98,63 @@ async fn shim_client() -> anyhow::Result<Client> {
     Ok(ClientBuilder::try_from(config)?
         .with_layer(&CoreStandInLayer)
         .build())
+}
+
+/// Forwards every request through the shim client. Plain HTTP on loopback: the upstream hop
+/// (with TLS and the client certificate) is the client's, so the operator needs no
+/// credentials for this local demo server.
+async fn serve(client: Client, listen: std::net::SocketAddr, out: &Path) -> anyhow::Result<()> {
+    use axum::body::Body as AxumBody;
+    use axum::extract::{Request, State};
+    use axum::response::{IntoResponse, Response};
+
+    async fn forward(State(client): State<Client>, req: Request) -> Response {
+        let (parts, body) = req.into_parts();
+        let bytes = match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
+            Ok(b) => b,
+            Err(e) => return (http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        };
+        let mut upstream = http::Request::builder().method(parts.method).uri(
+            parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/"),
+        );
+        for (name, value) in &parts.headers {
+            if name == http::header::HOST || name == http::header::CONTENT_LENGTH {
+                continue;
+            }
+            upstream = upstream.header(name, value);
+        }
+        let request = match upstream.body(kube::client::Body::from(bytes.to_vec())) {
+            Ok(r) => r,
+            Err(e) => return (http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        };
+        match client.send(request).await {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                Response::from_parts(parts, AxumBody::new(body))
+            }
+            Err(e) => (http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kmailops-testenv\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: kmailops-testenv\n  context:\n    cluster: kmailops-testenv\n    user: anonymous\nusers:\n- name: anonymous\n  user: {{}}\ncurrent-context: kmailops-testenv\n"
+    );
+    std::fs::write(out, kubeconfig).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "serving the test API server with Secrets at http://{addr} (kubeconfig {})",
+        out.display()
+    );
+    let app = axum::Router::new().fallback(forward).with_state(client);
+    axum::serve(listener, app).await?;
+    Ok(())
 }
 
 fn yaml_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
