@@ -7,6 +7,9 @@
 //! the process exits and Kubernetes restarts it as a standby.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use kube::Client;
@@ -87,29 +90,39 @@ pub async fn run_as_leader(
     }
     tracing::info!(identity = %identity, "became the leader; starting the controllers");
 
-    // Stop the controllers on shutdown, or when the Lease is lost.
-    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<bool>();
-    let mut watch_lease = leading.clone();
-    let stop = async move {
-        let lost = tokio::select! {
-            _ = &mut shutdown => false,
-            _ = async {
-                while watch_lease.changed().await.is_ok() {
-                    if !*watch_lease.borrow_and_update() {
-                        return;
-                    }
-                }
-            } => true,
-        };
-        let _ = lost_tx.send(lost);
+    // Stop the controllers on shutdown, or when the Lease is lost. The watcher task owns the
+    // only receiver of the lease state: aborting it closes the channel, which is what makes
+    // the lease task release the Lease.
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    let watcher = tokio::spawn(async move {
+        while leading.changed().await.is_ok() {
+            if !*leading.borrow_and_update() {
+                let _ = lost_tx.send(());
+                return;
+            }
+        }
+    });
+    let lost = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let lost = lost.clone();
+        async move {
+            tokio::select! {
+                _ = &mut shutdown => {}
+                Ok(()) = lost_rx => lost.store(true, Ordering::SeqCst),
+            }
+        }
     };
     let result = run(client, config, stop).await;
-    let lost = lost_rx.await.unwrap_or(false);
-    // Dropping the last receiver makes the lease task release the Lease.
-    drop(leading);
-    if let Ok(Err(e)) = lease_task.await {
-        tracing::warn!(error = %e, "releasing the Lease failed; a standby takes over when it expires");
+    watcher.abort();
+    let _ = watcher.await;
+    match tokio::time::timeout(Duration::from_secs(10), lease_task).await {
+        Ok(Ok(Ok(_))) => tracing::info!("released the leader Lease"),
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "releasing the Lease failed; a standby takes over when it expires")
+        }
+        _ => tracing::warn!("releasing the Lease timed out; a standby takes over when it expires"),
     }
+    let lost = lost.load(Ordering::SeqCst);
     result?;
     if lost {
         anyhow::bail!("lost the leader Lease; exiting so this process restarts as a standby");

@@ -15,6 +15,7 @@
 //! Leases and `events.k8s.io` Events are stand-in CRDs there, used unchanged.
 #![allow(dead_code)] // each test binary uses its own subset of the harness
 
+pub mod api_proxy;
 pub mod core_standin;
 pub mod mock_mailersend;
 pub mod operator;

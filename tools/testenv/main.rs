@@ -17,6 +17,9 @@
 #[path = "../../tests/support/core_standin.rs"]
 mod core_standin;
 
+#[path = "../../tests/support/api_proxy.rs"]
+mod api_proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -100,60 +103,17 @@ async fn shim_client() -> anyhow::Result<Client> {
         .build())
 }
 
-/// Forwards every request through the shim client. Plain HTTP on loopback: the upstream hop
-/// (with TLS and the client certificate) is the client's, so the operator needs no
-/// credentials for this local demo server.
+/// Serves the proxy of `tests/support/api_proxy.rs` until stopped.
 async fn serve(client: Client, listen: std::net::SocketAddr, out: &Path) -> anyhow::Result<()> {
-    use axum::body::Body as AxumBody;
-    use axum::extract::{Request, State};
-    use axum::response::{IntoResponse, Response};
-
-    async fn forward(State(client): State<Client>, req: Request) -> Response {
-        let (parts, body) = req.into_parts();
-        let bytes = match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
-            Ok(b) => b,
-            Err(e) => return (http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-        };
-        let mut upstream = http::Request::builder().method(parts.method).uri(
-            parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/"),
-        );
-        for (name, value) in &parts.headers {
-            if name == http::header::HOST || name == http::header::CONTENT_LENGTH {
-                continue;
-            }
-            upstream = upstream.header(name, value);
-        }
-        let request = match upstream.body(kube::client::Body::from(bytes.to_vec())) {
-            Ok(r) => r,
-            Err(e) => return (http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-        };
-        match client.send(request).await {
-            Ok(response) => {
-                let (parts, body) = response.into_parts();
-                Response::from_parts(parts, AxumBody::new(body))
-            }
-            Err(e) => (http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-        }
-    }
-
-    let listener = tokio::net::TcpListener::bind(listen)
+    let addr = api_proxy::start(client, listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    let addr = listener.local_addr()?;
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kmailops-testenv\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: kmailops-testenv\n  context:\n    cluster: kmailops-testenv\n    user: anonymous\nusers:\n- name: anonymous\n  user: {{}}\ncurrent-context: kmailops-testenv\n"
-    );
-    std::fs::write(out, kubeconfig).with_context(|| format!("writing {}", out.display()))?;
+    api_proxy::write_kubeconfig(addr, out).with_context(|| format!("writing {}", out.display()))?;
     eprintln!(
         "serving the test API server with Secrets at http://{addr} (kubeconfig {})",
         out.display()
     );
-    let app = axum::Router::new().fallback(forward).with_state(client);
-    axum::serve(listener, app).await?;
+    std::future::pending::<()>().await;
     Ok(())
 }
 
