@@ -87,6 +87,9 @@ pub struct Context {
     in_flight: Arc<Mutex<HashSet<String>>>,
     /// Outcomes of finished sends the API server did not take yet (it was unreachable).
     unrecorded: Mutex<HashMap<String, EmailDeliveryStatus>>,
+    /// Emails whose status this process wrote and whose write the cache has not shown yet:
+    /// uid -> the resourceVersion the write was computed from (see [`Context::is_stale`]).
+    status_written_from: Mutex<HashMap<String, String>>,
     pub metrics: Metrics,
     pub rate_limits: RateLimiters,
     /// The last send through each sender, shown in its status.
@@ -149,6 +152,7 @@ impl Context {
             send_slots: Semaphore::new(settings.max_concurrent_sends.max(1)),
             in_flight: Arc::default(),
             unrecorded: Mutex::default(),
+            status_written_from: Mutex::default(),
             metrics,
             rate_limits: RateLimiters::default(),
             activity: Arc::default(),
@@ -185,6 +189,30 @@ impl Context {
     /// Takes a kept outcome of `entry`, if any.
     pub fn take_unrecorded(&self, entry: &str) -> Option<EmailDeliveryStatus> {
         lock(&self.unrecorded).remove(entry)
+    }
+
+    /// Notes that this process wrote the status of the object `uid`, computed from its version
+    /// `from_version`.
+    pub fn note_status_write(&self, uid: &str, from_version: &str) {
+        lock(&self.status_written_from).insert(uid.to_string(), from_version.to_string());
+    }
+
+    /// Whether `uid` at `version` is a version this process has already written a status over,
+    /// i.e. the cache does not show that write yet. A reconcile triggered in that moment (a
+    /// sender's status changed, a requeue) would otherwise act on the status from before its
+    /// own write: repeat the ledger lookup and overwrite a fresh `Sent` with
+    /// `RecoveredFromLedger`. The note is dropped once any other version is seen, so it lives
+    /// only until the watch catches up.
+    pub fn is_stale(&self, uid: &str, version: &str) -> bool {
+        let mut written = lock(&self.status_written_from);
+        match written.get(uid) {
+            Some(from) if from == version => true,
+            Some(_) => {
+                written.remove(uid);
+                false
+            }
+            None => false,
+        }
     }
 }
 

@@ -40,6 +40,14 @@ pub struct RunConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
+/// Drops what no reconcile reads before an object enters a cache. Parsed managedFields are
+/// most of a cached object's memory (about 7 of 10 KB of a Sent Email, 6 of 9 KB of its
+/// EmailDelivery), and the operator never looks at them: it writes by server-side apply.
+fn strip<K: Resource>(object: &mut K) {
+    // `None`, not an emptied Vec, which would keep its allocation.
+    object.meta_mut().managed_fields = None;
+}
+
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -57,15 +65,22 @@ pub async fn run(
     config: RunConfig,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
-    let emails: Api<Email> = api(&client, &config.namespace);
-    let controller = Controller::new(emails, watcher::Config::default().any_semantic())
-        .with_config(
-            ControllerConfig::default().concurrency(
-                u16::try_from(config.settings.max_concurrent_sends.saturating_mul(2))
-                    .unwrap_or(u16::MAX),
-            ),
-        );
-    let email_store = controller.store();
+    let (email_store, email_writer) = reflector::store::<Email>();
+    let email_watch = reflector::reflector(
+        email_writer,
+        watcher(
+            api::<Email>(&client, &config.namespace),
+            watcher::Config::default().any_semantic(),
+        )
+        .modify(strip),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(email_watch, email_store.clone()).with_config(
+        ControllerConfig::default().concurrency(
+            u16::try_from(config.settings.max_concurrent_sends.saturating_mul(2))
+                .unwrap_or(u16::MAX),
+        ),
+    );
     let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Email>>();
     let (sender_tx, sender_rx) = mpsc::unbounded_channel::<ObjectRef<EmailSenderConfig>>();
     let metrics = Metrics::new();
@@ -113,7 +128,8 @@ pub async fn run(
             watcher(
                 api::<EmailSenderConfig>(&client, &config.namespace),
                 watcher::Config::default(),
-            ),
+            )
+            .modify(strip),
         );
         let (emails, tx, ctx) = (email_store.clone(), trigger_tx.clone(), ctx.clone());
         tasks.spawn(drive(
@@ -139,7 +155,8 @@ pub async fn run(
             watcher(
                 api::<Secret>(&client, &config.namespace),
                 watcher::Config::default(),
-            ),
+            )
+            .modify(strip),
         );
         let (emails, tx) = (email_store.clone(), trigger_tx.clone());
         let (senders, sender_tx) = (senders.clone(), sender_tx.clone());
@@ -199,7 +216,8 @@ pub async fn run(
             watcher(
                 api::<EmailDelivery>(&client, &config.namespace),
                 watcher::Config::default(),
-            ),
+            )
+            .modify(strip),
         );
         tasks.spawn(drive(stream, "EmailDelivery", |_: &EmailDelivery, _| {}));
     }
@@ -386,6 +404,12 @@ async fn sweep_ledger(
     deliveries: Store<EmailDelivery>,
     retention: Duration,
 ) {
+    // The first sweep runs at once, and an entry whose Email is not in the cache gets marked
+    // orphaned: before the Email watch has listed everything, that would be every entry not
+    // listed yet (a write each, undone by the next sweep).
+    if emails.wait_until_ready().await.is_err() {
+        return;
+    }
     let mut tick = tokio::time::interval(LEDGER_SWEEP_INTERVAL);
     loop {
         tick.tick().await;

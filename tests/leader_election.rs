@@ -32,7 +32,7 @@ async fn claimers(api: &Api<EmailDelivery>) -> BTreeSet<String> {
 async fn only_the_leader_sends_and_a_standby_finishes_the_batch_when_the_leader_stops() {
     let env = TestEnv::get().await;
     let (ns, mock) = setup(&env, "leader").await;
-    mock.always(Reply::Slow(Duration::from_millis(300)));
+    mock.always(Reply::Slow(Duration::from_millis(500)));
     let client = env.client();
     let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
     let ledger: Api<EmailDelivery> = Api::namespaced(client.clone(), &ns);
@@ -43,7 +43,7 @@ async fn only_the_leader_sends_and_a_standby_finishes_the_batch_when_the_leader_
     let second = Operator::start_replica(env.client(), &ns);
 
     let mut yaml = String::new();
-    for i in 0..30 {
+    for i in 0..40 {
         yaml.push_str("---\n");
         yaml.push_str(&email_yaml(
             &format!("batch-{i:02}"),
@@ -69,13 +69,13 @@ async fn only_the_leader_sends_and_a_standby_finishes_the_batch_when_the_leader_
         "only the leader claims deliveries: {before:?}"
     );
     assert!(before.contains(&first.identity), "the first replica leads");
-    assert!(mock.calls() < 30, "stopped too late to be mid-batch");
+    assert!(mock.calls() < 40, "stopped too late to be mid-batch");
 
     // Stop the leader the way SIGTERM does: its sends in flight finish and are recorded.
     let first_identity = first.identity.clone();
     first.stop().await;
 
-    for i in 0..30 {
+    for i in 0..40 {
         wait_for(
             &emails,
             &format!("batch-{i:02}"),
@@ -85,7 +85,7 @@ async fn only_the_leader_sends_and_a_standby_finishes_the_batch_when_the_leader_
         .await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(mock.calls(), 30, "every Email sent exactly once");
+    assert_eq!(mock.calls(), 40, "every Email sent exactly once");
     let after = claimers(&ledger).await;
     assert_eq!(
         after,
@@ -98,7 +98,7 @@ async fn only_the_leader_sends_and_a_standby_finishes_the_batch_when_the_leader_
             .unwrap()
             .items
             .len(),
-        30
+        40
     );
     second.stop().await;
 }

@@ -48,6 +48,9 @@ pub const RETRY_ANNOTATION: &str = "kmailops.io/retry";
 /// change to anything watched (a ConfigMap attachment or namespace labels may have changed).
 const PROBLEM_RECHECK: Duration = Duration::from_secs(300);
 
+/// When an Email whose cached version predates our own status write is looked at again.
+const STALE_RECHECK: Duration = Duration::from_secs(5);
+
 /// A failure of the reconcile itself (the API server), retried by the controller.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -124,6 +127,11 @@ impl Reconcile<'_> {
         if self.email.metadata.deletion_timestamp.is_some() || self.is_settled() {
             return Ok(Action::await_change());
         }
+        if self.is_stale() {
+            // Our own status write is on its way through the watch, which reconciles again;
+            // the requeue only covers a watch that never delivers it.
+            return Ok(Action::requeue(STALE_RECHECK));
+        }
         let plan = match self.plan().await? {
             Ok(p) => p,
             Err(problem) => return self.fail_unless_sent(problem).await,
@@ -177,6 +185,16 @@ impl Reconcile<'_> {
             return Ok(action);
         }
         self.deliver(&plan, prepared).await
+    }
+
+    /// This version was already acted on by a status write of this process (see
+    /// [`Context::is_stale`]).
+    fn is_stale(&self) -> bool {
+        let meta = &self.email.metadata;
+        match (&meta.uid, &meta.resource_version) {
+            (Some(uid), Some(version)) => self.ctx.is_stale(uid, version),
+            _ => false,
+        }
     }
 
     /// Sent (or Expired) for the current generation: nothing to do, no read, no write.

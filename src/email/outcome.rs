@@ -297,7 +297,11 @@ impl Reconcile<'_> {
         send_at: &Time,
     ) -> Result<Action, kube::Error> {
         let mut status = self.delivery_status(p, self.status.last_handled_retry.as_deref());
-        status.next_attempt_time = Some(send_at.clone());
+        // Whole seconds, as a Time is written: with the sub-second part of `sendAt` the
+        // status would never equal the one read back, and every reconcile would write it again.
+        status.next_attempt_time = Some(Time(
+            Timestamp::from_second(send_at.0.as_second()).unwrap_or(send_at.0),
+        ));
         let message = format!("scheduled for {}", send_at.0);
         status::settle(
             self.email,

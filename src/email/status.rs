@@ -83,12 +83,21 @@ pub async fn write(
         "kind": "Email",
         "status": desired,
     });
-    api.patch_status(
-        &email.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &email.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    // Only a write that made a new version leaves the cache behind: one the server found to
+    // change nothing keeps the version, and no watch event would ever bring a newer one.
+    let from = &email.metadata.resource_version;
+    if let (Some(uid), Some(from)) = (&email.metadata.uid, from)
+        && written.metadata.resource_version.as_ref() != Some(from)
+    {
+        ctx.note_status_write(uid, from);
+    }
     Ok(true)
 }
 

@@ -1,0 +1,1108 @@
+//! End-to-end benchmark: `kmailops run` (the release binary) against a real API server and a
+//! local MailerSend-compatible provider with a fixed latency. Run it with `scripts/bench.sh`,
+//! which builds everything, starts a private test API server and passes:
+//!
+//! - `BENCH_KUBECONFIG`: kubeconfig of that server (written by `k8s-testenv.sh start`; the
+//!   server's certificate and key are in `pki/` next to it)
+//! - `KMAILOPS_BIN`: the operator binary to run
+//! - `N` (default 2000), `LATENCY_MS` (default 50), `MAX_CONCURRENT_SENDS` (default 16, the
+//!   operator's default), `BENCH_OUT` (default `target/bench`)
+//!
+//! Phases: the API write ceiling, the provider ceiling, N Emails end to end, and a restart
+//! with those N Emails Sent. Results go to stdout (a table) and `$BENCH_OUT/e2e.json`.
+
+mod ceilings;
+mod mock_provider;
+mod procstat;
+mod proxy;
+
+// The tests' Secret/ConfigMap shim, used as it is so the bench rewrites exactly what the tests
+// do. Only its layer is used here, so the rest would be dead code in this crate; `cargo check
+// --benches` also builds its unit tests' imports without the tests themselves.
+#[allow(dead_code, unused_imports)]
+#[path = "../../tests/support/core_standin.rs"]
+mod core_standin;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::client::ClientBuilder;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Config, ResourceExt};
+use serde_json::json;
+
+use kmailops::api::{Email, EmailPhase, EmailSenderConfig};
+use kmailops::message::{RenderedContent, build_message};
+use kmailops::provider::{Credentials, SecretValue, build_provider, http_client};
+
+use core_standin::CoreStandInLayer;
+use mock_provider::MockProvider;
+use proxy::{Counts, Proxy};
+
+/// Where the operator under test works (it is started with `--namespace bench`).
+const NS: &str = "bench";
+/// Where the API ceiling is measured: no operator watches it.
+const CEILING_NS: &str = "bench-ceiling";
+const SENDER: &str = "mailersend";
+/// Name of the proxy's threads (at most 15 characters: Linux truncates thread names).
+const PROXY_THREADS: &str = "bench-proxy";
+
+struct Settings {
+    n: usize,
+    latency: Duration,
+    /// `--max-concurrent-sends`: provider calls at once.
+    send_concurrency: usize,
+    /// Reconciles at once: the operator runs twice as many as it may send (controller.rs).
+    reconcile_concurrency: usize,
+    kubeconfig: PathBuf,
+    operator_bin: PathBuf,
+    out: PathBuf,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v} is not a valid number")),
+        _ => Ok(default),
+    }
+}
+
+impl Settings {
+    fn from_env() -> anyhow::Result<Settings> {
+        let path = |name: &str| -> anyhow::Result<PathBuf> {
+            std::env::var_os(name)
+                .map(PathBuf::from)
+                .with_context(|| format!("{name} is not set: run this through scripts/bench.sh"))
+        };
+        let send_concurrency = env_or("MAX_CONCURRENT_SENDS", 16usize)?.max(1);
+        Ok(Settings {
+            n: env_or("N", 2000usize)?.max(1),
+            latency: Duration::from_millis(env_or("LATENCY_MS", 50u64)?),
+            send_concurrency,
+            reconcile_concurrency: send_concurrency * 2,
+            kubeconfig: path("BENCH_KUBECONFIG")?,
+            operator_bin: path("KMAILOPS_BIN")?,
+            out: std::env::var_os("BENCH_OUT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("target/bench")),
+        })
+    }
+
+    /// Bounds every wait, so a broken run ends instead of hanging: generous next to the
+    /// slowest rate that would still be worth reporting (10 Emails/s).
+    fn deadline(&self) -> Duration {
+        Duration::from_secs(120) + Duration::from_millis(100 * self.n as u64)
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // `cargo bench` passes `--bench`; there are no other arguments.
+    match run(Settings::from_env()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
+    let s = settings?;
+    kmailops::provider::http::install_crypto_provider();
+    std::fs::create_dir_all(&s.out)?;
+    let load_before = procstat::load_average();
+
+    let config = load_config(&s.kubeconfig).await?;
+    // The bench's own requests go straight to the server and are not counted.
+    let client = ClientBuilder::try_from(config.clone())?
+        .with_layer(&CoreStandInLayer)
+        .build();
+    install_crds(&client).await?;
+
+    let pki = s
+        .kubeconfig
+        .parent()
+        .context("BENCH_KUBECONFIG has no folder")?
+        .join("pki");
+    // The proxy gets threads of its own, so that its CPU time, which a real deployment would
+    // not spend, can be told apart from the rest of this process. The runtime is leaked: it
+    // must outlive every use and cannot be dropped inside this async context.
+    let proxy_runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(PROXY_THREADS)
+            .enable_all()
+            .build()?,
+    ));
+    let proxy = {
+        let (config, pki) = (config.clone(), pki.clone());
+        // The upstream client is built on the proxy's runtime: kube spawns its workers there.
+        proxy_runtime
+            .spawn(async move {
+                let upstream = ClientBuilder::try_from(config)?
+                    .with_layer(&CoreStandInLayer)
+                    .build();
+                Proxy::start(upstream, &pki.join("server.crt"), &pki.join("server.key")).await
+            })
+            .await??
+    };
+    let proxy_kubeconfig = s.out.join("operator.kubeconfig");
+    write_proxy_kubeconfig(&s.kubeconfig, proxy.addr, &proxy_kubeconfig)?;
+    let via_proxy = Client::try_from(load_config(&proxy_kubeconfig).await?)?;
+
+    let mock = MockProvider::start(s.latency).await?;
+
+    let ceiling_round = |round: usize| {
+        eprintln!(
+            "[bench] API write ceiling, round {round}: {} first status writes at concurrency {}",
+            s.n, s.reconcile_concurrency
+        );
+        ceilings::api_round(
+            &client,
+            &via_proxy,
+            CEILING_NS,
+            s.n,
+            s.reconcile_concurrency,
+            round.is_multiple_of(2),
+        )
+    };
+    let mut api = ceilings::ApiCeiling {
+        rounds: vec![ceiling_round(1).await?],
+    };
+
+    eprintln!(
+        "[bench] provider ceiling: {} sends at concurrency {}, {} ms latency",
+        s.n,
+        s.send_concurrency,
+        s.latency.as_millis()
+    );
+    let sender: EmailSenderConfig = serde_json::from_value(sender_json(&mock.base_url))?;
+    let provider = build_provider(
+        &sender.spec,
+        Credentials {
+            secret: Some(SecretValue::new(mock_provider::TOKEN)),
+        },
+        &http_client(),
+    )?;
+    let sample = bench_email("ceiling-sample", 0);
+    let message = build_message(
+        &sample.spec,
+        &sender.spec,
+        &format!("{NS}/{SENDER}"),
+        RenderedContent {
+            subject: sample.spec.subject.clone().unwrap_or_default(),
+            text: sample.spec.text.clone(),
+            html: None,
+        },
+        Vec::new(),
+    )?;
+    let provider_per_s =
+        ceilings::provider_sends(provider, &message, s.n, s.send_concurrency).await?;
+
+    eprintln!("[bench] end to end: {} Emails", s.n);
+    set_up_sender(&client, &mock).await?;
+    let e2e = end_to_end(&s, &client, &proxy, &mock, &proxy_kubeconfig).await?;
+    eprintln!("[bench] restart with {} Sent Emails", s.n);
+    let restart = restart(&s, &proxy, &mock, &proxy_kubeconfig).await?;
+    // A second round at the end: a round that other load on the machine slowed down would
+    // make the ceiling too low and the ratio too flattering.
+    api.rounds.push(ceiling_round(2).await?);
+
+    let report = Report {
+        n: s.n,
+        latency_ms: s.latency.as_millis() as u64,
+        send_concurrency: s.send_concurrency,
+        reconcile_concurrency: s.reconcile_concurrency,
+        api,
+        provider_per_s,
+        e2e,
+        restart,
+        load_before,
+        load_after: procstat::load_average(),
+    };
+    report.print();
+    let path = s.out.join("e2e.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report.json())? + "\n")?;
+    eprintln!("[bench] wrote {}", path.display());
+    Ok(())
+}
+
+// ---- set-up -------------------------------------------------------------------------------
+
+async fn load_config(path: &Path) -> anyhow::Result<Config> {
+    let kubeconfig =
+        Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?)
+}
+
+/// The server's kubeconfig with the proxy as server: same CA (the proxy shows the server's
+/// certificate) and the same client certificate (the proxy does not ask for it).
+fn write_proxy_kubeconfig(original: &Path, proxy: SocketAddr, out: &Path) -> anyhow::Result<()> {
+    let mut kubeconfig = Kubeconfig::read_from(original)?;
+    for cluster in &mut kubeconfig.clusters {
+        if let Some(c) = cluster.cluster.as_mut() {
+            c.server = Some(format!("https://{proxy}"));
+        }
+    }
+    std::fs::write(out, serde_yaml::to_string(&kubeconfig)?)?;
+    Ok(())
+}
+
+async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in kmailops::crds::all() {
+        let name = crd.name_any();
+        crds.patch(
+            &name,
+            &PatchParams::apply("kmailops-bench").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("installing CRD {name}"))?;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .with_context(|| format!("CRD {name} not established after 30 s"))??;
+    }
+    Ok(())
+}
+
+fn sender_json(base_url: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "kmailops.io/v1alpha1",
+        "kind": "EmailSenderConfig",
+        "metadata": {"name": SENDER, "namespace": NS},
+        "spec": {
+            "default": true,
+            "sender": {"address": "shop@example.com", "name": "Example Shop"},
+            "mailersend": {
+                "apiTokenSecretRef": {"name": "mailersend-token", "key": "token"},
+                "baseUrl": base_url,
+            },
+        },
+    })
+}
+
+/// One Email of the benchmark: literal content, one recipient, the namespace's default sender.
+pub fn bench_email(name: &str, i: usize) -> Email {
+    serde_json::from_value(json!({
+        "apiVersion": "kmailops.io/v1alpha1",
+        "kind": "Email",
+        "metadata": {"name": name},
+        "spec": {
+            "to": [format!("Reader {i} <reader{i}@example.org>")],
+            "subject": format!("Benchmark message {i}"),
+            "text": format!("Hello reader {i},\n\nthis message was sent by the kmailops benchmark.\n"),
+        },
+    }))
+    .expect("the bench Email is a valid Email")
+}
+
+async fn set_up_sender(client: &Client, mock: &MockProvider) -> anyhow::Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let mut secret = Secret::default();
+    secret.metadata.name = Some("mailersend-token".into());
+    secret.data = Some(BTreeMap::from([(
+        "token".to_string(),
+        ByteString(mock_provider::TOKEN.as_bytes().to_vec()),
+    )]));
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .context("creating the token Secret")?;
+    let senders: Api<EmailSenderConfig> = Api::namespaced(client.clone(), NS);
+    let sender: EmailSenderConfig = serde_json::from_value(sender_json(&mock.base_url))?;
+    senders
+        .create(&PostParams::default(), &sender)
+        .await
+        .context("creating the EmailSenderConfig")?;
+    Ok(())
+}
+
+// ---- the operator process -------------------------------------------------------------------
+
+struct Operator {
+    child: tokio::process::Child,
+    pid: u32,
+    metrics: SocketAddr,
+    http: reqwest::Client,
+    started: Instant,
+}
+
+impl Operator {
+    async fn spawn(s: &Settings, kubeconfig: &Path, log: &Path) -> anyhow::Result<Operator> {
+        // A free port for /metrics and /readyz (released just before the operator binds it).
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let log_file = std::fs::File::create(log)?;
+        let started = Instant::now();
+        let child = tokio::process::Command::new(&s.operator_bin)
+            .args(["run", "--namespace", NS, "--log-format", "json"])
+            .arg("--metrics-addr")
+            .arg(metrics.to_string())
+            .arg("--max-concurrent-sends")
+            .arg(s.send_concurrency.to_string())
+            .env("KUBECONFIG", kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            // A failed bench must not leave an operator running.
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", s.operator_bin.display()))?;
+        let pid = child.id().context("the operator exited at once")?;
+        if let Some(file) = std::env::var_os("BENCH_OPERATOR_PID_FILE") {
+            std::fs::write(file, pid.to_string())?;
+        }
+        Ok(Operator {
+            child,
+            pid,
+            metrics,
+            http: reqwest::Client::new(),
+            started,
+        })
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = self
+            .http
+            .get(format!("http://{}{path}", self.metrics))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
+
+    async fn is_ready(&self) -> bool {
+        matches!(self.get("/readyz").await, Some((200, _)))
+    }
+
+    async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<Duration> {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.is_ready().await {
+                return Ok(self.started.elapsed());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the operator exited before it was ready: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("the operator was not ready within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A sample of the operator's own metrics: `name{labels}` -> value.
+    async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, text) = self.get("/metrics").await?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        procstat::cpu_seconds(self.pid).unwrap_or(f64::NAN)
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        procstat::peak_rss_mib(self.pid).unwrap_or(f64::NAN)
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; SIGKILL after 30 s.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = tokio::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .await;
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(status) => {
+                status?;
+            }
+            Err(_) => {
+                eprintln!("[bench] the operator ignored SIGTERM for 30 s; killing it");
+                self.child.kill().await?;
+            }
+        }
+        if let Some(file) = std::env::var_os("BENCH_OPERATOR_PID_FILE") {
+            let _ = std::fs::remove_file(file);
+        }
+        Ok(())
+    }
+}
+
+/// Waits until the proxy has seen no write for `quiet`, at most `max`.
+async fn settle(proxy: &Proxy, quiet: Duration, max: Duration) {
+    let deadline = Instant::now() + max;
+    let writes = || proxy::total(&proxy.counts(), proxy::is_write);
+    let (mut last, mut since) = (writes(), Instant::now());
+    while Instant::now() < deadline && since.elapsed() < quiet {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = writes();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+}
+
+// ---- end to end ------------------------------------------------------------------------------
+
+/// When each Email was first seen Sent, and with which Ready reason.
+#[derive(Default)]
+struct SentLog {
+    at: HashMap<String, (Instant, String)>,
+}
+
+fn watch_sent(client: &Client, log: Arc<Mutex<SentLog>>) -> tokio::task::JoinHandle<()> {
+    let api: Api<Email> = Api::namespaced(client.clone(), NS);
+    tokio::spawn(async move {
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            let Ok(email) = event else { continue };
+            let status = email.status.as_ref();
+            if status.and_then(|s| s.phase) != Some(EmailPhase::Sent) {
+                continue;
+            }
+            let reason = status
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                .map(|c| c.reason.clone())
+                .unwrap_or_default();
+            log.lock()
+                .unwrap()
+                .at
+                .entry(email.name_any())
+                .or_insert((Instant::now(), reason));
+        }
+    })
+}
+
+struct EndToEnd {
+    emails_per_s: f64,
+    wall_s: f64,
+    create_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    sent_reasons: BTreeMap<String, usize>,
+    requests: Counts,
+    sends: u64,
+    health_checks: u64,
+    /// Writes the API server counted in the same window, minus the bench's own creates.
+    apiserver_writes: Option<u64>,
+    peak_rss_mib: f64,
+    /// Resident memory when started and idle, before the first Email.
+    rss_before_mib: f64,
+    cpu_s: f64,
+    cpu_s_window: f64,
+    startup: Duration,
+    /// CPU seconds of the API server, etcd and this bench process during the window.
+    other_cpu: BTreeMap<String, f64>,
+    /// Share of the machine's CPU time (all cores) that was busy during the window.
+    machine_busy: f64,
+}
+
+async fn end_to_end(
+    s: &Settings,
+    client: &Client,
+    proxy: &Proxy,
+    mock: &MockProvider,
+    kubeconfig: &Path,
+) -> anyhow::Result<EndToEnd> {
+    let mut operator = Operator::spawn(s, kubeconfig, &s.out.join("operator-1.log")).await?;
+    let startup = operator.wait_ready(Duration::from_secs(60)).await?;
+    // The sender's first reconcile (health check, status) belongs to start-up, not to the
+    // Emails: wait for it, then for quiet.
+    let senders: Api<EmailSenderConfig> = Api::namespaced(client.clone(), NS);
+    let ready = |c: Option<&EmailSenderConfig>| {
+        c.and_then(|c| c.status.as_ref()).is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    };
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        await_condition(senders, SENDER, ready),
+    )
+    .await
+    .context("the EmailSenderConfig did not become Ready within 30 s")??;
+    settle(proxy, Duration::from_secs(1), Duration::from_secs(10)).await;
+
+    let log = Arc::new(Mutex::new(SentLog::default()));
+    let watch = watch_sent(client, log.clone());
+    // Let the watch's initial list finish so no Sent event is missed or timed late.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let requests_before = proxy.counts();
+    let calls_before = mock.calls();
+    let apiserver_before = apiserver_writes(client).await;
+    let cpu_before = operator.cpu_seconds();
+    let rss_before = procstat::rss_mib(operator.pid).unwrap_or(f64::NAN);
+    let others_before = other_cpu(s);
+    let machine_before = procstat::machine_ticks();
+
+    let api: Api<Email> = Api::namespaced(client.clone(), NS);
+    let created: Vec<(String, Instant)> = {
+        let started = Instant::now();
+        let pp = PostParams::default();
+        let created = stream::iter(0..s.n)
+            .map(|i| {
+                let (api, pp) = (&api, &pp);
+                async move {
+                    let name = format!("bench-{i:05}");
+                    let at = Instant::now();
+                    api.create(pp, &bench_email(&name, i)).await?;
+                    Ok::<_, kube::Error>((name, at))
+                }
+            })
+            .buffer_unordered(s.reconcile_concurrency)
+            .try_collect::<Vec<_>>()
+            .await
+            .context("creating the Emails")?;
+        eprintln!(
+            "[bench]   created {} Emails in {:.1} s",
+            s.n,
+            started.elapsed().as_secs_f64()
+        );
+        created
+    };
+    let first_create = created.iter().map(|(_, at)| *at).min().expect("n >= 1");
+    let last_create = created.iter().map(|(_, at)| *at).max().expect("n >= 1");
+
+    let deadline = Instant::now() + s.deadline();
+    let mut last_report = Instant::now();
+    loop {
+        let sent = log.lock().unwrap().at.len();
+        if sent >= s.n {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {sent} of {} Emails were Sent within {:?}; see {}",
+                s.n,
+                s.deadline(),
+                s.out.join("operator-1.log").display()
+            );
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!("[bench]   {sent} of {} Sent", s.n);
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut latencies, last_sent, sent_reasons) = {
+        let log = log.lock().unwrap();
+        let mut reasons = BTreeMap::<String, usize>::new();
+        for (_, reason) in log.at.values() {
+            *reasons.entry(reason.clone()).or_default() += 1;
+        }
+        let latencies: Vec<Duration> = created
+            .iter()
+            .map(|(name, at)| log.at[name].0.saturating_duration_since(*at))
+            .collect();
+        let last = log.at.values().map(|(t, _)| *t).max().expect("n >= 1");
+        (latencies, last, reasons)
+    };
+    watch.abort();
+    let wall = last_sent.duration_since(first_create);
+
+    // Writes that trail the last Sent (the sender's status, Events) still belong to the run.
+    settle(proxy, Duration::from_secs(2), Duration::from_secs(20)).await;
+    let requests = proxy::delta(&proxy.counts(), &requests_before);
+    let calls = mock.calls().since(&calls_before);
+    let apiserver_writes = match (apiserver_before, apiserver_writes(client).await) {
+        (Some(before), Some(after)) => Some((after - before).saturating_sub(s.n as u64)),
+        _ => None,
+    };
+    let cpu_s = operator.cpu_seconds();
+    let machine_busy = match (machine_before, procstat::machine_ticks()) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 / (t1 - t0) as f64,
+        _ => f64::NAN,
+    };
+    let others_after = other_cpu(s);
+    let other_cpu = others_after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - others_before.get(k).copied().unwrap_or(0.0)))
+        .collect();
+    let result = EndToEnd {
+        emails_per_s: s.n as f64 / wall.as_secs_f64(),
+        wall_s: wall.as_secs_f64(),
+        create_s: last_create.duration_since(first_create).as_secs_f64(),
+        p50_ms: percentile(&mut latencies, 50.0).as_secs_f64() * 1000.0,
+        p99_ms: percentile(&mut latencies, 99.0).as_secs_f64() * 1000.0,
+        max_ms: percentile(&mut latencies, 100.0).as_secs_f64() * 1000.0,
+        sent_reasons,
+        requests,
+        sends: calls.sends,
+        health_checks: calls.health_checks,
+        apiserver_writes,
+        peak_rss_mib: operator.peak_rss_mib(),
+        rss_before_mib: rss_before,
+        cpu_s,
+        cpu_s_window: cpu_s - cpu_before,
+        startup,
+        other_cpu,
+        machine_busy,
+    };
+    operator.stop().await?;
+    Ok(result)
+}
+
+// ---- restart ---------------------------------------------------------------------------------
+
+struct Restart {
+    ready: Duration,
+    idle: Duration,
+    requests: Counts,
+    provider_calls: u64,
+    sends: u64,
+    peak_rss_mib: f64,
+    /// Resident memory once idle: the caches full, nothing in flight.
+    idle_rss_mib: f64,
+    cpu_s: f64,
+}
+
+async fn restart(
+    s: &Settings,
+    proxy: &Proxy,
+    mock: &MockProvider,
+    kubeconfig: &Path,
+) -> anyhow::Result<Restart> {
+    let requests_before = proxy.counts();
+    let calls_before = mock.calls();
+    let mut operator = Operator::spawn(s, kubeconfig, &s.out.join("operator-2.log")).await?;
+    let ready = operator.wait_ready(Duration::from_secs(60)).await?;
+
+    // Idle: every Email has been reconciled once (the initial list) and the process has used
+    // no CPU for half a second. Idle time is when that quiet half second began.
+    const QUIET: Duration = Duration::from_millis(500);
+    let deadline = Instant::now() + s.deadline();
+    let series = "kmailops_reconcile_duration_seconds_count{kind=\"Email\"}";
+    let (mut cpu, mut quiet_since) = (operator.cpu_seconds(), Instant::now());
+    let idle = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now_cpu = operator.cpu_seconds();
+        if now_cpu > cpu {
+            (cpu, quiet_since) = (now_cpu, Instant::now());
+        }
+        let reconciled = operator.metric(series).await.unwrap_or(0.0);
+        if reconciled >= s.n as f64 && quiet_since.elapsed() >= QUIET {
+            break quiet_since.duration_since(operator.started);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the restarted operator was not idle within {:?} ({reconciled} Emails reconciled)",
+                s.deadline()
+            );
+        }
+    };
+    // Anything the restart would still do (a late write, a send) must show in the counts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let requests = proxy::delta(&proxy.counts(), &requests_before);
+    let calls = mock.calls().since(&calls_before);
+    let result = Restart {
+        ready,
+        idle,
+        requests,
+        provider_calls: calls.total(),
+        sends: calls.sends,
+        peak_rss_mib: operator.peak_rss_mib(),
+        idle_rss_mib: procstat::rss_mib(operator.pid).unwrap_or(f64::NAN),
+        cpu_s: operator.cpu_seconds(),
+    };
+    operator.stop().await?;
+    Ok(result)
+}
+
+// ---- measurements ----------------------------------------------------------------------------
+
+/// The `p`th percentile (nearest rank) of `values`; sorts them.
+pub fn percentile(values: &mut [Duration], p: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    values.sort_unstable();
+    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
+}
+
+/// All writes the API server has counted (`apiserver_request_total`, write verbs).
+async fn apiserver_writes(client: &Client) -> Option<u64> {
+    let request = http::Request::get("/metrics").body(Vec::new()).ok()?;
+    let text = client.request_text(request).await.ok()?;
+    let mut total = 0.0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let verb = labels
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("verb=\""))
+            .map(|v| v.trim_end_matches('"'));
+        if matches!(
+            verb,
+            Some("POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION")
+        ) {
+            total += value.trim().parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    Some(total as u64)
+}
+
+/// CPU seconds so far of the API server and etcd (from the test server's pid files), of the
+/// proxy, and of the rest of this process (the mock provider, the watch, the creates): on a
+/// machine this small they share the cores with the operator, so where the time goes is part
+/// of the answer.
+fn other_cpu(s: &Settings) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let dir = s
+        .kubeconfig
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    for name in ["apiserver", "etcd"] {
+        let pid = std::fs::read_to_string(dir.join(format!("{name}.pid")))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        if let Some(cpu) = pid.and_then(procstat::cpu_seconds) {
+            out.insert(name.to_string(), cpu);
+        }
+    }
+    let proxy = procstat::threads_cpu_seconds(PROXY_THREADS);
+    out.insert("bench proxy".to_string(), proxy);
+    if let Some(cpu) = procstat::cpu_seconds(std::process::id()) {
+        out.insert("bench (mock, watch, creates)".to_string(), cpu - proxy);
+    }
+    out
+}
+
+// ---- the report ------------------------------------------------------------------------------
+
+struct Report {
+    n: usize,
+    latency_ms: u64,
+    send_concurrency: usize,
+    reconcile_concurrency: usize,
+    api: ceilings::ApiCeiling,
+    provider_per_s: f64,
+    e2e: EndToEnd,
+    restart: Restart,
+    load_before: Option<f64>,
+    load_after: Option<f64>,
+}
+
+/// The writes the design allows per delivered Email: the EmailDelivery's create, its outcome,
+/// the Email's status.
+const DESIGN_WRITES_PER_EMAIL: f64 = 3.0;
+
+impl Report {
+    fn per_email(&self, count: u64) -> f64 {
+        count as f64 / self.n as f64
+    }
+
+    fn api_writes_per_email(&self) -> f64 {
+        self.per_email(proxy::total(&self.e2e.requests, proxy::is_write))
+    }
+
+    /// Writes to kmailops's own kinds: what the design counts (Events are not among them).
+    fn kmailops_writes_per_email(&self) -> f64 {
+        let own = self
+            .e2e
+            .requests
+            .iter()
+            .filter(|((verb, resource), _)| proxy::is_write(verb) && resource.starts_with("email"))
+            .map(|(_, t)| t.count)
+            .sum();
+        self.per_email(own)
+    }
+
+    fn api_ceiling_emails_per_s(&self) -> f64 {
+        self.api.writes_per_s() / DESIGN_WRITES_PER_EMAIL
+    }
+
+    fn ratio(&self) -> f64 {
+        self.e2e.emails_per_s / self.api_ceiling_emails_per_s().min(self.provider_per_s)
+    }
+
+    /// The ratio with the API ceiling measured through the proxy, the path the operator's
+    /// requests take: what the operator makes of the capacity it actually has here.
+    fn ratio_via_proxy(&self) -> f64 {
+        let api = self.api.writes_per_s_via_proxy() / DESIGN_WRITES_PER_EMAIL;
+        self.e2e.emails_per_s / api.min(self.provider_per_s)
+    }
+
+    fn restart_writes(&self) -> u64 {
+        proxy::total(&self.restart.requests, proxy::is_write)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let breakdown = |counts: &Counts| -> serde_json::Value {
+            counts
+                .iter()
+                .map(|((verb, resource), t)| {
+                    (
+                        format!("{verb} {resource}"),
+                        json!({
+                            "count": t.count,
+                            "non_2xx": t.non_2xx,
+                            "mean_upstream_ms": t.upstream.as_secs_f64() * 1000.0 / t.count as f64,
+                        }),
+                    )
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        let r = |x: f64| (x * 100.0).round() / 100.0;
+        let e = &self.e2e;
+        // In three parts: one json! this size exceeds the macro recursion limit.
+        let ceilings: Vec<serde_json::Value> = self
+            .api
+            .rounds
+            .iter()
+            .map(|round| {
+                json!({
+                    "writes_per_s": r(round.writes_per_s),
+                    "writes_per_s_via_proxy": r(round.writes_per_s_via_proxy),
+                    "creates_per_s": r(round.creates_per_s),
+                    "single_write_p50_ms": r(round.single_p50_ms),
+                    "single_write_p50_ms_via_proxy": r(round.single_p50_ms_via_proxy),
+                })
+            })
+            .collect();
+        let run = json!({
+            "api_requests_per_email": r(self.per_email(proxy::total(&e.requests, |_| true))),
+            "kmailops_object_writes_per_email": r(self.kmailops_writes_per_email()),
+            "apiserver_counted_writes_per_email": e.apiserver_writes.map(|w| r(self.per_email(w))),
+            "wall_s": r(e.wall_s),
+            "create_s": r(e.create_s),
+            "max_ms": r(e.max_ms),
+            "sent_reasons": e.sent_reasons,
+            "provider_sends": e.sends,
+            "provider_health_checks": e.health_checks,
+            "operator_startup_s": r(e.startup.as_secs_f64()),
+            "operator_rss_before_first_email_mb": r(e.rss_before_mib),
+            "operator_cpu_s_during_run": r(e.cpu_s_window),
+            "machine_cpu_busy_during_run": r(e.machine_busy),
+            "other_cpu_s_during_run": e.other_cpu.iter().map(|(k, v)| (k.clone(), r(*v))).collect::<BTreeMap<_, _>>(),
+            "requests": breakdown(&e.requests),
+        });
+        let restart = json!({
+            "ready_s": r(self.restart.ready.as_secs_f64()),
+            "idle_s": r(self.restart.idle.as_secs_f64()),
+            "provider_sends": self.restart.sends,
+            "requests": breakdown(&self.restart.requests),
+            "peak_rss_mb": r(self.restart.peak_rss_mib),
+            "idle_rss_mb": r(self.restart.idle_rss_mib),
+            "cpu_s": r(self.restart.cpu_s),
+        });
+        json!({
+            "emails_per_s": r(e.emails_per_s),
+            "api_write_ceiling_per_s": r(self.api.writes_per_s()),
+            "provider_ceiling_per_s": r(self.provider_per_s),
+            "ratio": r(self.ratio()),
+            "api_writes_per_email": r(self.api_writes_per_email()),
+            "restart_writes": self.restart_writes(),
+            "restart_provider_calls": self.restart.provider_calls,
+            "p50_ms": r(e.p50_ms),
+            "p99_ms": r(e.p99_ms),
+            "peak_rss_mb": r(e.peak_rss_mib.max(self.restart.peak_rss_mib)),
+            "cpu_s": r(e.cpu_s),
+            "details": {
+                "n": self.n,
+                "latency_ms": self.latency_ms,
+                "send_concurrency": self.send_concurrency,
+                "reconcile_concurrency": self.reconcile_concurrency,
+                "load_average_before": self.load_before,
+                "load_average_after": self.load_after,
+                "api_write_ceiling_via_proxy_per_s": r(self.api.writes_per_s_via_proxy()),
+                "api_ceiling_rounds": ceilings,
+                "run": run,
+                "restart": restart,
+            },
+        })
+    }
+
+    fn print(&self) {
+        let e = &self.e2e;
+        let rows: Vec<(String, String)> = vec![
+            ("Emails (N)".into(), self.n.to_string()),
+            (
+                "provider latency / send concurrency / reconcile concurrency".into(),
+                format!(
+                    "{} ms / {} / {}",
+                    self.latency_ms, self.send_concurrency, self.reconcile_concurrency
+                ),
+            ),
+            (
+                "API write ceiling (status SSA)".into(),
+                format!(
+                    "{:.0} writes/s = {:.0} Emails/s at 3 writes/Email (best of rounds: {})",
+                    self.api.writes_per_s(),
+                    self.api_ceiling_emails_per_s(),
+                    self.api
+                        .rounds
+                        .iter()
+                        .map(|r| format!("{:.0}", r.writes_per_s))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            (
+                "  same through the bench proxy".into(),
+                format!(
+                    "{:.0} writes/s; one write {} ms direct, {} ms via proxy (p50 per round)",
+                    self.api.writes_per_s_via_proxy(),
+                    self.api
+                        .rounds
+                        .iter()
+                        .map(|r| format!("{:.2}", r.single_p50_ms))
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                    self.api
+                        .rounds
+                        .iter()
+                        .map(|r| format!("{:.2}", r.single_p50_ms_via_proxy))
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                ),
+            ),
+            (
+                "provider ceiling".into(),
+                format!("{:.0} sends/s", self.provider_per_s),
+            ),
+            (
+                "end to end".into(),
+                format!(
+                    "{:.1} Emails/s ({:.1} s for all; creates took {:.1} s)",
+                    e.emails_per_s, e.wall_s, e.create_s
+                ),
+            ),
+            (
+                "ratio to the lower ceiling".into(),
+                format!(
+                    "{:.2} ({:.2} to the ceilings through the proxy)",
+                    self.ratio(),
+                    self.ratio_via_proxy()
+                ),
+            ),
+            (
+                "creation -> Sent p50 / p99 / max".into(),
+                format!("{:.0} / {:.0} / {:.0} ms", e.p50_ms, e.p99_ms, e.max_ms),
+            ),
+            (
+                "API requests / writes per Email".into(),
+                format!(
+                    "{:.2} / {:.2}, {:.2} to kmailops kinds (API server counted {} writes/Email)",
+                    self.per_email(proxy::total(&e.requests, |_| true)),
+                    self.api_writes_per_email(),
+                    self.kmailops_writes_per_email(),
+                    e.apiserver_writes
+                        .map(|w| format!("{:.2}", self.per_email(w)))
+                        .unwrap_or_else(|| "?".into())
+                ),
+            ),
+            (
+                "provider calls".into(),
+                format!("{} sends, {} health checks", e.sends, e.health_checks),
+            ),
+            (
+                "Ready reasons when Sent".into(),
+                format!("{:?}", e.sent_reasons),
+            ),
+            (
+                "operator peak RSS / CPU".into(),
+                format!(
+                    "{:.1} MiB ({:.1} MiB before the first Email) / {:.2} s ({:.2} s during the run)",
+                    e.peak_rss_mib, e.rss_before_mib, e.cpu_s, e.cpu_s_window
+                ),
+            ),
+            (
+                "  CPU of the others during the run".into(),
+                e.other_cpu
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.1} s"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            (
+                "  machine CPU busy during the run".into(),
+                format!("{:.0}% of all cores", e.machine_busy * 100.0),
+            ),
+            (
+                "restart: ready / idle".into(),
+                format!(
+                    "{:.2} s / {:.2} s",
+                    self.restart.ready.as_secs_f64(),
+                    self.restart.idle.as_secs_f64()
+                ),
+            ),
+            (
+                "restart: API writes / provider calls".into(),
+                format!(
+                    "{} / {} ({} sends)",
+                    self.restart_writes(),
+                    self.restart.provider_calls,
+                    self.restart.sends
+                ),
+            ),
+            (
+                "restart: peak RSS / idle RSS / CPU".into(),
+                format!(
+                    "{:.1} MiB / {:.1} MiB / {:.2} s",
+                    self.restart.peak_rss_mib, self.restart.idle_rss_mib, self.restart.cpu_s
+                ),
+            ),
+            (
+                "load average before / after".into(),
+                format!(
+                    "{} / {}",
+                    self.load_before
+                        .map(|l| format!("{l:.2}"))
+                        .unwrap_or_default(),
+                    self.load_after
+                        .map(|l| format!("{l:.2}"))
+                        .unwrap_or_default()
+                ),
+            ),
+        ];
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        println!();
+        for (k, v) in &rows {
+            println!("{k:width$}  {v}");
+        }
+        println!("\nAPI requests of the run, per Email (verb resource: count/N, non-2xx):");
+        for ((verb, resource), t) in &e.requests {
+            println!(
+                "  {verb:>8} {resource:<28} {:>7.3}  {}",
+                self.per_email(t.count),
+                t.non_2xx
+            );
+        }
+        println!("API requests of the restart (verb resource: count):");
+        for ((verb, resource), t) in &self.restart.requests {
+            println!("  {verb:>8} {resource:<28} {:>7}", t.count);
+        }
+    }
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Benchmarks kmailops on this machine against a real, local Kubernetes API server.
+#
+#   scripts/bench.sh                  N=2000 Emails, 50 ms provider latency
+#   N=10000 LATENCY_MS=20 scripts/bench.sh
+#
+# One run: builds the release binary and the bench tools, starts a private test API server
+# (scripts/k8s-testenv.sh with its own folder and ports, so an instance others use is not
+# touched), then measures
+#   - the API write ceiling (status server-side applies of N Emails at the operator's
+#     reconcile concurrency) and the provider ceiling (N sends to a local MailerSend-
+#     compatible server with LATENCY_MS latency at its send concurrency),
+#   - `kmailops run` sending N Emails: Emails/s, creation->Sent p50/p99, API requests and
+#     writes per Email, peak RSS, CPU seconds,
+#   - a restart of the operator with those N Emails Sent: time to idle, writes, provider calls,
+#   - a micro-benchmark of message building.
+# It prints a table and writes target/bench/e2e.json and target/bench/render.json; the
+# operator logs are target/bench/operator-{1,2}.log. Everything listens on 127.0.0.1 only.
+#
+# Environment:
+#   N                     Emails (default 2000)
+#   LATENCY_MS            provider latency per send (default 50)
+#   MAX_CONCURRENT_SENDS  the operator's --max-concurrent-sends (default 16, its default)
+#   BENCH_API_PORT, BENCH_ETCD_PORT   the private test server's ports (default 36443, 33790)
+#   BENCH_TIMEOUT_S       upper bound of the measuring part (default 900 + N/5)
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+N="${N:-2000}"
+LATENCY_MS="${LATENCY_MS:-50}"
+OUT="$REPO_ROOT/target/bench"
+TIMEOUT_S="${BENCH_TIMEOUT_S:-$((900 + N / 5))}"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() {
+  printf '[bench] ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+[[ $N =~ ^[1-9][0-9]*$ ]] || die "N must be a positive number, not '$N'"
+[[ $LATENCY_MS =~ ^[0-9]+$ ]] || die "LATENCY_MS must be a number of milliseconds, not '$LATENCY_MS'"
+command -v cargo >/dev/null || die "cargo is needed (https://rustup.rs)"
+
+# The private test server: its own run folder and ports.
+export KMAILOPS_TESTENV_DIR="$OUT/testenv"
+export KMAILOPS_TESTENV_API_PORT="${BENCH_API_PORT:-36443}"
+export KMAILOPS_TESTENV_ETCD_PORT="${BENCH_ETCD_PORT:-33790}"
+testenv() { "$REPO_ROOT/scripts/k8s-testenv.sh" "$@"; }
+
+testenv install
+
+log "building (release)"
+# The bench tools first, then the operator: the binary measured is the plain release build.
+E2E_BIN=$(cargo bench --bench e2e --bench render --no-run --message-format=json-render-diagnostics |
+  grep '"name":"e2e"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
+[[ -x $E2E_BIN ]] || die "cargo did not report the e2e bench executable"
+cargo build --release --bin kmailops
+mkdir -p "$OUT"
+# A copy, so that no later cargo command can swap the binary being measured.
+cp target/release/kmailops "$OUT/kmailops"
+
+log "micro-benchmark: message building"
+BENCH_OUT="$OUT" cargo bench --bench render
+
+# The bench writes the pid of the operator it runs here, so that an interrupted or timed-out
+# run never leaves one behind.
+OPERATOR_PID_FILE="$OUT/operator.pid"
+cleanup() {
+  local pid
+  if [[ -f $OPERATOR_PID_FILE ]]; then
+    pid=$(cat "$OPERATOR_PID_FILE")
+    # Only if that pid is still our operator (a stale file's pid may belong to anyone now).
+    if [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == "$OUT/kmailops" ]]; then
+      kill "$pid" 2>/dev/null || true
+    fi
+    rm -f "$OPERATOR_PID_FILE"
+  fi
+  testenv stop >/dev/null 2>&1 || true
+}
+# A fresh, empty server every run: a previous run's objects would change the numbers.
+cleanup
+trap cleanup EXIT
+testenv start
+
+log "end to end: N=$N, LATENCY_MS=$LATENCY_MS (at most $TIMEOUT_S s)"
+BENCH_OUT="$OUT" BENCH_KUBECONFIG="$KMAILOPS_TESTENV_DIR/kubeconfig" KMAILOPS_BIN="$OUT/kmailops" \
+  BENCH_OPERATOR_PID_FILE="$OPERATOR_PID_FILE" N="$N" LATENCY_MS="$LATENCY_MS" \
+  timeout --kill-after=30 "$TIMEOUT_S" "$E2E_BIN"
