@@ -1,22 +1,26 @@
-//! Micro-benchmark of the CPU step every send goes through: turning an Email into the
-//! message a provider gets. Run by `scripts/bench.sh` (or `cargo bench --bench render`);
-//! prints one line and writes `$BENCH_OUT/render.json` (default `target/bench`).
+//! Micro-benchmark of the CPU steps every send goes through, single thread. Run by
+//! `scripts/bench.sh` (or `cargo bench --bench render`); prints a line per step and writes
+//! `$BENCH_OUT/render.json` (default `target/bench`).
 //!
-//! Measured: `email::content::literal` + `message::build_message` (validation of every
-//! mailbox, headers and tags, and the SHA-256 delivery hash) for `examples/emails/plain.yaml`
-//! through `examples/senders/mailersend.yaml`. Template rendering (`kmailops::template`) is
-//! not on this branch yet; when it is, its example (`examples/templates/order-shipped.yaml`)
-//! belongs here as well.
+//! - render: `examples/emails/templated.yaml` through `examples/templates/order-shipped.yaml`,
+//!   whose text and HTML bodies extend the built-in layouts in `templates/`: what the
+//!   controller does for a templated Email (`email::content::render_content`: a fresh
+//!   minijinja environment, subject, text and HTML).
+//! - build: that content turned into the message a provider gets (`message::build_message`:
+//!   every mailbox, header and tag checked, and the SHA-256 delivery hash), through
+//!   `examples/senders/mailersend.yaml`.
 
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use kmailops::email::content;
+use kmailops::email::content::{render_content, resolve_template};
 use kmailops::manifests::ManifestSet;
 use kmailops::message::build_message;
+use kmailops::template::{Builtins, TemplateSet};
 
 /// Long enough for a stable figure, short enough to be a side note of the whole bench.
 const MEASURE: Duration = Duration::from_secs(3);
@@ -32,40 +36,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let set = ManifestSet::load(
-        &[
-            root.join("examples/emails/plain.yaml"),
-            root.join("examples/senders/mailersend.yaml"),
-        ],
-        "default",
-    )?;
-    let email = &set
-        .emails
-        .first()
-        .context("no Email in examples/emails/plain.yaml")?
-        .object;
-    let sender = set
-        .sender_configs
-        .first()
-        .context("no EmailSenderConfig in examples/senders/mailersend.yaml")?;
-    let sender_key = sender.key();
-
-    let once = || -> anyhow::Result<()> {
-        let rendered = content::literal(&email.spec)
-            .map_err(|p| anyhow::anyhow!("the example's content: {}", p.message))?;
-        let message = build_message(
-            black_box(&email.spec),
-            &sender.object.spec,
-            &sender_key,
-            rendered,
-            Vec::new(),
-        )?;
-        black_box(message);
-        Ok(())
-    };
-
+/// Calls of `once` per second over [`MEASURE`], after a warm-up.
+fn per_second(mut once: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f64, u64)> {
     let warm_up = Instant::now();
     while warm_up.elapsed() < WARM_UP {
         once()?;
@@ -73,28 +45,105 @@ fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut iterations = 0u64;
     while started.elapsed() < MEASURE {
-        // Check the clock every 256 builds, not after each.
-        for _ in 0..256 {
+        // Check the clock every 64 calls, not after each.
+        for _ in 0..64 {
             once()?;
         }
-        iterations += 256;
+        iterations += 64;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let per_s = iterations as f64 / elapsed;
-    let what = "message building (content::literal + message::build_message) of examples/emails/plain.yaml; kmailops::template is not on this branch";
+    Ok((
+        iterations as f64 / started.elapsed().as_secs_f64(),
+        iterations,
+    ))
+}
+
+fn run() -> anyhow::Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let set = ManifestSet::load(
+        &[
+            root.join("examples/emails/templated.yaml"),
+            root.join("examples/templates/order-shipped.yaml"),
+            root.join("examples/senders/mailersend.yaml"),
+        ],
+        "default",
+    )?;
+    let email = set
+        .emails
+        .first()
+        .context("no Email in examples/emails/templated.yaml")?;
+    let sender = set
+        .sender_configs
+        .first()
+        .context("no EmailSenderConfig in examples/senders/mailersend.yaml")?;
+    let mut templates = TemplateSet::default();
+    for t in &set.templates {
+        templates.insert(&t.namespace, &t.name, t.object.clone());
+    }
+    let templates = Arc::new(templates);
+    let builtins = Arc::new(Builtins::load(&root.join("templates"))?);
+    let spec = &email.object.spec;
+    let template = resolve_template(spec, &email.namespace, &*templates, &|_| true)
+        .map_err(|p| anyhow::anyhow!("the example's template: {}", p.message))?;
+
+    let render = || {
+        render_content(
+            black_box(spec),
+            template.as_ref(),
+            templates.clone(),
+            builtins.clone(),
+        )
+        .map_err(|p| anyhow::anyhow!("rendering the example: {}", p.message))
+    };
+    let content = render()?;
+    anyhow::ensure!(
+        content.html.as_deref().is_some_and(|h| h.contains("10045"))
+            && content.text.as_deref().is_some_and(|t| t.contains("Ada")),
+        "the example rendered without its variables: {content:?}"
+    );
+    let (renders_per_s, render_iterations) = per_second(|| {
+        black_box(render()?);
+        Ok(())
+    })?;
+
+    let sender_key = sender.key();
+    let (builds_per_s, build_iterations) = per_second(|| {
+        let message = build_message(
+            black_box(spec),
+            &sender.object.spec,
+            &sender_key,
+            content.clone(),
+            Vec::new(),
+        )?;
+        black_box(message);
+        Ok(())
+    })?;
+
+    let what_render = "render: examples/emails/templated.yaml with the order-shipped EmailTemplate (subject, text and HTML, both bodies extending the built-in layouts)";
+    let what_build = "build: message::build_message of that content (checks and the delivery hash)";
     println!(
-        "render: {per_s:.0} messages/s ({:.2} us each), single thread: {what}",
-        1e6 / per_s
+        "{what_render}: {renders_per_s:.0}/s ({:.1} us each)",
+        1e6 / renders_per_s
+    );
+    println!(
+        "{what_build}: {builds_per_s:.0}/s ({:.1} us each)",
+        1e6 / builds_per_s
     );
     let out = std::env::var_os("BENCH_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/bench"));
     std::fs::create_dir_all(&out)?;
+    let round = |x: f64| (x * 10.0).round() / 10.0;
     let json = serde_json::json!({
-        "what": what,
-        "renders_per_s": per_s.round(),
-        "us_per_render": (1e8 / per_s).round() / 100.0,
-        "iterations": iterations,
+        "what": what_render,
+        "renders_per_s": renders_per_s.round(),
+        "us_per_render": round(1e6 / renders_per_s),
+        "iterations": render_iterations,
+        "message_build": {
+            "what": what_build,
+            "builds_per_s": builds_per_s.round(),
+            "us_per_build": round(1e6 / builds_per_s),
+            "iterations": build_iterations,
+        },
     });
     std::fs::write(
         out.join("render.json"),

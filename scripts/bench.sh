@@ -13,7 +13,7 @@
 #   - `kmailops run` sending N Emails: Emails/s, creation->Sent p50/p99, API requests and
 #     writes per Email, peak RSS, CPU seconds,
 #   - a restart of the operator with those N Emails Sent: time to idle, writes, provider calls,
-#   - a micro-benchmark of message building.
+#   - a micro-benchmark of template rendering and message building (benches/render.rs).
 # It prints a table and writes target/bench/e2e.json and target/bench/render.json; the
 # operator logs are target/bench/operator-{1,2}.log. Everything listens on 127.0.0.1 only.
 #
@@ -61,7 +61,7 @@ mkdir -p "$OUT"
 # A copy, so that no later cargo command can swap the binary being measured.
 cp target/release/kmailops "$OUT/kmailops"
 
-log "micro-benchmark: message building"
+log "micro-benchmark: template rendering and message building"
 BENCH_OUT="$OUT" cargo bench --bench render
 
 # The bench writes the pid of the operator it runs here, so that an interrupted or timed-out

@@ -1,5 +1,5 @@
 //! What every reconcile shares: the API client, the caches the watches fill, the provider
-//! clients, the limits, and the Event recorder.
+//! clients, the limits, and the Event publisher.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::Semaphore;
 
 use crate::api::{EmailDelivery, EmailDeliveryStatus, EmailSenderConfig, EmailTemplate};
+use crate::email::ledger_index::LedgerIndex;
+use crate::events::{EventPublisher, Reporter};
 use crate::metrics::Metrics;
 use crate::provider::Provider;
 use crate::sender::clients::ProviderCache;
@@ -67,7 +68,10 @@ pub fn default_instance_id() -> String {
 #[derive(Clone)]
 pub struct Stores {
     pub senders: Store<EmailSenderConfig>,
+    /// The ledger, trimmed to what reconciles read (`ledger::trim_for_cache`).
     pub deliveries: Store<EmailDelivery>,
+    /// The ledger's entries by Email name, from the same watch.
+    pub ledger: Arc<LedgerIndex>,
     pub secrets: Store<Secret>,
     pub templates: Store<EmailTemplate>,
 }
@@ -77,7 +81,7 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub stores: Stores,
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     pub providers: ProviderCache,
     /// The templates folder's files, swapped whole when the folder changes.
     pub builtin_templates: SharedBuiltins,
@@ -143,10 +147,10 @@ impl Context {
     ) -> Arc<Self> {
         let reporter = Reporter {
             controller: "kmailops".into(),
-            instance: Some(settings.instance_id.clone()),
+            instance: settings.instance_id.clone(),
         };
         Arc::new(Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: EventPublisher::new(client.clone(), reporter),
             providers: ProviderCache::new(crate::provider::http_client()),
             builtin_templates: SharedBuiltins::default(),
             send_slots: Semaphore::new(settings.max_concurrent_sends.max(1)),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -16,9 +16,10 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 
-use crate::api::{Email, EmailDelivery, EmailPhase, EmailSenderConfig, EmailTemplate};
+use crate::api::{Email, EmailDelivery, EmailSenderConfig, EmailStatus, EmailTemplate};
 use crate::context::{Context, FIELD_MANAGER, Settings, Stores};
 use crate::email;
+use crate::email::ledger_index::{IndexedEntry, LedgerIndex};
 use crate::metrics::{Metrics, Readiness};
 use crate::sender::controller as sender_controller;
 use crate::template::{self, Builtins, controller::TemplateWatch};
@@ -48,6 +49,49 @@ fn strip<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
 }
 
+/// An Email as the cache keeps it: [`strip`]ped, without labels, and without annotations other
+/// than `kmailops.io/...` ones, which are all a reconcile reads of its metadata. In GitOps
+/// repositories those others are often the largest part of an Email: a client-side `kubectl
+/// apply` (Argo CD's default) stores a copy of the whole manifest in
+/// `kubectl.kubernetes.io/last-applied-configuration`.
+///
+/// A settled Email (Sent or Expired for its generation; most Emails, most of the time) keeps
+/// only what [`email::is_settled`] reads: every reconcile and every wake-up stops at that check,
+/// and any change that could unsettle it (a new generation, a status written by someone else)
+/// arrives through the watch as a whole object, which is trimmed again.
+fn trim_email(email: &mut Email) {
+    strip(email);
+    let meta = &mut email.metadata;
+    meta.labels = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|key, _| key.starts_with("kmailops.io/"));
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+    if email::is_settled(email) {
+        let spec = &mut email.spec;
+        spec.to = Vec::new();
+        spec.cc = Vec::new();
+        spec.bcc = Vec::new();
+        spec.reply_to = None;
+        spec.subject = None;
+        spec.text = None;
+        spec.html = None;
+        spec.variables = None;
+        spec.headers = Default::default();
+        spec.tags = Vec::new();
+        spec.attachments = Vec::new();
+        if let Some(status) = email.status.as_mut() {
+            *status = EmailStatus {
+                phase: status.phase,
+                observed_generation: status.observed_generation,
+                ..Default::default()
+            };
+        }
+    }
+}
+
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -72,7 +116,7 @@ pub async fn run(
             api::<Email>(&client, &config.namespace),
             watcher::Config::default().any_semantic(),
         )
-        .modify(strip),
+        .modify(trim_email),
     )
     .applied_objects();
     let controller = Controller::for_stream(email_watch, email_store.clone()).with_config(
@@ -97,11 +141,13 @@ pub async fn run(
 
     let (senders, senders_writer) = reflector::store::<EmailSenderConfig>();
     let (deliveries, deliveries_writer) = reflector::store::<EmailDelivery>();
+    let ledger = Arc::new(LedgerIndex::default());
     let (secrets, secrets_writer) = reflector::store::<Secret>();
     let (templates, templates_writer) = reflector::store::<EmailTemplate>();
     let stores = Stores {
         senders: senders.clone(),
         deliveries: deliveries.clone(),
+        ledger: ledger.clone(),
         secrets: secrets.clone(),
         templates: templates.clone(),
     };
@@ -211,19 +257,32 @@ pub async fn run(
         ));
     }
     {
+        // Cached trimmed to what reconciles read, and indexed by Email name.
+        let index = ledger.clone();
         let stream = reflector::reflector(
             deliveries_writer,
             watcher(
                 api::<EmailDelivery>(&client, &config.namespace),
                 watcher::Config::default(),
             )
-            .modify(strip),
-        );
+            .modify(|entry| {
+                strip(entry);
+                email::ledger::trim_for_cache(entry);
+            }),
+        )
+        .map_ok(move |event| {
+            index.apply(&event);
+            event
+        });
         tasks.spawn(drive(stream, "EmailDelivery", |_: &EmailDelivery, _| {}));
     }
 
     wait_ready(&senders, "EmailSenderConfig").await?;
     wait_ready(&deliveries, "EmailDelivery").await?;
+    // Filled from the same watch, after the cache: ready at the same moment or just after.
+    tokio::time::timeout(WAIT_READY, ledger.wait_until_ready())
+        .await
+        .map_err(|_| not_listed("EmailDelivery"))?;
     wait_ready(&secrets, "Secret").await?;
     wait_ready(&templates, "EmailTemplate").await?;
     template_watch.trigger_all();
@@ -254,7 +313,7 @@ pub async fn run(
     tasks.spawn(sweep_ledger(
         client.clone(),
         email_store.clone(),
-        deliveries.clone(),
+        ledger.clone(),
         config.settings.delivery_retention,
     ));
 
@@ -319,14 +378,6 @@ fn error_policy(_email: Arc<Email>, _err: &email::Error, _ctx: Arc<Context>) -> 
     Action::requeue(Duration::from_secs(5) + jitter)
 }
 
-/// True unless the Email rests in a state no dependency change can alter.
-fn needs_attention(email: &Email) -> bool {
-    let status = email.status.as_ref();
-    let phase = status.and_then(|s| s.phase);
-    let current = status.and_then(|s| s.observed_generation) == email.metadata.generation;
-    !(current && matches!(phase, Some(EmailPhase::Sent) | Some(EmailPhase::Expired)))
-}
-
 /// Whether an Email may read something from namespace `ns` (its own, or its sender's).
 fn uses_namespace(email: &Email, ns: &str) -> bool {
     email.namespace().as_deref() == Some(ns)
@@ -349,7 +400,7 @@ fn wake(
     filter: impl Fn(&Email) -> bool,
 ) {
     for email in emails.state() {
-        if needs_attention(&email) && filter(&email) {
+        if !email::is_settled(&email) && filter(&email) {
             // A closed channel means the controller is shutting down; nothing to wake then.
             let _ = tx.send(ObjectRef::from_obj(&*email));
         }
@@ -375,20 +426,26 @@ where
     }
 }
 
+/// How long the first list of each watched kind may take before `run` gives up.
+const WAIT_READY: Duration = Duration::from_secs(60);
+
 async fn wait_ready<K>(store: &Store<K>, kind: &str) -> anyhow::Result<()>
 where
     K: kube::runtime::reflector::Lookup + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    tokio::time::timeout(Duration::from_secs(60), store.wait_until_ready())
+    tokio::time::timeout(WAIT_READY, store.wait_until_ready())
         .await
-        .with_context(|| {
-            format!(
-                "listing {kind} objects did not succeed within 60s: are the kmailops CRDs installed (kmailops crds | kubectl apply -f -) and may this account list and watch {kind}?"
-            )
-        })?
+        .map_err(|_| not_listed(kind))?
         .with_context(|| format!("the {kind} watch stopped"))?;
     Ok(())
+}
+
+fn not_listed(kind: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "listing {kind} objects did not succeed within {}s: are the kmailops CRDs installed (kmailops crds | kubectl apply -f -) and may this account list and watch {kind}?",
+        WAIT_READY.as_secs()
+    )
 }
 
 fn tokio_stream_from<T: Send + 'static>(
@@ -401,7 +458,7 @@ fn tokio_stream_from<T: Send + 'static>(
 async fn sweep_ledger(
     client: Client,
     emails: Store<Email>,
-    deliveries: Store<EmailDelivery>,
+    ledger: Arc<LedgerIndex>,
     retention: Duration,
 ) {
     // The first sweep runs at once, and an entry whose Email is not in the cache gets marked
@@ -413,9 +470,9 @@ async fn sweep_ledger(
     let mut tick = tokio::time::interval(LEDGER_SWEEP_INTERVAL);
     loop {
         tick.tick().await;
-        for entry in deliveries.state() {
+        for entry in ledger.entries() {
             if let Err(err) = sweep_entry(&client, &emails, &entry, retention).await {
-                tracing::warn!(entry = %entry.name_any(), error = %err, "ledger clean-up failed");
+                tracing::warn!(entry = %entry.name, error = %err, "ledger clean-up failed");
             }
         }
     }
@@ -424,31 +481,30 @@ async fn sweep_ledger(
 async fn sweep_entry(
     client: &Client,
     emails: &Store<Email>,
-    entry: &EmailDelivery,
+    entry: &IndexedEntry,
     retention: Duration,
 ) -> Result<(), kube::Error> {
-    let ns = entry.namespace().unwrap_or_default();
-    let api: Api<EmailDelivery> = Api::namespaced(client.clone(), &ns);
+    let ns = entry.namespace.as_str();
+    let api: Api<EmailDelivery> = Api::namespaced(client.clone(), ns);
     let email_exists = emails
-        .get(&ObjectRef::new(&entry.spec.email_name).within(&ns))
+        .get(&ObjectRef::new(&entry.email_name).within(ns))
         .is_some();
-    let mark = entry.annotations().get(ORPHANED_SINCE).cloned();
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    match (email_exists, mark) {
+    match (email_exists, &entry.orphaned_since) {
         (true, None) => Ok(()),
         (true, Some(_)) => {
             let patch = serde_json::json!({"metadata": {"annotations": {ORPHANED_SINCE: null}}});
-            api.patch(&entry.name_any(), &params, &Patch::Merge(&patch))
+            api.patch(&entry.name, &params, &Patch::Merge(&patch))
                 .await?;
             Ok(())
         }
         (false, None) => {
             let now = jiff::Timestamp::now().to_string();
             let patch = serde_json::json!({"metadata": {"annotations": {ORPHANED_SINCE: now}}});
-            api.patch(&entry.name_any(), &params, &Patch::Merge(&patch))
+            api.patch(&entry.name, &params, &Patch::Merge(&patch))
                 .await?;
             Ok(())
         }
@@ -461,11 +517,97 @@ async fn sweep_entry(
                 .try_into()
                 .unwrap_or_default();
             if age > retention {
-                tracing::info!(entry = %format!("{ns}/{}", entry.name_any()), "deleting EmailDelivery past its retention");
-                api.delete(&entry.name_any(), &DeleteParams::default())
-                    .await?;
+                tracing::info!(entry = %format!("{ns}/{}", entry.name), "deleting EmailDelivery past its retention");
+                api.delete(&entry.name, &DeleteParams::default()).await?;
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_email_cache_keeps_the_kmailops_annotations_and_nothing_else_of_the_metadata_extras() {
+        let mut email: Email = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kmailops.io/v1alpha1",
+            "kind": "Email",
+            "metadata": {
+                "name": "welcome",
+                "namespace": "shop",
+                "labels": {"app.kubernetes.io/instance": "shop"},
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{\"a whole\":\"manifest\"}",
+                    "kmailops.io/dry-run": "true",
+                    "kmailops.io/retry": "2",
+                },
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+            },
+            "spec": {"to": ["a@example.org"], "subject": "s", "text": "t"},
+        }))
+        .unwrap();
+        let spec = email.spec.clone();
+        trim_email(&mut email);
+        assert_eq!(
+            email.annotations().keys().collect::<Vec<_>>(),
+            [email::DRY_RUN_ANNOTATION, email::RETRY_ANNOTATION]
+        );
+        assert!(email.metadata.labels.is_none());
+        assert!(email.metadata.managed_fields.is_none());
+        assert_eq!(email.spec, spec);
+
+        // Nothing of ours left: no empty map kept.
+        let mut plain = email.clone();
+        plain.metadata.annotations = Some(
+            [(
+                "argocd.argoproj.io/tracking-id".to_string(),
+                "x".to_string(),
+            )]
+            .into(),
+        );
+        trim_email(&mut plain);
+        assert!(plain.metadata.annotations.is_none());
+    }
+
+    #[test]
+    fn a_settled_email_is_cached_with_only_what_says_it_is_settled() {
+        let mut email: Email = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kmailops.io/v1alpha1",
+            "kind": "Email",
+            "metadata": {"name": "welcome", "namespace": "shop", "generation": 2},
+            "spec": {
+                "to": ["a@example.org"], "subject": "s", "text": "t",
+                "templateRef": {"name": "order-shipped"},
+                "variables": {"order": "10045"},
+            },
+            "status": {
+                "phase": "Sent", "observedGeneration": 2, "messageId": "m-1",
+                "deliveryHash": "0000000000000000000000000000000000000000000000000000000000000000",
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Sent", "message": "sent",
+                                "lastTransitionTime": "2026-11-21T10:00:00Z"}],
+            },
+        }))
+        .unwrap();
+        let unsettled = {
+            let mut e = email.clone();
+            e.metadata.generation = Some(3);
+            e
+        };
+        trim_email(&mut email);
+        assert!(email::is_settled(&email));
+        assert!(email.spec.to.is_empty() && email.spec.variables.is_none());
+        assert_eq!(email.status.as_ref().unwrap().message_id, None);
+        assert!(email.status.as_ref().unwrap().conditions.is_empty());
+        // The template reference stays: it is small, and wake-ups may filter on it.
+        assert!(email.spec.template_ref.is_some());
+
+        // A new generation is not settled: cached whole.
+        let mut cached = unsettled.clone();
+        trim_email(&mut cached);
+        assert!(!email::is_settled(&cached));
+        assert_eq!(cached.spec, unsettled.spec);
+        assert_eq!(cached.status, unsettled.status);
     }
 }

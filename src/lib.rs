@@ -9,6 +9,7 @@ pub mod context;
 pub mod controller;
 pub mod crds;
 pub mod email;
+pub mod events;
 pub mod leader;
 pub mod manifests;
 pub mod message;

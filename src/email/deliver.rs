@@ -33,10 +33,7 @@ impl Reconcile<'_> {
         // finds its old entries in the cache and is decided by the list; the claim's atomic
         // create guards against sending the same content twice either way.
         let ns = self.namespace.as_str();
-        let cached = self.ctx.stores.deliveries.find(|d| {
-            d.spec.email_name == self.name && d.metadata.namespace.as_deref() == Some(ns)
-        });
-        if cached.is_none() {
+        if !self.ctx.stores.ledger.has_entries_for(ns, &self.name) {
             return Ok(None);
         }
         let entries = ledger::list_for_email(&self.deliveries, &self.name).await?;

@@ -18,6 +18,7 @@ pub mod backoff;
 pub mod content;
 mod deliver;
 pub mod ledger;
+pub mod ledger_index;
 mod outcome;
 mod prepare;
 pub mod preview;
@@ -74,6 +75,18 @@ impl Error {
     }
 }
 
+/// Sent (or Expired) for the current generation: nothing to do, no read, no write, and no
+/// change to anything else the Email depends on can alter that. The first thing a reconcile
+/// checks; the Email cache keeps only these fields of a settled Email (`controller::trim_email`).
+pub fn is_settled(email: &Email) -> bool {
+    let status = email.status.as_ref();
+    status.and_then(|s| s.observed_generation) == email.metadata.generation
+        && matches!(
+            status.and_then(|s| s.phase),
+            Some(EmailPhase::Sent) | Some(EmailPhase::Expired)
+        )
+}
+
 /// Reconciles one Email.
 pub async fn reconcile(email: Arc<Email>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = email.name_any();
@@ -124,10 +137,14 @@ struct Prepared {
 
 impl Reconcile<'_> {
     async fn run(&self) -> Result<Action, kube::Error> {
+        // Asked first, also of an Email about to be left alone: the answer drops the note of
+        // our status write once the cache shows a newer version, and an Email that our write
+        // settled is reconciled next (and last) exactly when that version arrives.
+        let stale = self.is_stale();
         if self.email.metadata.deletion_timestamp.is_some() || self.is_settled() {
             return Ok(Action::await_change());
         }
-        if self.is_stale() {
+        if stale {
             // Our own status write is on its way through the watch, which reconciles again;
             // the requeue only covers a watch that never delivers it.
             return Ok(Action::requeue(STALE_RECHECK));
@@ -197,13 +214,8 @@ impl Reconcile<'_> {
         }
     }
 
-    /// Sent (or Expired) for the current generation: nothing to do, no read, no write.
     fn is_settled(&self) -> bool {
-        self.status.observed_generation == self.email.metadata.generation
-            && matches!(
-                self.status.phase,
-                Some(EmailPhase::Sent) | Some(EmailPhase::Expired)
-            )
+        is_settled(self.email)
     }
 
     fn is_dry_run(&self) -> bool {

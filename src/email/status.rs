@@ -115,7 +115,7 @@ pub async fn event(ctx: &Context, email: &Email, warning: bool, reason: &str, no
         action: "Deliver".to_string(),
         secondary: None,
     };
-    if let Err(err) = ctx.recorder.publish(&ev, &email.object_ref(&())).await {
+    if let Err(err) = ctx.events.publish(&ev, &email.object_ref(&())).await {
         tracing::warn!(
             email = %format!("{}/{}", email.namespace().unwrap_or_default(), email.name_any()),
             error = %err,

@@ -235,7 +235,7 @@ async fn run(
             action: "Validate".into(),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder.publish(&ev, &sender.object_ref(&())).await {
+        if let Err(e) = ctx.events.publish(&ev, &sender.object_ref(&())).await {
             tracing::warn!(sender = key, error = %e, "could not publish Event");
         }
     }

@@ -238,7 +238,7 @@ async fn event(ctx: &Context, template: &EmailTemplate, err: &RenderError) {
         action: "Render".to_string(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &template.object_ref(&())).await {
+    if let Err(e) = ctx.events.publish(&ev, &template.object_ref(&())).await {
         tracing::warn!(template = %template.name_any(), error = %e, "could not publish Event {}", err.reason);
     }
 }
