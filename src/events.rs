@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
+use k8s_openapi::api::events::v1::{self as events_v1, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType};
@@ -171,7 +171,7 @@ impl EventPublisher {
         let event = self.new_event(ev, regarding);
         let namespace = event.metadata.namespace.clone().unwrap_or_default();
         let name = event.metadata.name.clone().unwrap_or_default();
-        Api::<K8sEvent>::namespaced(self.client.clone(), &namespace)
+        Api::<events_v1::Event>::namespaced(self.client.clone(), &namespace)
             .create(&PostParams::default(), &event)
             .await?;
         self.lock().remember(key, namespace, name, now);
@@ -190,19 +190,19 @@ impl EventPublisher {
                 last_observed_time: MicroTime(jiff::Timestamp::now()),
             }
         });
-        Api::<K8sEvent>::namespaced(self.client.clone(), namespace)
+        Api::<events_v1::Event>::namespaced(self.client.clone(), namespace)
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         Ok(())
     }
 
-    fn new_event(&self, ev: &Event, regarding: &ObjectReference) -> K8sEvent {
+    fn new_event(&self, ev: &Event, regarding: &ObjectReference) -> events_v1::Event {
         let now = jiff::Timestamp::now();
         let object = regarding
             .name
             .as_deref()
             .unwrap_or(&self.reporter.controller);
-        K8sEvent {
+        events_v1::Event {
             metadata: ObjectMeta {
                 namespace: Some(
                     regarding

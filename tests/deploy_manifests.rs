@@ -581,8 +581,8 @@ fn every_api_verb_a_source_file_calls_is_granted_on_a_kind_that_file_uses() {
 fn events_are_granted_because_the_operator_publishes_them() {
     let publishes = source_files()
         .iter()
-        .any(|f| f.code.contains("Recorder::new("));
-    assert!(publishes, "src/ no longer creates a kube Recorder");
+        .any(|f| f.code.contains("EventPublisher::new("));
+    assert!(publishes, "src/ no longer creates an EventPublisher");
     let verbs = required_verbs("events.k8s.io", "events");
     assert_eq!(verbs, BTreeSet::from(["create", "patch"]));
 }
