@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::api::{Email, EmailDelivery, EmailSenderConfig, EmailStatus, EmailTemplate};
 use crate::context::{Context, FIELD_MANAGER, Settings, Stores};
 use crate::email;
-use crate::email::ledger_index::{IndexedEntry, LedgerIndex};
+use crate::email::ledger_index::LedgerIndex;
 use crate::metrics::{Metrics, Readiness};
 use crate::sender::controller as sender_controller;
 use crate::template::{self, Builtins, controller::TemplateWatch};
@@ -321,7 +321,7 @@ pub async fn run(
     tasks.spawn(sweep_ledger(
         client.clone(),
         email_store.clone(),
-        ledger.clone(),
+        deliveries.clone(),
         config.settings.delivery_retention,
     ));
 
@@ -466,7 +466,7 @@ fn tokio_stream_from<T: Send + 'static>(
 async fn sweep_ledger(
     client: Client,
     emails: Store<Email>,
-    ledger: Arc<LedgerIndex>,
+    deliveries: Store<EmailDelivery>,
     retention: Duration,
 ) {
     // The first sweep runs at once, and an entry whose Email is not in the cache gets marked
@@ -478,9 +478,9 @@ async fn sweep_ledger(
     let mut tick = tokio::time::interval(LEDGER_SWEEP_INTERVAL);
     loop {
         tick.tick().await;
-        for entry in ledger.entries() {
+        for entry in deliveries.state() {
             if let Err(err) = sweep_entry(&client, &emails, &entry, retention).await {
-                tracing::warn!(entry = %entry.name, error = %err, "ledger clean-up failed");
+                tracing::warn!(entry = %entry.name_any(), error = %err, "ledger clean-up failed");
             }
         }
     }
@@ -489,30 +489,31 @@ async fn sweep_ledger(
 async fn sweep_entry(
     client: &Client,
     emails: &Store<Email>,
-    entry: &IndexedEntry,
+    entry: &EmailDelivery,
     retention: Duration,
 ) -> Result<(), kube::Error> {
-    let ns = entry.namespace.as_str();
-    let api: Api<EmailDelivery> = Api::namespaced(client.clone(), ns);
+    let ns = entry.namespace().unwrap_or_default();
+    let api: Api<EmailDelivery> = Api::namespaced(client.clone(), &ns);
     let email_exists = emails
-        .get(&ObjectRef::new(&entry.email_name).within(ns))
+        .get(&ObjectRef::new(&entry.spec.email_name).within(&ns))
         .is_some();
+    let mark = entry.annotations().get(ORPHANED_SINCE).cloned();
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    match (email_exists, &entry.orphaned_since) {
+    match (email_exists, mark) {
         (true, None) => Ok(()),
         (true, Some(_)) => {
             let patch = serde_json::json!({"metadata": {"annotations": {ORPHANED_SINCE: null}}});
-            api.patch(&entry.name, &params, &Patch::Merge(&patch))
+            api.patch(&entry.name_any(), &params, &Patch::Merge(&patch))
                 .await?;
             Ok(())
         }
         (false, None) => {
             let now = jiff::Timestamp::now().to_string();
             let patch = serde_json::json!({"metadata": {"annotations": {ORPHANED_SINCE: now}}});
-            api.patch(&entry.name, &params, &Patch::Merge(&patch))
+            api.patch(&entry.name_any(), &params, &Patch::Merge(&patch))
                 .await?;
             Ok(())
         }
@@ -525,8 +526,9 @@ async fn sweep_entry(
                 .try_into()
                 .unwrap_or_default();
             if age > retention {
-                tracing::info!(entry = %format!("{ns}/{}", entry.name), "deleting EmailDelivery past its retention");
-                api.delete(&entry.name, &DeleteParams::default()).await?;
+                tracing::info!(entry = %format!("{ns}/{}", entry.name_any()), "deleting EmailDelivery past its retention");
+                api.delete(&entry.name_any(), &DeleteParams::default())
+                    .await?;
             }
             Ok(())
         }

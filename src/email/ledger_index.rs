@@ -1,13 +1,9 @@
-//! What the operator keeps of the ledger in memory, filled from the EmailDelivery watch: per
-//! entry, its Email's name and its orphaned-since mark, and per Email name, how many entries
-//! it has.
+//! The ledger's entries by Email name, filled from the EmailDelivery watch next to the cache.
 //!
-//! Two questions are asked of it: does an Email name have entries at all (a new Email, which
-//! has none, then skips the ledger list; see `deliver::recover_from_ledger`), and which entries
-//! are there to sweep. Decisions about an entry itself are never made from here but from the
-//! API server. Whole cached EmailDelivery objects cost about 1.8 KB each (benches/e2e under
-//! heaptrack) and the first question was a scan of all of them for every new Email; an entry
-//! here is about a tenth of that and the question one hash lookup.
+//! One question is asked of it: does an Email name have entries at all? A new Email, which has
+//! none, then skips the ledger list (see `deliver::recover_from_ledger`). Asked of the cache,
+//! that was a scan of every cached entry for every new Email (benches/e2e, perf); here it is
+//! one hash lookup. Decisions about an entry itself are never made from here.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -16,35 +12,19 @@ use kube::ResourceExt;
 use kube::runtime::watcher;
 
 use crate::api::EmailDelivery;
-use crate::controller::ORPHANED_SINCE;
 
-/// One ledger entry, as far as the index knows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IndexedEntry {
-    pub namespace: String,
-    pub name: String,
-    pub email_name: String,
-    /// The `kmailops.io/orphaned-since` annotation, as written.
-    pub orphaned_since: Option<String>,
+/// (namespace, name): of an entry, or of an Email.
+type Key = (String, String);
+
+fn entry_key(entry: &EmailDelivery) -> Key {
+    (entry.namespace().unwrap_or_default(), entry.name_any())
 }
 
-impl IndexedEntry {
-    fn of(entry: &EmailDelivery) -> Self {
-        Self {
-            namespace: entry.namespace().unwrap_or_default(),
-            name: entry.name_any(),
-            email_name: entry.spec.email_name.clone(),
-            orphaned_since: entry.annotations().get(ORPHANED_SINCE).cloned(),
-        }
-    }
-
-    fn key(&self) -> (String, String) {
-        (self.namespace.clone(), self.name.clone())
-    }
-
-    fn email(&self) -> (String, String) {
-        (self.namespace.clone(), self.email_name.clone())
-    }
+fn email_key(entry: &EmailDelivery) -> Key {
+    (
+        entry.namespace().unwrap_or_default(),
+        entry.spec.email_name.clone(),
+    )
 }
 
 /// See the module docs. Shared behind an `Arc`; every method takes `&self`.
@@ -56,33 +36,33 @@ pub struct LedgerIndex {
 
 #[derive(Default)]
 struct State {
-    /// (namespace, entry name) -> entry.
-    entries: HashMap<(String, String), IndexedEntry>,
-    /// (namespace, Email name) -> number of entries.
-    per_email: HashMap<(String, String), u32>,
+    /// Entry -> its Email, to tell a new entry from an update and to find the Email of a
+    /// deleted one.
+    entries: HashMap<Key, Key>,
+    /// Email -> number of entries.
+    per_email: HashMap<Key, u32>,
     /// The entries of a (re)list under way; they replace `entries` when it completes, so the
     /// index never shows a half-listed ledger.
-    relisting: Option<HashMap<(String, String), IndexedEntry>>,
+    relisting: Option<HashMap<Key, Key>>,
     listed: bool,
 }
 
 impl State {
-    fn insert(&mut self, entry: IndexedEntry) {
-        let email = entry.email();
-        if let Some(old) = self.entries.insert(entry.key(), entry) {
+    fn insert(&mut self, entry: Key, email: Key) {
+        if let Some(old) = self.entries.insert(entry, email.clone()) {
             // An update (the Email's name never changes: the spec is immutable).
-            self.release(&old.email());
+            self.release(&old);
         }
         *self.per_email.entry(email).or_default() += 1;
     }
 
-    fn remove(&mut self, key: &(String, String)) {
-        if let Some(old) = self.entries.remove(key) {
-            self.release(&old.email());
+    fn remove(&mut self, entry: &Key) {
+        if let Some(old) = self.entries.remove(entry) {
+            self.release(&old);
         }
     }
 
-    fn release(&mut self, email: &(String, String)) {
+    fn release(&mut self, email: &Key) {
         if let Some(n) = self.per_email.get_mut(email) {
             *n -= 1;
             if *n == 0 {
@@ -91,10 +71,10 @@ impl State {
         }
     }
 
-    fn replace_all(&mut self, entries: HashMap<(String, String), IndexedEntry>) {
+    fn replace_all(&mut self, entries: HashMap<Key, Key>) {
         self.per_email.clear();
-        for entry in entries.values() {
-            *self.per_email.entry(entry.email()).or_default() += 1;
+        for email in entries.values() {
+            *self.per_email.entry(email.clone()).or_default() += 1;
         }
         self.entries = entries;
     }
@@ -105,15 +85,14 @@ impl LedgerIndex {
     pub fn apply(&self, event: &watcher::Event<EmailDelivery>) {
         let mut state = self.write();
         match event {
-            watcher::Event::Apply(entry) => state.insert(IndexedEntry::of(entry)),
-            watcher::Event::Delete(entry) => state.remove(&IndexedEntry::of(entry).key()),
+            watcher::Event::Apply(entry) => state.insert(entry_key(entry), email_key(entry)),
+            watcher::Event::Delete(entry) => state.remove(&entry_key(entry)),
             watcher::Event::Init => state.relisting = Some(HashMap::new()),
             watcher::Event::InitApply(entry) => {
-                let entry = IndexedEntry::of(entry);
                 state
                     .relisting
                     .get_or_insert_default()
-                    .insert(entry.key(), entry);
+                    .insert(entry_key(entry), email_key(entry));
             }
             watcher::Event::InitDone => {
                 let listed = state.relisting.take().unwrap_or_default();
@@ -131,11 +110,6 @@ impl LedgerIndex {
         self.read()
             .per_email
             .contains_key(&(namespace.to_string(), email_name.to_string()))
-    }
-
-    /// Every known entry, at this moment.
-    pub fn entries(&self) -> Vec<IndexedEntry> {
-        self.read().entries.values().cloned().collect()
     }
 
     pub fn len(&self) -> usize {
@@ -172,7 +146,7 @@ mod tests {
     use super::*;
     use crate::api::EmailDeliverySpec;
 
-    fn entry(ns: &str, name: &str, email: &str, orphaned: Option<&str>) -> EmailDelivery {
+    fn entry(ns: &str, name: &str, email: &str) -> EmailDelivery {
         let mut d = EmailDelivery::new(
             name,
             EmailDeliverySpec {
@@ -184,10 +158,6 @@ mod tests {
             },
         );
         d.metadata.namespace = Some(ns.into());
-        if let Some(since) = orphaned {
-            d.annotations_mut()
-                .insert(ORPHANED_SINCE.into(), since.into());
-        }
         d
     }
 
@@ -199,7 +169,7 @@ mod tests {
             async move { index.wait_until_ready().await }
         });
         index.apply(&watcher::Event::Init);
-        index.apply(&watcher::Event::InitApply(entry("shop", "a-1", "a", None)));
+        index.apply(&watcher::Event::InitApply(entry("shop", "a-1", "a")));
         // Half-listed: nothing shows and nobody is told it is ready.
         assert!(!index.has_entries_for("shop", "a"));
         tokio::task::yield_now().await;
@@ -219,46 +189,33 @@ mod tests {
     #[test]
     fn an_email_has_entries_until_its_last_one_is_deleted() {
         let index = LedgerIndex::default();
-        index.apply(&watcher::Event::Apply(entry("shop", "a-1", "a", None)));
-        index.apply(&watcher::Event::Apply(entry("shop", "a-2", "a", None)));
+        index.apply(&watcher::Event::Apply(entry("shop", "a-1", "a")));
+        index.apply(&watcher::Event::Apply(entry("shop", "a-2", "a")));
         // A status update of an entry is not a second entry.
-        index.apply(&watcher::Event::Apply(entry("shop", "a-2", "a", None)));
+        index.apply(&watcher::Event::Apply(entry("shop", "a-2", "a")));
         assert_eq!(index.len(), 2);
-        index.apply(&watcher::Event::Delete(entry("shop", "a-1", "a", None)));
+        index.apply(&watcher::Event::Delete(entry("shop", "a-1", "a")));
         assert!(index.has_entries_for("shop", "a"));
-        index.apply(&watcher::Event::Delete(entry("shop", "a-2", "a", None)));
+        index.apply(&watcher::Event::Delete(entry("shop", "a-2", "a")));
         assert!(!index.has_entries_for("shop", "a"));
         assert!(index.is_empty());
         // A delete of something never seen changes nothing.
-        index.apply(&watcher::Event::Delete(entry("shop", "zz", "z", None)));
+        index.apply(&watcher::Event::Delete(entry("shop", "zz", "z")));
         assert!(index.is_empty());
     }
 
     #[test]
-    fn a_relist_replaces_everything_and_keeps_the_marks() {
+    fn a_relist_replaces_everything() {
         let index = LedgerIndex::default();
-        index.apply(&watcher::Event::Apply(entry(
-            "shop", "gone-1", "gone", None,
-        )));
+        index.apply(&watcher::Event::Apply(entry("shop", "gone-1", "gone")));
         index.apply(&watcher::Event::Init);
-        index.apply(&watcher::Event::InitApply(entry(
-            "shop",
-            "kept-1",
-            "kept",
-            Some("2026-11-21T10:00:00Z"),
-        )));
+        index.apply(&watcher::Event::InitApply(entry("shop", "kept-1", "kept")));
         // Until the relist completes, the old state answers.
         assert!(index.has_entries_for("shop", "gone"));
+        assert!(!index.has_entries_for("shop", "kept"));
         index.apply(&watcher::Event::InitDone);
         assert!(!index.has_entries_for("shop", "gone"));
-        assert_eq!(
-            index.entries(),
-            vec![IndexedEntry {
-                namespace: "shop".into(),
-                name: "kept-1".into(),
-                email_name: "kept".into(),
-                orphaned_since: Some("2026-11-21T10:00:00Z".into()),
-            }]
-        );
+        assert!(index.has_entries_for("shop", "kept"));
+        assert_eq!(index.len(), 1);
     }
 }

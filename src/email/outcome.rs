@@ -32,6 +32,22 @@ impl Reconcile<'_> {
         }
     }
 
+    /// The Email's status for a delivery whose ledger entry has ended without a send: its
+    /// attempts and its error, as the entry says.
+    fn status_after(
+        &self,
+        p: &Prepared,
+        entry: &EmailDelivery,
+        token: Option<&str>,
+    ) -> EmailStatus {
+        let recorded = entry.status.as_ref();
+        EmailStatus {
+            attempts: recorded.and_then(|s| s.attempts),
+            error: recorded.and_then(|s| s.error.clone()),
+            ..self.delivery_status(p, token)
+        }
+    }
+
     pub(super) async fn sent(
         &self,
         mut status: EmailStatus,
@@ -152,13 +168,10 @@ impl Reconcile<'_> {
         entry: &EmailDelivery,
         token: Option<&str>,
     ) -> Result<Action, kube::Error> {
-        let es = entry.status.clone().unwrap_or_default();
-        let mut status = self.delivery_status(p, token);
-        status.attempts = es.attempts;
-        status.error = es.error.clone();
+        let mut status = self.status_after(p, entry, token);
         let message = format!(
             "{}; change the Email, or set the annotation kmailops.io/retry to a new value to try again",
-            es.error.as_deref().unwrap_or("the delivery failed")
+            status.error.as_deref().unwrap_or("the delivery failed")
         );
         status::settle(
             self.email,
@@ -177,11 +190,8 @@ impl Reconcile<'_> {
         entry: &EmailDelivery,
         token: Option<&str>,
     ) -> Result<Action, kube::Error> {
-        let es = entry.status.clone().unwrap_or_default();
-        let mut status = self.delivery_status(p, token);
-        status.attempts = es.attempts;
-        status.error = es.error.clone();
-        let message = es
+        let mut status = self.status_after(p, entry, token);
+        let message = status
             .error
             .clone()
             .unwrap_or_else(|| "the outcome of the provider call is unknown".into());
