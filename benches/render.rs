@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use kmailops::email::content::{render_content, resolve_template};
+use kmailops::lookup::content::{render_content, resolve_template};
 use kmailops::manifests::ManifestSet;
 use kmailops::message::build_message;
 use kmailops::template::{Builtins, TemplateSet};

@@ -1,26 +1,24 @@
 //! What every reconcile shares: the API client, the caches the watches fill, the provider
 //! clients, the limits, and the Event publisher.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
-use tokio::sync::Semaphore;
 
-use crate::api::{EmailDelivery, EmailDeliveryStatus, EmailSenderConfig, EmailTemplate};
-use crate::email::ledger_index::LedgerIndex;
+use crate::api::{EmailDelivery, EmailSenderConfig, EmailTemplate};
 use crate::events::{EventPublisher, Reporter};
+use crate::ledger::index::LedgerIndex;
 use crate::metrics::Metrics;
 use crate::provider::Provider;
-use crate::sender::clients::ProviderCache;
-use crate::sender::rate_limit::RateLimiters;
+use crate::provider::clients::ProviderCache;
+use crate::rate_limit::RateLimiters;
 use crate::template::SharedBuiltins;
 
-/// Field manager for every write the operator makes (shown in `managedFields`).
-pub const FIELD_MANAGER: &str = "kmailops-controller";
+pub use crate::api::FIELD_MANAGER;
 
 /// Settings of one operator process.
 #[derive(Clone, Debug)]
@@ -76,7 +74,8 @@ pub struct Stores {
     pub templates: Store<EmailTemplate>,
 }
 
-/// Shared state of the Email controller.
+/// What the three controllers share. What only one of them keeps lives with it (the Email
+/// controller's send state in `controllers::email::state`).
 pub struct Context {
     pub client: Client,
     pub settings: Settings,
@@ -85,15 +84,6 @@ pub struct Context {
     pub providers: ProviderCache,
     /// The templates folder's files, swapped whole when the folder changes.
     pub builtin_templates: SharedBuiltins,
-    /// Limits provider calls in flight across all Emails.
-    pub send_slots: Semaphore,
-    /// Ledger entries whose provider call runs in this process right now.
-    in_flight: Arc<Mutex<HashSet<String>>>,
-    /// Outcomes of finished sends the API server did not take yet (it was unreachable).
-    unrecorded: Mutex<HashMap<String, EmailDeliveryStatus>>,
-    /// Emails whose status this process wrote and whose write the cache has not shown yet:
-    /// uid -> the resourceVersion the write was computed from (see [`Context::is_stale`]).
-    status_written_from: Mutex<HashMap<String, String>>,
     pub metrics: Metrics,
     pub rate_limits: RateLimiters,
     /// The last send through each sender, shown in its status.
@@ -119,18 +109,6 @@ pub struct SendActivity {
     wakeup_planned: bool,
 }
 
-/// Removes an entry from the in-flight set when the call ends, however it ends.
-pub struct InFlightGuard {
-    set: Arc<Mutex<HashSet<String>>>,
-    name: String,
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        lock(&self.set).remove(&self.name);
-    }
-}
-
 /// Locks a mutex whose data stays consistent even if a holder panicked (single inserts and
 /// removals), so poisoning is ignored.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -153,10 +131,6 @@ impl Context {
             events: EventPublisher::new(client.clone(), reporter),
             providers: ProviderCache::new(crate::provider::http_client()),
             builtin_templates: SharedBuiltins::default(),
-            send_slots: Semaphore::new(settings.max_concurrent_sends.max(1)),
-            in_flight: Arc::default(),
-            unrecorded: Mutex::default(),
-            status_written_from: Mutex::default(),
             metrics,
             rate_limits: RateLimiters::default(),
             activity: Arc::default(),
@@ -167,56 +141,6 @@ impl Context {
             settings,
             stores,
         })
-    }
-}
-
-impl Context {
-    /// Marks a ledger entry's provider call as running in this process until the guard drops.
-    pub fn mark_in_flight(&self, entry: &str) -> InFlightGuard {
-        lock(&self.in_flight).insert(entry.to_string());
-        InFlightGuard {
-            set: self.in_flight.clone(),
-            name: entry.to_string(),
-        }
-    }
-
-    /// Whether this process is calling the provider for `entry` right now.
-    pub fn is_in_flight(&self, entry: &str) -> bool {
-        lock(&self.in_flight).contains(entry)
-    }
-
-    /// Keeps an outcome the API server did not accept, to be written by the next reconcile.
-    pub fn keep_unrecorded(&self, entry: &str, outcome: EmailDeliveryStatus) {
-        lock(&self.unrecorded).insert(entry.to_string(), outcome);
-    }
-
-    /// Takes a kept outcome of `entry`, if any.
-    pub fn take_unrecorded(&self, entry: &str) -> Option<EmailDeliveryStatus> {
-        lock(&self.unrecorded).remove(entry)
-    }
-
-    /// Notes that this process wrote the status of the object `uid`, computed from its version
-    /// `from_version`.
-    pub fn note_status_write(&self, uid: &str, from_version: &str) {
-        lock(&self.status_written_from).insert(uid.to_string(), from_version.to_string());
-    }
-
-    /// Whether `uid` at `version` is a version this process has already written a status over,
-    /// i.e. the cache does not show that write yet. A reconcile triggered in that moment (a
-    /// sender's status changed, a requeue) would otherwise act on the status from before its
-    /// own write: repeat the ledger lookup and overwrite a fresh `Sent` with
-    /// `RecoveredFromLedger`. The note is dropped once any other version is seen, so it lives
-    /// only until the watch catches up.
-    pub fn is_stale(&self, uid: &str, version: &str) -> bool {
-        let mut written = lock(&self.status_written_from);
-        match written.get(uid) {
-            Some(from) if from == version => true,
-            Some(_) => {
-                written.remove(uid);
-                false
-            }
-            None => false,
-        }
     }
 }
 

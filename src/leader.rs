@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use kube::Client;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 
-use crate::controller::{RunConfig, run};
+use crate::runtime::{RunConfig, run};
 
 /// Where the Lease lives and how long it is held without renewal.
 #[derive(Clone, Debug)]

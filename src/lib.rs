@@ -3,18 +3,22 @@
 
 pub mod admission;
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod conditions;
 pub mod context;
-pub mod controller;
+pub mod controllers;
 pub mod crds;
-pub mod email;
 pub mod events;
 pub mod leader;
+pub mod ledger;
+pub mod lookup;
 pub mod manifests;
 pub mod message;
 pub mod metrics;
+pub mod problem;
 pub mod provider;
-pub mod sender;
+pub mod rate_limit;
+pub mod runtime;
 pub mod telemetry;
 pub mod template;

@@ -77,7 +77,14 @@ fn email_in(phase: EmailPhase, error: Option<&str>) -> Value {
         ));
     }
     let message = format!("the Email is {}", phase.as_str());
-    kmailops::email::status::settle(&email, &mut status, phase, phase.as_str(), &message);
+    kmailops::controllers::email::status::settle(
+        &email,
+        &mut status,
+        phase,
+        phase.as_str(),
+        &message,
+        Vec::new(),
+    );
     email.status = Some(status);
     serde_json::to_value(&email).unwrap()
 }

@@ -301,7 +301,7 @@ async fn an_intent_without_outcome_becomes_unknown_and_only_a_retry_token_sends_
     // What a crash mid-call leaves behind: the claim, and no outcome.
     let ledger: Api<EmailDelivery> = Api::namespaced(client.clone(), &ns);
     let mut entry = EmailDelivery::new(
-        &kmailops::email::ledger::entry_name("receipt", &hash),
+        &kmailops::ledger::entry_name("receipt", &hash),
         EmailDeliverySpec {
             email_name: "receipt".into(),
             email_uid: "gone".into(),
@@ -311,7 +311,7 @@ async fn an_intent_without_outcome_becomes_unknown_and_only_a_retry_token_sends_
         },
     );
     entry.metadata.labels = Some(BTreeMap::from([(
-        kmailops::email::ledger::EMAIL_LABEL.to_string(),
+        kmailops::ledger::EMAIL_LABEL.to_string(),
         "receipt".to_string(),
     )]));
     ledger.create(&PostParams::default(), &entry).await.unwrap();

@@ -16,7 +16,7 @@ use support::operator::*;
 use support::{TestEnv, wait_for};
 
 use kmailops::api::{Email, EmailDelivery, EmailPhase};
-use kmailops::email::ledger::CLAIMED_BY;
+use kmailops::ledger::CLAIMED_BY;
 
 async fn claimers(api: &Api<EmailDelivery>) -> BTreeSet<String> {
     api.list(&ListParams::default())

@@ -13,7 +13,7 @@ use kube::{Api, Client, ResourceExt};
 
 use kmailops::api::{Email, EmailPhase, EmailStatus, ProviderKind};
 use kmailops::context::FIELD_MANAGER;
-use kmailops::email::status;
+use kmailops::controllers::email::status;
 use kmailops::message::OutgoingMessage;
 use kmailops::provider::Provider;
 
@@ -69,24 +69,31 @@ fn sent_status(email: &Email, message_id: &str) -> EmailStatus {
         ..Default::default()
     };
     let message = format!("sent through the bench sender as {message_id}");
-    status::settle(email, &mut status, EmailPhase::Sent, "Sent", &message);
+    status::settle(
+        email,
+        &mut status,
+        EmailPhase::Sent,
+        "Sent",
+        &message,
+        Vec::new(),
+    );
     status
 }
 
-/// One status write, exactly as `kmailops::email::status::write` makes it.
+/// One status write, exactly as `kmailops::controllers::email::status` makes it.
 async fn write_status(api: &Api<Email>, email: &Email, message_id: &str) -> anyhow::Result<()> {
-    let body = serde_json::json!({
-        "apiVersion": "kmailops.io/v1alpha1",
-        "kind": "Email",
-        "status": sent_status(email, message_id),
-    });
-    api.patch_status(
-        &email.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
+    let patch = status::status_patch(
+        email.metadata.uid.as_deref(),
+        &sent_status(email, message_id),
     )
-    .await
-    .with_context(|| format!("status write of Email {}", email.name_any()))?;
+    .context("the status patch")?;
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch_status(&email.name_any(), &params, &Patch::<()>::Json(patch))
+        .await
+        .with_context(|| format!("status write of Email {}", email.name_any()))?;
     Ok(())
 }
 

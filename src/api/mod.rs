@@ -11,7 +11,9 @@ pub mod email;
 pub mod sender_config;
 pub mod template;
 
-pub use common::{AllowedNamespaces, NamespacesFrom, ObjectRef, Preview, SecretKeyRef};
+pub use common::{
+    AllowedNamespaces, NamespacesFrom, ObjectRef, Preview, PreviewAttachment, SecretKeyRef,
+};
 pub use delivery::{DeliveryPhase, EmailDelivery, EmailDeliverySpec, EmailDeliveryStatus};
 pub use email::{Attachment, Email, EmailPhase, EmailSpec, EmailStatus, ResendPolicy};
 pub use sender_config::{
@@ -25,3 +27,5 @@ pub use template::{
 pub const GROUP: &str = "kmailops.io";
 /// The API version of every kmailops kind.
 pub const VERSION: &str = "v1alpha1";
+/// Field manager for every write the operator makes (shown in `managedFields`).
+pub const FIELD_MANAGER: &str = "kmailops-controller";

@@ -51,7 +51,9 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             )
         })?,
     };
-    let credentials = offline::credentials(&set, config)?;
+    let credentials = crate::lookup::credentials::load(spec, &config.namespace, &set)
+        .map_err(|e| anyhow!("EmailSenderConfig {}: {e}", config.key()))?
+        .credentials;
     let provider = build_provider(spec, credentials, &http_client())
         .with_context(|| format!("EmailSenderConfig {}", config.key()))?;
     let report = provider.check_health(timeout).await;

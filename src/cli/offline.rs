@@ -2,15 +2,18 @@
 //! the way the operator does (sender selection, Secrets, attachments, templates), without a
 //! cluster.
 
-use anyhow::{Context, anyhow, bail};
+use std::cell::RefCell;
 
-use crate::api::EmailSpec;
-use crate::api::{Email, EmailSenderConfig, NamespacesFrom};
-use crate::email::content::{TemplateUse, render_content, resolve_template};
+use anyhow::{Context, anyhow, bail};
+use kube::ResourceExt;
+
+use crate::api::{Email, EmailSenderConfig, EmailSpec, NamespacesFrom};
+use crate::lookup::content::{TemplateUse, render_content, resolve_template};
+use crate::lookup::files::FileSenders;
+use crate::lookup::senders::{self, Chain, ResolvedSender};
 use crate::manifests::{Manifest, ManifestSet};
-use crate::message::RenderedContent;
-use crate::message::{AttachmentData, guess_content_type};
-use crate::provider::{Credentials, required_secret};
+use crate::message::{AttachmentData, RenderedContent};
+use crate::provider::Credentials;
 use crate::template::{Builtins, TemplateSet};
 
 /// Finds one object by `name` or `namespace/name`; with no selector, the only one there is.
@@ -51,134 +54,104 @@ pub(crate) fn pick<'a, T>(
     }
 }
 
-/// True when `config` admits Emails from `namespace`. Namespace labels are not in the
-/// files, so a `Selector` is trusted with a warning instead of being evaluated.
-fn admits(
-    config: &Manifest<EmailSenderConfig>,
+/// True when a config or template in `owner_ns` admits Emails from `namespace`. Namespace
+/// labels are not in the files, so a `Selector` is trusted with a warning instead of being
+/// evaluated.
+fn admits_offline(
+    allowed: &crate::api::AllowedNamespaces,
+    kind: &str,
+    key: &str,
+    owner_ns: &str,
     namespace: &str,
     warnings: &mut Vec<String>,
 ) -> bool {
-    if config.namespace == namespace {
+    if owner_ns == namespace {
         return true;
     }
-    match config.object.spec.allowed_namespaces.from {
+    match allowed.from {
         NamespacesFrom::Same => false,
         NamespacesFrom::All => true,
         NamespacesFrom::Selector => {
             warnings.push(format!(
-                "EmailSenderConfig {} admits namespaces by label selector, which can not be checked offline; assuming {namespace} matches",
-                config.key()
+                "{kind} {key} admits namespaces by label selector, which can not be checked offline; assuming {namespace} matches"
             ));
             true
         }
     }
 }
 
-/// The sender an Email uses: its senderConfigRef, else the one default config in its
-/// namespace, else the one default elsewhere that admits its namespace.
-pub(crate) fn resolve_sender<'a>(
-    set: &'a ManifestSet,
+/// The senders an Email goes out through, in the order the operator tries them: its
+/// senderConfigRef, else the one default config in its namespace, else the one default
+/// elsewhere that admits its namespace; then that config's fallbacks, without the disabled
+/// or unhealthy ones (the operator's own rules, [`crate::lookup::senders`]).
+pub(crate) fn sender_chain(
+    set: &ManifestSet,
     email: &Manifest<Email>,
     warnings: &mut Vec<String>,
-) -> anyhow::Result<&'a Manifest<EmailSenderConfig>> {
+) -> anyhow::Result<Chain> {
     let ns = email.namespace.as_str();
-    let config = if let Some(r) = &email.object.spec.sender_config_ref {
-        let target_ns = r.namespace.as_deref().unwrap_or(ns);
-        let config = set.sender_config(target_ns, &r.name).ok_or_else(|| {
-            anyhow!(
-                "spec.senderConfigRef: EmailSenderConfig {target_ns}/{} is not in the given files",
-                r.name
-            )
-        })?;
-        if !admits(config, ns, warnings) {
-            bail!(
-                "spec.senderConfigRef: EmailSenderConfig {} does not admit Emails from namespace {ns} (NotAllowed); set its allowedNamespaces",
-                config.key()
-            );
-        }
-        config
-    } else {
-        let defaults = |same: bool| -> Vec<&'a Manifest<EmailSenderConfig>> {
-            set.sender_configs
-                .iter()
-                .filter(|c| c.object.spec.default && (c.namespace == ns) == same)
-                .collect()
-        };
-        let local = defaults(true);
-        let candidates = if local.is_empty() {
-            let mut scratch = Vec::new();
-            let elsewhere: Vec<_> = defaults(false)
-                .into_iter()
-                .filter(|c| admits(c, ns, &mut scratch))
-                .collect();
-            warnings.extend(scratch);
-            elsewhere
-        } else {
-            local
-        };
-        match candidates.as_slice() {
-            [one] => *one,
-            [] => bail!(
-                "the Email names no senderConfigRef and the files hold no `default: true` EmailSenderConfig for namespace {ns}"
-            ),
-            many => bail!(
-                "AmbiguousDefault: {} EmailSenderConfigs are `default: true` for namespace {ns} ({}); set spec.senderConfigRef",
-                many.len(),
-                many.iter().map(|c| c.key()).collect::<Vec<_>>().join(", ")
-            ),
-        }
+    let notes = RefCell::new(Vec::new());
+    let admit = |config: &EmailSenderConfig, owner: &str| {
+        let key = format!("{owner}/{}", config.name_any());
+        admits_offline(
+            &config.spec.allowed_namespaces,
+            "EmailSenderConfig",
+            &key,
+            owner,
+            ns,
+            &mut notes.borrow_mut(),
+        )
     };
-    if config.object.spec.disabled {
-        bail!("EmailSenderConfig {} is disabled", config.key());
+    let chain = senders::resolve(
+        ns,
+        email.object.spec.sender_config_ref.as_ref(),
+        &FileSenders::new(set),
+        &admit,
+    );
+    warnings.extend(notes.into_inner());
+    let chain = chain.map_err(|p| anyhow!("{p}"))?;
+    for skipped in &chain.skipped {
+        warnings.push(format!("EmailSenderConfig {skipped} is skipped"));
     }
-    Ok(config)
+    Ok(chain)
+}
+
+/// The first sender of the chain whose credentials load, as the operator picks the sender
+/// that can send now; with none, the first sender's problem.
+pub(crate) fn ready_sender(
+    set: &ManifestSet,
+    chain: &Chain,
+) -> anyhow::Result<(ResolvedSender, Credentials)> {
+    let mut first_error = None;
+    for sender in &chain.senders {
+        match credentials(set, sender) {
+            Ok(c) => return Ok((sender.clone(), c)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| anyhow!("no EmailSenderConfig can send")))
 }
 
 /// The config's credentials from its Secret (always in the config's own namespace).
 pub(crate) fn credentials(
     set: &ManifestSet,
-    config: &Manifest<EmailSenderConfig>,
+    sender: &ResolvedSender,
 ) -> anyhow::Result<Credentials> {
-    let Some((field, secret_ref)) = required_secret(&config.object.spec) else {
-        return Ok(Credentials::default());
-    };
-    let bytes = set
-        .secret_value(&config.namespace, &secret_ref.name, &secret_ref.key)
-        .with_context(|| format!("EmailSenderConfig {} {field}", config.key()))?;
-    Credentials::from_secret_bytes(&bytes)
-        .map_err(|e| anyhow!("EmailSenderConfig {} {field}: {e}", config.key()))
+    crate::lookup::credentials::load(&sender.config.spec, &sender.namespace, set)
+        .map(|loaded| loaded.credentials)
+        .map_err(|e| anyhow!("EmailSenderConfig {}: {e}", sender.key))
 }
 
-/// The Email's attachments, read from Secrets and ConfigMaps of its namespace.
+/// The Email's attachments, read from Secrets and ConfigMaps of its namespace, with the
+/// operator's limits.
 pub(crate) fn attachments(
     set: &ManifestSet,
     email: &Manifest<Email>,
 ) -> anyhow::Result<Vec<AttachmentData>> {
-    let ns = email.namespace.as_str();
-    email
-        .object
-        .spec
-        .attachments
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let field = format!("spec.attachments[{i}]");
-            let content = match (&a.secret_key_ref, &a.config_map_key_ref) {
-                (Some(s), None) => set.secret_value(ns, &s.name, &s.key),
-                (None, Some(c)) => set.config_map_value(ns, &c.name, &c.key),
-                _ => bail!("{field}: set exactly one of secretKeyRef or configMapKeyRef"),
-            }
-            .with_context(|| field.clone())?;
-            Ok(AttachmentData {
-                filename: a.filename.clone(),
-                content_type: a
-                    .content_type
-                    .clone()
-                    .unwrap_or_else(|| guess_content_type(&a.filename).to_string()),
-                content,
-            })
-        })
-        .collect()
+    crate::lookup::attachments::load(&email.namespace, &email.object.spec.attachments, set)
+        .map_err(|p| anyhow!("{p}"))
 }
 
 /// The built-in templates for the offline commands: `--templates-dir`, else `./templates`
@@ -232,20 +205,14 @@ pub(crate) fn template_admits(
     namespace: &str,
     warnings: &mut Vec<String>,
 ) -> bool {
-    if t.namespace == namespace {
-        return true;
-    }
-    match t.template.spec.allowed_namespaces.from {
-        NamespacesFrom::Same => false,
-        NamespacesFrom::All => true,
-        NamespacesFrom::Selector => {
-            warnings.push(format!(
-                "EmailTemplate {} admits namespaces by label selector, which can not be checked offline; assuming {namespace} matches",
-                t.key()
-            ));
-            true
-        }
-    }
+    admits_offline(
+        &t.template.spec.allowed_namespaces,
+        "EmailTemplate",
+        &t.key(),
+        &t.namespace,
+        namespace,
+        warnings,
+    )
 }
 
 #[cfg(test)]
@@ -270,8 +237,8 @@ mod tests {
         )
         .expect("example Email");
         let mut warnings = Vec::new();
-        let config = resolve_sender(&set, email, &mut warnings).expect("a default sender");
-        let credentials = credentials(&set, config).expect("the example Secret");
+        let chain = sender_chain(&set, email, &mut warnings).expect("a default sender");
+        let (config, credentials) = ready_sender(&set, &chain).expect("the example Secret");
         assert!(credentials.secret.is_some());
         let spec = &email.object.spec;
         let content = RenderedContent {
@@ -279,7 +246,7 @@ mod tests {
             text: spec.text.clone(),
             html: spec.html.clone(),
         };
-        let msg = build_message(spec, &config.object.spec, &config.key(), content, vec![])
+        let msg = build_message(spec, &config.config.spec, &config.key, content, vec![])
             .expect("the example is a valid message");
         assert_eq!(msg.to[0].address, "ops@shop.example.com");
     }

@@ -77,12 +77,13 @@ pub async fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
         Format::Text => body(content.text, "text", "html")?,
         Format::Html => body(content.html, "html", "text")?,
         Format::Eml => {
-            let config = offline::resolve_sender(&set, email, &mut warnings)?;
+            let chain = offline::sender_chain(&set, email, &mut warnings)?;
+            let config = &chain.senders[0];
             let attachments = offline::attachments(&set, email)?;
             let msg = build_message(
                 &spec,
-                &config.object.spec,
-                &config.key(),
+                &config.config.spec,
+                &config.key,
                 content,
                 attachments,
             )

@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::context::{Settings, default_instance_id};
-use crate::controller::{RunConfig, run as run_controller};
 use crate::leader::{LeaderElection, run_as_leader};
+use crate::runtime::{RunConfig, run as run_controller};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Args, Debug)]

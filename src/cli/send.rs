@@ -53,28 +53,22 @@ pub async fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
             send_at.0
         ));
     }
-    let config = offline::resolve_sender(&set, email, &mut warnings)?;
-    let credentials = offline::credentials(&set, config)?;
+    let chain = offline::sender_chain(&set, email, &mut warnings)?;
+    let (config, credentials) = offline::ready_sender(&set, &chain)?;
     let attachments = offline::attachments(&set, email)?;
     let builtins = offline::builtins(args.templates_dir.clone())?;
     let content = offline::content(&set, email, spec, builtins, &mut warnings)?;
-    let msg = build_message(
-        spec,
-        &config.object.spec,
-        &config.key(),
-        content,
-        attachments,
-    )
-    .with_context(|| format!("Email {}", email.key()))?;
-    let provider = build_provider(&config.object.spec, credentials, &http_client())
-        .with_context(|| format!("EmailSenderConfig {}", config.key()))?;
+    let msg = build_message(spec, &config.config.spec, &config.key, content, attachments)
+        .with_context(|| format!("Email {}", email.key()))?;
+    let provider = build_provider(&config.config.spec, credentials, &http_client())
+        .with_context(|| format!("EmailSenderConfig {}", config.key))?;
     for w in &warnings {
         eprintln!("warning: {w}");
     }
     eprintln!(
         "sending Email {} through {} ({}), deliveryHash {}",
         email.key(),
-        config.key(),
+        config.key,
         provider.kind(),
         msg.delivery_hash
     );

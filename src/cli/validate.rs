@@ -17,11 +17,12 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::offline;
-use crate::email::content::{render_content, resolve_template};
+use crate::controllers::template::preview;
+use crate::lookup::content::{render_content, resolve_template};
 use crate::manifests::{Manifest, ManifestError, ManifestSet, files_recursive};
 use crate::message::build_message;
 use crate::provider::required_secret;
-use crate::template::{Builtins, Library, controller::preview};
+use crate::template::{Builtins, Library};
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
@@ -235,7 +236,7 @@ fn check_senders(set: &ManifestSet, skip_secrets: bool, report: &mut Report) {
                     m,
                     "EmailSenderConfig",
                     format!(
-                        "spec.fallback[{i}]: EmailSenderConfig {}/{name} is not in the files",
+                        "spec.fallback[{i}]: EmailSenderConfig {}/{name} is not in the files (FallbackNotFound): add it, or remove it from spec.fallback",
                         m.namespace
                     ),
                 );
@@ -268,8 +269,8 @@ fn check_emails(
             failed = true;
             report.add_for(m, "Email", message);
         };
-        let sender = match offline::resolve_sender(set, m, &mut report.warnings) {
-            Ok(s) => Some(s),
+        let sender = match offline::sender_chain(set, m, &mut report.warnings) {
+            Ok(chain) => Some(chain.senders[0].clone()),
             Err(e) => {
                 fail(report, format!("{e:#}"));
                 None
@@ -303,13 +304,8 @@ fn check_emails(
         // The checks of the message itself (addresses, headers, sizes) need all of the above.
         if let (Some(sender), Some(content), Some(attachments), false) =
             (sender, content, attachments, failed)
-            && let Err(e) = build_message(
-                spec,
-                &sender.object.spec,
-                &sender.key(),
-                content,
-                attachments,
-            )
+            && let Err(e) =
+                build_message(spec, &sender.config.spec, &sender.key, content, attachments)
         {
             report.add_for(m, "Email", e.to_string());
         }

@@ -11,6 +11,7 @@ use crate::api::{EmailSenderConfigSpec, EmailSpec};
 
 mod hash;
 mod mailbox;
+pub mod preview;
 mod validate;
 
 pub use mailbox::{AddressError, Mailbox};

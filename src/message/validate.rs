@@ -14,9 +14,11 @@ const MAX_HEADER_VALUE: usize = 998;
 const MAX_TAGS: usize = 10;
 const MAX_TAG_CHARS: usize = 128;
 const MAX_ATTACHMENTS: usize = 20;
-/// MailerSend and Mailgun both refuse messages above 25 MB; failing here gives a clear
-/// message instead of a provider's 413 after the upload.
-pub const MAX_ATTACHMENT_BYTES: usize = 25 * 1024 * 1024;
+/// All attachments of one message together, before encoding. MailerSend and Mailgun refuse
+/// messages above 25 MB, and base64 makes 15 MiB about 20 MiB on the wire; failing here gives
+/// a clear message instead of a provider's 413 after the upload. The one limit the operator
+/// and the offline commands both apply.
+pub const MAX_ATTACHMENT_BYTES: usize = 15 * 1024 * 1024;
 
 /// Headers kmailops or the providers set themselves: letting an Email set them would
 /// contradict its own fields or break the MIME structure.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::api::{EmailSenderConfigSpec, ProviderKind, SecretKeyRef};
 use crate::message::OutgoingMessage;
 
+pub mod clients;
 mod error;
 mod health;
 pub mod http;
@@ -21,7 +22,7 @@ pub mod smtp;
 pub use error::{ConfigError, ErrorClass, SendError};
 pub use health::{HealthReport, reason};
 pub use http::{HttpTimeouts, http_client, http_client_with};
-pub use secret::{Credentials, SecretValue};
+pub use secret::{Credentials, Loaded, SecretValue};
 
 use secret::Redactor;
 

@@ -144,3 +144,9 @@ mod tests {
         assert_eq!(scrubbed.matches("<redacted>").count(), 3);
     }
 }
+
+/// Loaded credentials plus the Secret's resourceVersion, so a rotated Secret rebuilds the client.
+pub struct Loaded {
+    pub credentials: Credentials,
+    pub secret_version: Option<String>,
+}

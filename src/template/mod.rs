@@ -1,5 +1,5 @@
 //! EmailTemplates: minijinja sources for subject, text and html, rendered strictly and
-//! within limits, plus the operator's built-in templates and the EmailTemplate controller.
+//! within limits, plus the operator's built-in templates.
 //!
 //! # Rendering
 //! - An undefined variable is an error naming it, with template part, line and column.
@@ -19,7 +19,6 @@
 //! output limit stops what reaches the message; run the operator with a memory limit.
 
 pub mod builtins;
-pub mod controller;
 pub mod engine;
 pub mod error;
 pub mod library;

@@ -11,8 +11,8 @@ use tokio::sync::oneshot;
 
 use kmailops::api::{Email, EmailDelivery, EmailPhase};
 use kmailops::context::Settings;
-use kmailops::controller::{RunConfig, run};
 use kmailops::leader::{LeaderElection, run_as_leader};
+use kmailops::runtime::{RunConfig, run};
 
 use super::TestEnv;
 use super::mock_mailersend::MockMailerSend;

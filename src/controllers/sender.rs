@@ -16,15 +16,17 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
+use crate::api::FIELD_MANAGER;
 use crate::api::sender_config::SmtpTls;
 use crate::api::{EmailSenderConfig, EmailSenderConfigSpec, EmailSenderConfigStatus};
+use crate::backoff::parse_duration;
 use crate::conditions::{self, Desired, Status, types};
-use crate::context::{Context, FIELD_MANAGER};
-use crate::email::backoff::parse_duration;
+use crate::context::Context;
+use crate::lookup::cluster::ClusterValues;
+use crate::lookup::credentials;
+use crate::lookup::senders::missing_fallbacks;
 use crate::metrics::{HealthCheckLabels, SenderOnly};
 use crate::provider::HealthReport;
-
-use super::credentials;
 
 /// Condition types of a sender beyond the kstatus ones.
 pub mod condition_types {
@@ -32,6 +34,9 @@ pub mod condition_types {
     pub const CREDENTIALS_LOADED: &str = "CredentialsLoaded";
     pub const INSECURE_TRANSPORT: &str = "InsecureTransport";
 }
+
+/// Ready=False reason: `spec.fallback` names a config that does not exist.
+pub const FALLBACK_NOT_FOUND: &str = "FallbackNotFound";
 use condition_types::{CREDENTIALS_LOADED, HEALTHY, INSECURE_TRANSPORT};
 
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +82,7 @@ async fn run(
     let invalid = validate(spec, sender.name_any().as_str());
 
     // Credentials and the client.
-    let loaded = credentials::load(spec, ns, &ctx.stores.secrets);
+    let loaded = credentials::load(spec, ns, &ClusterValues::secrets(&ctx.stores.secrets));
     desired.push(match &loaded {
         Ok(_) => Desired::new(
             CREDENTIALS_LOADED,
@@ -94,6 +99,19 @@ async fn run(
         },
         (Some(msg), _) => Err(("InvalidConfig", msg.clone())),
         (None, Err(e)) => Err((e.reason(), e.to_string())),
+    };
+    // A fallback that names nothing is the config's own error, also when it can send:
+    // an outage of this sender would find no fallback where its author expects one.
+    let missing = missing_fallbacks(sender, &ctx.stores.senders);
+    let provider = match provider {
+        Ok(_) if !missing.is_empty() => Err((
+            FALLBACK_NOT_FOUND,
+            format!(
+                "spec.fallback names {} that do not exist in namespace {ns}: create them, or remove them from spec.fallback",
+                missing.join(", ")
+            ),
+        )),
+        other => other,
     };
 
     desired.push(match (&provider, spec.disabled) {
@@ -331,6 +349,20 @@ pub fn senders_using_secret(
         .filter(|s| {
             crate::provider::required_secret(&s.spec).is_some_and(|(_, r)| r.name == secret_name)
         })
+        .map(|s| ObjectRef::from_obj(&**s))
+        .collect()
+}
+
+/// The configs of `changed`'s namespace whose `spec.fallback` names it.
+pub fn senders_falling_back_to(
+    senders: &kube::runtime::reflector::Store<EmailSenderConfig>,
+    changed: &EmailSenderConfig,
+) -> Vec<ObjectRef<EmailSenderConfig>> {
+    let (ns, name) = (changed.namespace(), changed.name_any());
+    senders
+        .state()
+        .iter()
+        .filter(|s| s.namespace() == ns && s.spec.fallback.contains(&name))
         .map(|s| ObjectRef::from_obj(&**s))
         .collect()
 }

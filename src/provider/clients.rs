@@ -7,9 +7,7 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 use crate::api::EmailSenderConfigSpec;
-use crate::provider::{ConfigError, Provider, build_provider};
-
-use super::credentials::Loaded;
+use crate::provider::{ConfigError, Loaded, Provider, build_provider};
 
 /// Sender key (`namespace/name`) -> (fingerprint of spec and Secret version, client).
 type Entries = HashMap<String, (String, Arc<dyn Provider>)>;

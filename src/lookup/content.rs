@@ -13,8 +13,8 @@ use crate::template::{
     Builtins, Library, Part, SharedBuiltins, TemplateLookup, reasons as render_reasons, render,
 };
 
-use super::problem::{Problem, reasons};
-use super::resolve::NamespaceLabels;
+use super::senders::NamespaceLabels;
+use crate::problem::{Problem, reasons};
 
 /// The EmailTemplate an Email names, found and admitted.
 #[derive(Clone, Debug)]

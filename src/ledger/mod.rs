@@ -17,8 +17,12 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use crate::api::{DeliveryPhase, EmailDelivery, EmailDeliverySpec, EmailDeliveryStatus};
-use crate::context::FIELD_MANAGER;
+use crate::api::{
+    DeliveryPhase, EmailDelivery, EmailDeliverySpec, EmailDeliveryStatus, FIELD_MANAGER,
+};
+
+pub mod index;
+pub mod retention;
 
 /// Label on every EmailDelivery: the Email's name (or its hash when too long for a label).
 pub const EMAIL_LABEL: &str = "kmailops.io/email";
@@ -46,18 +50,28 @@ pub fn ledger_key(delivery_hash: &str, retry_token: Option<&str>) -> String {
     }
 }
 
-/// `<email name, shortened to fit>-<16 hex digits of the key>`: stable across re-creations of
-/// the Email, unique per content and retry token.
+/// `<email name>-<16 hex digits of the key>`: stable across re-creations of the Email, unique
+/// per content and retry token. A name too long for that (over 236 characters) is cut and
+/// followed by 16 hex digits of a hash of the whole name, so two long names that share their
+/// first characters never share an entry (one would report the other's delivery as its own).
 pub fn entry_name(email_name: &str, key: &str) -> String {
     const MAX: usize = 253;
-    let suffix = &key[..key.len().min(16)];
+    const DIGITS: usize = 16;
+    let suffix = &key[..key.len().min(DIGITS)];
     let room = MAX - 1 - suffix.len();
-    let mut prefix: String = email_name.chars().take(room).collect();
+    if email_name.len() <= room {
+        return format!("{email_name}-{suffix}");
+    }
+    let whole = hex::encode(Sha256::digest(email_name.as_bytes()));
+    let room = room - 1 - DIGITS;
+    // Names are ASCII (DNS subdomain rules), so cutting at a byte index is a char boundary;
+    // `get` keeps a non-ASCII name (never accepted by the API server) from panicking.
+    let mut prefix = email_name.get(..room).unwrap_or_default().to_string();
     // Object names must not end in '.' or '-' before the separator we add.
     while prefix.ends_with(['.', '-']) {
         prefix.pop();
     }
-    format!("{prefix}-{suffix}")
+    format!("{prefix}-{}-{suffix}", &whole[..DIGITS])
 }
 
 /// The value of [`EMAIL_LABEL`] for an Email name.
@@ -384,6 +398,26 @@ mod tests {
     }
 
     #[test]
+    fn long_email_names_that_share_their_start_get_different_entries() {
+        let hash = "b".repeat(64);
+        let key = ledger_key(&hash, None);
+        let first = format!("{}-one", "n".repeat(240));
+        let second = format!("{}-two", "n".repeat(240));
+        let (a, b) = (entry_name(&first, &key), entry_name(&second, &key));
+        assert_ne!(a, b);
+        for name in [&a, &b] {
+            assert!(name.len() <= 253, "{}", name.len());
+            assert!(name.ends_with(&hash[..16]));
+        }
+        // Exactly at the limit the name is kept whole; one more character shortens it.
+        let fits = "f".repeat(236);
+        assert_eq!(entry_name(&fits, &key), format!("{fits}-{}", &hash[..16]));
+        let over = "f".repeat(237);
+        assert_ne!(entry_name(&over, &key), entry_name(&fits, &key));
+        assert!(entry_name(&over, &key).len() <= 253);
+    }
+
+    #[test]
     fn long_email_names_get_a_hashed_label_value() {
         assert_eq!(email_label_value("short"), "short");
         let v = email_label_value(&"n".repeat(80));
@@ -464,13 +498,13 @@ mod tests {
         assert!(sent.metadata.annotations.is_none());
         let mut marked = entry(Some(DeliveryPhase::Sent), Some(1), Some(1));
         marked.annotations_mut().insert(
-            crate::controller::ORPHANED_SINCE.into(),
+            crate::ledger::retention::ORPHANED_SINCE.into(),
             "2026-11-21T10:00:00Z".into(),
         );
         trim_for_cache(&mut marked);
         assert_eq!(
             marked.annotations().keys().collect::<Vec<_>>(),
-            [crate::controller::ORPHANED_SINCE]
+            [crate::ledger::retention::ORPHANED_SINCE]
         );
     }
 }

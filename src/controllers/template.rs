@@ -3,7 +3,7 @@
 //! of a change without sending anything.
 //!
 //! It shares the EmailTemplate watch (and cache) with the Email controller: the watch in
-//! `crate::controller` hands every change to [`TemplateWatch`], which triggers the
+//! `crate::runtime` hands every change to [`TemplateWatch`], which triggers the
 //! reconciles here. A template is rendered again when it changes, when another template of
 //! its namespace changes (it may include that one), and when the built-ins are reloaded.
 
@@ -22,13 +22,14 @@ use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::error::{RenderError, reasons as render_reasons};
-use super::library::Library;
-use super::names::Part;
-use super::render::render;
+use crate::api::FIELD_MANAGER;
 use crate::api::{Email, EmailTemplate, EmailTemplateSpec, EmailTemplateStatus, Preview};
 use crate::conditions::{self, Desired, Status, types};
-use crate::context::{Context, FIELD_MANAGER};
+use crate::context::Context;
+use crate::template::error::{RenderError, reasons as render_reasons};
+use crate::template::library::Library;
+use crate::template::names::Part;
+use crate::template::render::render;
 
 /// Reason of `Ready=True`.
 pub const RENDERED: &str = "Rendered";
@@ -64,7 +65,7 @@ pub async fn run(
     triggers: impl Stream<Item = ObjectRef<EmailTemplate>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    // The watch belongs to crate::controller (one watch per kind); every trigger arrives
+    // The watch belongs to crate::runtime (one watch per kind); every trigger arrives
     // through `reconcile_on`, so the controller's own input stream stays empty.
     let no_watch = futures::stream::pending::<Result<EmailTemplate, watcher::Error>>();
     Controller::for_stream(no_watch, ctx.stores.templates.clone())
@@ -149,11 +150,12 @@ pub fn preview(
             e
         }
     })?;
-    let cut = |s: String| conditions::truncate(&s, crate::email::preview::MAX_BODY_BYTES);
+    let cut = |s: String| conditions::truncate(&s, crate::message::preview::MAX_BODY_BYTES);
     Ok(Preview {
         subject: Some(content.subject).filter(|s| !s.is_empty()),
         text: content.text.map(cut),
         html: content.html.map(cut),
+        ..Preview::default()
     })
 }
 

@@ -1,10 +1,11 @@
 //! Reads a sender's credentials from the Secret in the sender's own namespace.
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::reflector::{ObjectRef, Store};
-
 use crate::api::EmailSenderConfigSpec;
 use crate::provider::{Credentials, SecretValue, required_secret};
+
+use super::{Found, Values};
+
+pub use crate::provider::Loaded;
 
 /// Why credentials could not be loaded. Messages name the Secret, the field that points at it,
 /// and the fix; they never contain a secret value.
@@ -47,46 +48,42 @@ impl CredentialsError {
     }
 }
 
-/// Loaded credentials plus the Secret's resourceVersion, so a rotated Secret rebuilds the client.
-pub struct Loaded {
-    pub credentials: Credentials,
-    pub secret_version: Option<String>,
-}
-
-/// Loads what `spec` needs from the cache of Secrets. A config that needs no Secret (SMTP
-/// without AUTH) gets empty credentials.
+/// Loads what `spec` needs from the Secrets of `namespace` (the config's own). A config that
+/// needs no Secret (SMTP without AUTH) gets empty credentials.
 pub fn load(
     spec: &EmailSenderConfigSpec,
     namespace: &str,
-    secrets: &Store<Secret>,
+    values: &dyn Values,
 ) -> Result<Loaded, CredentialsError> {
     let Some((field, reference)) = required_secret(spec) else {
         return Ok(Loaded {
-            credentials: Credentials { secret: None },
+            credentials: Credentials::default(),
             secret_version: None,
         });
     };
-    let secret = secrets
-        .get(&ObjectRef::new(&reference.name).within(namespace))
-        .ok_or_else(|| CredentialsError::SecretNotFound {
-            namespace: namespace.to_string(),
-            name: reference.name.clone(),
-            field,
-        })?;
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(&reference.key))
-        .ok_or_else(|| CredentialsError::KeyNotFound {
-            namespace: namespace.to_string(),
-            name: reference.name.clone(),
-            key: reference.key.clone(),
-            field,
-        })?;
-    let text = String::from_utf8(bytes.0.clone()).map_err(|_| CredentialsError::NotText {
+    let (name, key) = (&reference.name, &reference.key);
+    let bytes = match values.secret_key(namespace, name, key) {
+        Found::Value(v) => v,
+        Found::NoObject => {
+            return Err(CredentialsError::SecretNotFound {
+                namespace: namespace.to_string(),
+                name: name.clone(),
+                field,
+            });
+        }
+        Found::NoKey => {
+            return Err(CredentialsError::KeyNotFound {
+                namespace: namespace.to_string(),
+                name: name.clone(),
+                key: key.clone(),
+                field,
+            });
+        }
+    };
+    let text = String::from_utf8(bytes).map_err(|_| CredentialsError::NotText {
         namespace: namespace.to_string(),
-        name: reference.name.clone(),
-        key: reference.key.clone(),
+        name: name.clone(),
+        key: key.clone(),
         field,
     })?;
     Ok(Loaded {
@@ -96,6 +93,6 @@ pub fn load(
                 text.trim_end_matches(['\r', '\n']).to_string(),
             )),
         },
-        secret_version: secret.metadata.resource_version.clone(),
+        secret_version: values.secret_version(namespace, name),
     })
 }

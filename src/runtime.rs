@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -17,25 +16,19 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 
 use crate::api::{Email, EmailDelivery, EmailSenderConfig, EmailStatus, EmailTemplate};
-use crate::context::{Context, FIELD_MANAGER, Settings, Stores};
-use crate::email;
-use crate::email::ledger_index::LedgerIndex;
+use crate::context::{Context, Settings, Stores};
+use crate::controllers::email;
+use crate::controllers::sender as sender_controller;
+use crate::controllers::template::{self as template_controller, TemplateWatch};
+use crate::ledger::index::LedgerIndex;
 use crate::metrics::{Metrics, Readiness};
-use crate::sender::controller as sender_controller;
-use crate::template::{self, Builtins, controller::TemplateWatch};
-
-/// Annotation on an EmailDelivery whose Email is gone: since when. The entry is deleted once
-/// `--delivery-retention` has passed, and the mark is removed if the Email comes back.
-pub const ORPHANED_SINCE: &str = "kmailops.io/orphaned-since";
+use crate::template::{self, Builtins};
 
 /// Objects per page when the Emails and the ledger are listed (at start and after a watch
 /// lapses). A page is held whole, with every object's managedFields, until the cache has
 /// trimmed it; smaller pages than kube's 500 keep that peak low (at 10,000 Emails the restart,
 /// which lists both kinds at once, was the operator's highest memory).
 const LIST_PAGE_SIZE: u32 = 100;
-
-/// How often the ledger is swept for entries past their retention.
-const LEDGER_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 /// What `kmailops run` configures.
 #[derive(Clone, Debug)]
@@ -92,6 +85,9 @@ fn trim_email(email: &mut Email) {
             *status = EmailStatus {
                 phase: status.phase,
                 observed_generation: status.observed_generation,
+                // Only whether there is one: a dry run on a Sent Email is settled once its
+                // preview is written (`email::is_settled`).
+                preview: status.preview.as_ref().map(|_| Default::default()),
                 ..Default::default()
             };
         }
@@ -186,10 +182,15 @@ pub async fn run(
             .modify(strip),
         );
         let (emails, tx, ctx) = (email_store.clone(), trigger_tx.clone(), ctx.clone());
+        let (senders, sender_tx) = (senders.clone(), sender_tx.clone());
         tasks.spawn(drive(
             stream,
             "EmailSenderConfig",
             move |sender: &EmailSenderConfig, deleted| {
+                // Configs whose spec.fallback names this one: it appeared or went away.
+                for other in sender_controller::senders_falling_back_to(&senders, sender) {
+                    let _ = sender_tx.send(other);
+                }
                 if deleted {
                     ctx.providers.forget(&format!(
                         "{}/{}",
@@ -243,7 +244,7 @@ pub async fn run(
             move |t: &EmailTemplate, deleted| {
                 if let Some(ns) = watch.on_event(t, deleted) {
                     wake(&emails, &tx, |e| {
-                        template::controller::email_uses_templates_of(e, &ns)
+                        template_controller::email_uses_templates_of(e, &ns)
                     });
                 }
             },
@@ -275,7 +276,7 @@ pub async fn run(
             )
             .modify(|entry| {
                 strip(entry);
-                email::ledger::trim_for_cache(entry);
+                crate::ledger::trim_for_cache(entry);
             }),
         )
         .map_ok(move |event| {
@@ -318,7 +319,7 @@ pub async fn run(
     });
     tasks.spawn(sender_controller);
 
-    tasks.spawn(sweep_ledger(
+    tasks.spawn(crate::ledger::retention::sweep(
         client.clone(),
         email_store.clone(),
         deliveries.clone(),
@@ -326,7 +327,7 @@ pub async fn run(
     ));
 
     let shutdown = shutdown.shared();
-    let templates_controller = template::controller::run(
+    let templates_controller = template_controller::run(
         ctx.clone(),
         tokio_stream_from(template_rx),
         shutdown.clone(),
@@ -339,10 +340,11 @@ pub async fn run(
             ctx.begin_shutdown();
         }
     };
+    let email_ctx = email::EmailContext::new(ctx);
     let emails_controller = controller
         .reconcile_on(tokio_stream_from(trigger_rx))
         .graceful_shutdown_on(stopping)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, email_ctx)
         .for_each(|result| async move {
             if let Err(err) = result {
                 tracing::debug!(error = %err, "reconcile trigger error");
@@ -355,7 +357,10 @@ pub async fn run(
     Ok(())
 }
 
-async fn reconcile(email: Arc<Email>, ctx: Arc<Context>) -> Result<Action, email::Error> {
+async fn reconcile(
+    email: Arc<Email>,
+    ctx: Arc<email::EmailContext>,
+) -> Result<Action, email::Error> {
     let id = format!(
         "{}/{}",
         email.namespace().unwrap_or_default(),
@@ -380,7 +385,7 @@ fn sender_error_policy(
     Action::requeue(Duration::from_secs(10))
 }
 
-fn error_policy(_email: Arc<Email>, _err: &email::Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(_email: Arc<Email>, _err: &email::Error, _ctx: Arc<email::EmailContext>) -> Action {
     // API errors are usually brief (restarts, throttling): retry soon, spread out.
     let jitter = Duration::from_millis(rand::random::<u64>() % 5000);
     Action::requeue(Duration::from_secs(5) + jitter)
@@ -460,79 +465,6 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: mpsc::UnboundedReceiver<T>,
 ) -> impl Stream<Item = T> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// Deletes ledger entries whose Email has been gone for longer than `retention`.
-async fn sweep_ledger(
-    client: Client,
-    emails: Store<Email>,
-    deliveries: Store<EmailDelivery>,
-    retention: Duration,
-) {
-    // The first sweep runs at once, and an entry whose Email is not in the cache gets marked
-    // orphaned: before the Email watch has listed everything, that would be every entry not
-    // listed yet (a write each, undone by the next sweep).
-    if emails.wait_until_ready().await.is_err() {
-        return;
-    }
-    let mut tick = tokio::time::interval(LEDGER_SWEEP_INTERVAL);
-    loop {
-        tick.tick().await;
-        for entry in deliveries.state() {
-            if let Err(err) = sweep_entry(&client, &emails, &entry, retention).await {
-                tracing::warn!(entry = %entry.name_any(), error = %err, "ledger clean-up failed");
-            }
-        }
-    }
-}
-
-async fn sweep_entry(
-    client: &Client,
-    emails: &Store<Email>,
-    entry: &EmailDelivery,
-    retention: Duration,
-) -> Result<(), kube::Error> {
-    let ns = entry.namespace().unwrap_or_default();
-    let api: Api<EmailDelivery> = Api::namespaced(client.clone(), &ns);
-    let email_exists = emails
-        .get(&ObjectRef::new(&entry.spec.email_name).within(&ns))
-        .is_some();
-    let mark = entry.annotations().get(ORPHANED_SINCE).cloned();
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    match (email_exists, mark) {
-        (true, None) => Ok(()),
-        (true, Some(_)) => {
-            let patch = serde_json::json!({"metadata": {"annotations": {ORPHANED_SINCE: null}}});
-            api.patch(&entry.name_any(), &params, &Patch::Merge(&patch))
-                .await?;
-            Ok(())
-        }
-        (false, None) => {
-            let now = jiff::Timestamp::now().to_string();
-            let patch = serde_json::json!({"metadata": {"annotations": {ORPHANED_SINCE: now}}});
-            api.patch(&entry.name_any(), &params, &Patch::Merge(&patch))
-                .await?;
-            Ok(())
-        }
-        (false, Some(since)) => {
-            let since: jiff::Timestamp = match since.parse() {
-                Ok(t) => t,
-                Err(_) => return Ok(()),
-            };
-            let age: Duration = (jiff::Timestamp::now() - since)
-                .try_into()
-                .unwrap_or_default();
-            if age > retention {
-                tracing::info!(entry = %format!("{ns}/{}", entry.name_any()), "deleting EmailDelivery past its retention");
-                api.delete(&entry.name_any(), &DeleteParams::default())
-                    .await?;
-            }
-            Ok(())
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,594 @@
+//! Carries a decision out. Statuses go through `status::apply`; a delivery claims its ledger
+//! entry, calls the provider, records the outcome in the entry and then in the Email, and moves
+//! down the sender chain on auth errors and exhausted retries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+
+use crate::api::{DeliveryPhase, EmailDelivery, EmailDeliveryStatus};
+use crate::ledger::{self, Claim, EntryState};
+use crate::metrics::{FailureLabels, ProviderLabels, SenderLabels};
+use crate::provider::{ErrorClass, SendError, SendReceipt};
+
+use super::decide::{Decision, Entry};
+use super::gather::{Gathered, Prepared};
+use super::outcome::{LedgerOutcome, SentVia};
+use super::status::{self, Applied, Note, Update};
+use super::{PROBLEM_RECHECK, Reconcile};
+
+impl Reconcile<'_> {
+    pub(super) async fn act(
+        &self,
+        decision: Decision,
+        g: &Gathered,
+        ledger: &[Entry],
+    ) -> Result<Action, kube::Error> {
+        let token = super::decide::token_in_effect(&self.facts());
+        match decision {
+            Decision::Wait(after) => Ok(Action::requeue(after)),
+            Decision::Preview {
+                keep_phase,
+                sender_problem,
+            } => {
+                let Some(preview) = g.preview.clone() else {
+                    return Ok(Action::requeue(PROBLEM_RECHECK));
+                };
+                let update = self.previewed(preview, keep_phase, sender_problem.as_ref());
+                self.write(update).await?;
+                Ok(Action::await_change())
+            }
+            Decision::ObserveSent | Decision::StayUnknown => {
+                self.write(self.observe()).await?;
+                Ok(Action::await_change())
+            }
+            Decision::ChangedAfterSend { entry: None } => {
+                self.write(self.changed_after_send()).await?;
+                Ok(Action::await_change())
+            }
+            Decision::ChangedAfterSend { entry: Some(name) } => {
+                self.mirror_entry(&name, ledger, token.as_deref(), SentVia::ChangedAfterSend)
+                    .await
+            }
+            Decision::Recover { entry } => {
+                let via = if self.status.phase.is_none() {
+                    SentVia::Ledger
+                } else {
+                    SentVia::Delivery
+                };
+                self.mirror_entry(&entry, ledger, token.as_deref(), via)
+                    .await
+            }
+            Decision::MirrorUnknown { entry } => {
+                self.mirror_entry(&entry, ledger, token.as_deref(), SentVia::Delivery)
+                    .await
+            }
+            Decision::Expired => {
+                self.write(self.expired()).await?;
+                Ok(Action::await_change())
+            }
+            Decision::Scheduled(at) => {
+                self.write(self.scheduled(at)).await?;
+                let wait: Duration = (at - Timestamp::now()).try_into().unwrap_or_default();
+                Ok(Action::requeue(wait + Duration::from_millis(50)))
+            }
+            Decision::Fail(problem) => {
+                self.write(self.fail(&problem)).await?;
+                Ok(Action::requeue(PROBLEM_RECHECK))
+            }
+            Decision::Deliver { position, token } => {
+                let Some(p) = g.ready.as_ref().filter(|p| p.position == position) else {
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                };
+                self.deliver(g, p, token.as_deref()).await
+            }
+        }
+    }
+
+    /// The one way this controller writes the Email's status (and its Event).
+    async fn write(&self, update: Update) -> Result<Applied, kube::Error> {
+        status::apply(self.ctx, self.email, update).await
+    }
+
+    /// Mirrors the ledger entry `name` (read fresh: the list a decision saw is seconds old at
+    /// most, but the status must show the entry as it is).
+    async fn mirror_entry(
+        &self,
+        name: &str,
+        ledger: &[Entry],
+        token: Option<&str>,
+        via: SentVia,
+    ) -> Result<Action, kube::Error> {
+        let Some(entry) = self.deliveries.get_opt(name).await? else {
+            tracing::debug!(email = %self.id, entry = name, known = ledger.len(), "ledger entry gone; looking again");
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        };
+        let empty = EmailDeliveryStatus::default();
+        let outcome = LedgerOutcome::of(&entry, &empty);
+        let update = match ledger::state(&entry) {
+            EntryState::Sent => self.mirror_sent(&outcome, token, via),
+            EntryState::Unknown => self.mirror_unknown(&outcome, token),
+            EntryState::Failed => self.mirror_failed(&outcome, token),
+            // It moved on since the decision: decide again.
+            EntryState::InFlight { .. } | EntryState::Waiting { .. } => {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+        };
+        self.write(update).await?;
+        Ok(Action::await_change())
+    }
+
+    async fn deliver(
+        &self,
+        g: &Gathered,
+        p: &Prepared,
+        token: Option<&str>,
+    ) -> Result<Action, kube::Error> {
+        let hash = p.message.delivery_hash.as_str();
+        let key = ledger::ledger_key(hash, token);
+        let entry_name = ledger::entry_name(&self.name, &key);
+
+        let cached = self
+            .ctx
+            .stores
+            .deliveries
+            .get(&ObjectRef::new(&entry_name).within(&self.namespace));
+        let entry = match cached {
+            Some(e) => e,
+            None => {
+                if let Some(blocked) = self.claim_blocked(p, token).await {
+                    return blocked;
+                }
+                let new = ledger::NewEntry {
+                    namespace: &self.namespace,
+                    email_name: &self.name,
+                    email_uid: self.email.metadata.uid.as_deref().unwrap_or_default(),
+                    delivery_hash: hash,
+                    key: &key,
+                    sender_config: &p.sender.key,
+                    recipient_count: p.message.to.len() + p.message.cc.len() + p.message.bcc.len(),
+                    retry_token: token,
+                };
+                let settings = &self.ctx.settings;
+                match ledger::claim_new(
+                    &self.deliveries,
+                    new,
+                    &settings.instance_id,
+                    settings.claim_ttl,
+                )
+                .await?
+                {
+                    Claim::Won(created) => {
+                        return self.attempt(g, p, &created, 1, token).await;
+                    }
+                    Claim::Exists => match self.deliveries.get_opt(&entry_name).await? {
+                        Some(e) => Arc::new(e),
+                        // Created and deleted again in between: start over shortly.
+                        None => return Ok(Action::requeue(Duration::from_secs(1))),
+                    },
+                }
+            }
+        };
+        if entry.spec.email_name != self.name || entry.spec.delivery_hash != hash {
+            // Names carry a hash of the whole Email name and of the content, so this is an
+            // entry made by hand or by something else: never take its word for ours.
+            tracing::warn!(email = %self.id, entry = %entry_name, "a ledger entry of this name belongs to another Email or content; not sending");
+            let problem = crate::problem::Problem::new(
+                crate::problem::reasons::INVALID_SPEC,
+                format!(
+                    "EmailDelivery {entry_name} exists but records another Email or content; delete it if it was created by hand"
+                ),
+            );
+            self.write(self.fail(&problem)).await?;
+            return Ok(Action::requeue(PROBLEM_RECHECK));
+        }
+        self.follow_entry(g, p, &entry, token).await
+    }
+
+    /// Moves on to the next sender of the chain after `p`, if there is one.
+    async fn fail_over(
+        &self,
+        g: &Gathered,
+        p: &Prepared,
+        token: Option<&str>,
+    ) -> Option<Result<Action, kube::Error>> {
+        let next = self.prepare_from(g, p.position + 1).ok()?;
+        tracing::info!(email = %self.id, from = %p.sender.key, to = %next.sender.key, "failing over to the next sender");
+        status::event(
+            self.ctx,
+            self.email,
+            Note::warning(
+                "FailingOver",
+                format!("{} failed; trying {}", p.sender.key, next.sender.key),
+            ),
+        )
+        .await;
+        Some(Box::pin(self.deliver(g, &next, token)).await)
+    }
+
+    /// What stops a new attempt from being claimed now, if anything: shutdown (the successor
+    /// will claim it) or the sender's rate limit (the Email waits as Pending).
+    async fn claim_blocked(
+        &self,
+        p: &Prepared,
+        token: Option<&str>,
+    ) -> Option<Result<Action, kube::Error>> {
+        if self.ctx.is_stopping() {
+            return Some(Ok(Action::requeue(Duration::from_secs(5))));
+        }
+        let limit = p.sender.config.spec.rate_limit.as_ref();
+        match self.ctx.rate_limits.try_acquire(&p.sender.key, limit) {
+            Ok(()) => None,
+            Err(wait) => {
+                let update = (status::current_reason(self.email).as_deref()
+                    != Some(status::reasons::RATE_LIMITED))
+                .then(|| self.rate_limited(p, token));
+                Some(
+                    async {
+                        if let Some(u) = update {
+                            self.write(u).await?;
+                        }
+                        Ok(Action::requeue(wait + Duration::from_millis(10)))
+                    }
+                    .await,
+                )
+            }
+        }
+    }
+
+    /// Acts on the ledger entry of this delivery.
+    async fn follow_entry(
+        &self,
+        g: &Gathered,
+        p: &Prepared,
+        entry: &EmailDelivery,
+        token: Option<&str>,
+    ) -> Result<Action, kube::Error> {
+        let entry_name = entry.name_any();
+        if let Some(outcome) = self.ctx.sends.take_unrecorded(&entry_name) {
+            // A send finished here but the API server refused the outcome then: record it now.
+            if let Err(e) = ledger::record(&self.deliveries, &entry_name, &outcome).await {
+                self.ctx.sends.keep_unrecorded(&entry_name, outcome);
+                return Err(e);
+            }
+            self.ctx.sends.recorded(&entry_name);
+            let fresh = self.deliveries.get(&entry_name).await?;
+            return Box::pin(self.follow_entry(g, p, &fresh, token)).await;
+        }
+        let state = ledger::state(entry);
+        tracing::debug!(email = %self.id, entry = %entry_name, ?state, "ledger entry");
+        let empty = EmailDeliveryStatus::default();
+        let outcome = LedgerOutcome::of(entry, &empty);
+        match state {
+            EntryState::Sent => {
+                let via = if self.status.phase.is_none() {
+                    SentVia::Ledger
+                } else {
+                    SentVia::Delivery
+                };
+                self.write(self.mirror_sent(&outcome, token, via)).await?;
+                Ok(Action::await_change())
+            }
+            EntryState::Failed => {
+                if ledger::fails_over(entry)
+                    && let Some(result) = self.fail_over(g, p, token).await
+                {
+                    return result;
+                }
+                self.write(self.mirror_failed(&outcome, token)).await?;
+                Ok(Action::await_change())
+            }
+            EntryState::Unknown => {
+                self.write(self.mirror_unknown(&outcome, token)).await?;
+                Ok(Action::await_change())
+            }
+            EntryState::InFlight {
+                claimed_by,
+                attempt,
+                expires,
+            } => {
+                let settings = &self.ctx.settings;
+                let ours = claimed_by == settings.instance_id;
+                if self.ctx.sends.is_running(&entry_name) {
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
+                if ours && !self.ctx.sends.called(&entry_name, attempt) {
+                    return self
+                        .resume_own_claim(g, p, &entry_name, attempt, token)
+                        .await;
+                }
+                let lapsed = expires.is_none_or(|e| e <= Timestamp::now());
+                if ours || lapsed {
+                    // Nobody is calling the provider for this claim any more: the process died
+                    // mid-call (or this one lost the task). The message may have gone out, so
+                    // it is not sent again without a person asking (kmailops.io/retry).
+                    let message = "the operator stopped while the provider call was in flight; the message may or may not have been delivered. Check the recipient's inbox or the provider's log, then set the annotation kmailops.io/retry to a new value to send once more";
+                    if ledger::mark_unknown(&self.deliveries, entry, message).await? {
+                        let fresh = self.deliveries.get(&entry_name).await?;
+                        let outcome = LedgerOutcome::of(&fresh, &empty);
+                        self.write(self.mirror_unknown(&outcome, token)).await?;
+                        Ok(Action::await_change())
+                    } else {
+                        Ok(Action::requeue(Duration::from_secs(1)))
+                    }
+                } else {
+                    // Another replica holds a live claim: look again when it lapses (its
+                    // status write on the Email will usually wake us sooner).
+                    let wait = expires
+                        .and_then(|e| (e - Timestamp::now()).try_into().ok())
+                        .unwrap_or(settings.claim_ttl);
+                    Ok(Action::requeue(wait + Duration::from_secs(1)))
+                }
+            }
+            EntryState::Waiting {
+                attempts,
+                next_attempt,
+            } => {
+                let now = Timestamp::now();
+                if let Some(next) = next_attempt
+                    && next > now
+                {
+                    let wait: Duration = (next - now).try_into().unwrap_or_default();
+                    return Ok(Action::requeue(wait));
+                }
+                if let Some(blocked) = self.claim_blocked(p, token).await {
+                    return blocked;
+                }
+                let settings = &self.ctx.settings;
+                let next_no = attempts + 1;
+                if ledger::claim_next(
+                    &self.deliveries,
+                    entry,
+                    next_no,
+                    &settings.instance_id,
+                    settings.claim_ttl,
+                )
+                .await?
+                {
+                    self.attempt(g, p, entry, next_no, token).await
+                } else {
+                    Ok(Action::requeue(Duration::from_secs(1)))
+                }
+            }
+        }
+    }
+
+    /// A claim of this process that no call of this process has used: the API server took the
+    /// claim but its answer was lost (a timeout, a dropped connection), so the reconcile that
+    /// made it never called the provider. The claim is ours to use. The entry is read again
+    /// first: the cache may be behind an outcome this process recorded moments ago.
+    async fn resume_own_claim(
+        &self,
+        g: &Gathered,
+        p: &Prepared,
+        entry_name: &str,
+        attempt: i32,
+        token: Option<&str>,
+    ) -> Result<Action, kube::Error> {
+        let Some(fresh) = self.deliveries.get_opt(entry_name).await? else {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        };
+        let still_ours = matches!(
+            ledger::state(&fresh),
+            EntryState::InFlight { ref claimed_by, attempt: a, .. }
+                if *claimed_by == self.ctx.settings.instance_id && a == attempt
+        );
+        if !still_ours {
+            return Box::pin(self.follow_entry(g, p, &fresh, token)).await;
+        }
+        tracing::info!(email = %self.id, entry = entry_name, attempt, "using a claim whose answer was lost");
+        self.attempt(g, p, &fresh, attempt, token).await
+    }
+
+    /// Calls the provider for a claimed attempt and records the outcome: first in the ledger,
+    /// then in the Email's status. Auth errors and exhausted retries move on to the next
+    /// sender of the chain when there is one.
+    async fn attempt(
+        &self,
+        g: &Gathered,
+        p: &Prepared,
+        entry: &EmailDelivery,
+        attempt: i32,
+        token: Option<&str>,
+    ) -> Result<Action, kube::Error> {
+        let entry_name = entry.name_any();
+        let started = Time(Timestamp::now());
+        let result = self.call_provider(p, &entry_name, attempt).await;
+        let retry = &p.sender.config.spec.retry;
+        let base = EmailDeliveryStatus {
+            observed_generation: entry.metadata.generation,
+            provider: Some(p.provider.kind()),
+            attempts: Some(attempt),
+            ..entry.status.clone().unwrap_or_default()
+        };
+        let (outcome, action) = match &result {
+            Ok(receipt) => (
+                EmailDeliveryStatus {
+                    phase: Some(DeliveryPhase::Sent),
+                    reason: Some(ledger::reasons::SENT.into()),
+                    message_id: Some(receipt.message_id.clone()),
+                    sent_time: Some(Time(Timestamp::now())),
+                    error: None,
+                    next_attempt_time: None,
+                    ..base
+                },
+                Action::await_change(),
+            ),
+            Err(e)
+                if e.class == ErrorClass::Transient && !e.auth && attempt < retry.max_attempts =>
+            {
+                let now = Timestamp::now();
+                let next = crate::backoff::next_attempt_at(
+                    now,
+                    crate::backoff::delay(retry, attempt, e.retry_after),
+                );
+                let wait: Duration = (next - now).try_into().unwrap_or_default();
+                (
+                    EmailDeliveryStatus {
+                        phase: Some(DeliveryPhase::Sending),
+                        reason: None,
+                        error: Some(e.message.clone()),
+                        next_attempt_time: Some(Time(next)),
+                        ..base
+                    },
+                    Action::requeue(wait),
+                )
+            }
+            Err(e) => {
+                let (phase, reason) = match e.class {
+                    ErrorClass::Ambiguous => {
+                        (DeliveryPhase::Unknown, ledger::reasons::OUTCOME_UNKNOWN)
+                    }
+                    _ if e.auth => (DeliveryPhase::Failed, ledger::reasons::AUTH_FAILED),
+                    ErrorClass::Transient => {
+                        (DeliveryPhase::Failed, ledger::reasons::RETRIES_EXHAUSTED)
+                    }
+                    ErrorClass::Permanent => {
+                        (DeliveryPhase::Failed, ledger::reasons::PROVIDER_REJECTED)
+                    }
+                };
+                (
+                    EmailDeliveryStatus {
+                        phase: Some(phase),
+                        reason: Some(reason.into()),
+                        error: Some(e.message.clone()),
+                        next_attempt_time: None,
+                        ..base
+                    },
+                    Action::await_change(),
+                )
+            }
+        };
+        self.observe_attempt(p, attempt, &result, &outcome);
+        self.record_outcome(&entry_name, &outcome).await?;
+
+        let fresh_entry = EmailDelivery {
+            status: Some(outcome.clone()),
+            ..entry.clone()
+        };
+        if ledger::fails_over(&fresh_entry)
+            && let Some(next) = self.fail_over(g, p, token).await
+        {
+            return next;
+        }
+        let mut status = self.delivery_status(p, token);
+        status.attempts = Some(attempt);
+        status.last_attempt_time = Some(started);
+        let update = match result {
+            Ok(receipt) => self.sent(status, &outcome, &receipt),
+            Err(e) => self.send_failed(status, &outcome, &e, retry.max_attempts),
+        };
+        self.write(update).await?;
+        Ok(action)
+    }
+
+    /// The provider call itself, within the send slots and a time limit shorter than the claim.
+    async fn call_provider(
+        &self,
+        p: &Prepared,
+        entry_name: &str,
+        attempt: i32,
+    ) -> Result<SendReceipt, SendError> {
+        let _permit = self.ctx.sends.slots.acquire().await;
+        let _running = self.ctx.sends.start_call(entry_name, attempt);
+        // The claim must outlive the call: a call that outlasts it is cut off and treated as
+        // ambiguous, so no other reconcile can ever see a lapsed claim of a live call.
+        let limit = self.ctx.settings.claim_ttl.mul_f64(0.8);
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(limit, p.provider.send(&p.message)).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError {
+                class: ErrorClass::Ambiguous,
+                auth: false,
+                message: format!(
+                    "no answer from {} within {}s after the message was handed over",
+                    p.provider.kind(),
+                    limit.as_secs()
+                ),
+                retry_after: None,
+                status: None,
+            }),
+        };
+        self.ctx
+            .metrics
+            .send_duration
+            .get_or_create(&ProviderLabels {
+                provider: p.provider.kind().to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Logs, metrics and the sender's last-send record for one attempt.
+    fn observe_attempt(
+        &self,
+        p: &Prepared,
+        attempt: i32,
+        result: &Result<SendReceipt, SendError>,
+        outcome: &EmailDeliveryStatus,
+    ) {
+        let metrics = &self.ctx.metrics;
+        let provider = p.provider.kind().to_string();
+        match result {
+            Ok(r) => {
+                tracing::info!(email = %self.id, sender = %p.sender.key, attempt, message_id = %r.message_id, "sent");
+                metrics
+                    .emails_sent
+                    .get_or_create(&SenderLabels {
+                        sender: p.sender.key.clone(),
+                        provider,
+                    })
+                    .inc();
+                self.ctx.record_send(&p.sender.key, None);
+            }
+            Err(e) => {
+                tracing::warn!(email = %self.id, sender = %p.sender.key, attempt, class = ?e.class, retry_after = ?e.retry_after, error = %e.message, "send failed");
+                if let Some(reason) = &outcome.reason {
+                    metrics
+                        .emails_failed
+                        .get_or_create(&FailureLabels {
+                            sender: p.sender.key.clone(),
+                            provider,
+                            reason: reason.clone(),
+                        })
+                        .inc();
+                }
+                self.ctx.record_send(&p.sender.key, Some(e.message.clone()));
+            }
+        }
+    }
+
+    /// Records a ledger outcome, retrying briefly; if the API server stays away, the outcome
+    /// is kept in memory and written by the next reconcile, so a sent message is never
+    /// mistaken for an interrupted one.
+    async fn record_outcome(
+        &self,
+        entry_name: &str,
+        outcome: &EmailDeliveryStatus,
+    ) -> Result<(), kube::Error> {
+        let mut wait = Duration::from_millis(200);
+        for _ in 0..5 {
+            match ledger::record(&self.deliveries, entry_name, outcome).await {
+                Ok(()) => {
+                    self.ctx.sends.recorded(entry_name);
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(email = %self.id, entry = entry_name, error = %e, "recording the delivery outcome failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
+        self.ctx.sends.keep_unrecorded(entry_name, outcome.clone());
+        ledger::record(&self.deliveries, entry_name, outcome).await?;
+        self.ctx.sends.take_unrecorded(entry_name);
+        self.ctx.sends.recorded(entry_name);
+        Ok(())
+    }
+}

@@ -1,0 +1,258 @@
+//! What a reconcile of an Email does, decided from what it read, with no I/O.
+//!
+//! The rules of api.md in one place, in the order they apply:
+//!
+//! 1. The ledger speaks first for an Email that does not say Sent or Unknown itself (new,
+//!    re-created by Argo CD Replace or a Flux prune and re-add, or edited mid-send): a Sent
+//!    entry of the current content is recovered; under `Never` a Sent entry of any content
+//!    means `ChangedAfterSend`, and a claim still in flight for other content is waited for; an
+//!    Unknown entry stays Unknown until a person sets a new retry token.
+//! 2. A dry run only previews. On an Email that is Sent (or Unknown) it writes the preview and
+//!    keeps phase, message id and ledger; a sender problem does not stop a preview.
+//! 3. Sent stays Sent: equal content is observed; changed content is `ChangedAfterSend` under
+//!    `Never` and is sent once under `OnChange`.
+//! 4. Unknown moves only on a new `kmailops.io/retry` token.
+//! 5. `notAfter` passed: Expired. `sendAt` ahead: Scheduled.
+//! 6. A problem (content, sender) fails the Email, naming the field and the fix.
+//! 7. Otherwise: deliver through the first sender that can send now, with the token in effect.
+//!
+//! What happens to the one ledger entry a delivery uses (claim, attempts, failover, a claim
+//! whose process died) is the delivery's own state machine (`act`), driven by that entry.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::api::{EmailPhase, EmailStatus, ResendPolicy};
+use crate::ledger::EntryState;
+use crate::problem::Problem;
+
+/// What the Email itself says (spec, annotations, status).
+#[derive(Clone, Debug)]
+pub struct Facts<'a> {
+    pub dry_run: bool,
+    pub status: &'a EmailStatus,
+    /// The `kmailops.io/retry` annotation, if set and not empty.
+    pub requested_token: Option<&'a str>,
+    pub resend_policy: ResendPolicy,
+    pub not_after: Option<Timestamp>,
+    pub send_at: Option<Timestamp>,
+}
+
+/// What resolving and rendering produced.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    /// Why there is no message at all (template, attachments, addresses); `None` when there is.
+    pub content: Option<Problem>,
+    /// The delivery hash through each sender of the chain, in chain order. Empty when no sender
+    /// could be resolved.
+    pub hashes: Vec<String>,
+    /// The position in the chain of the first sender that can send now (credentials loaded,
+    /// client built), or why none can.
+    pub sender: Result<usize, Problem>,
+}
+
+/// One ledger entry of the Email's name, as a decision sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub name: String,
+    pub hash: String,
+    pub token: Option<String>,
+    pub state: EntryState,
+}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Nothing to write now; look again after this long.
+    Wait(Duration),
+    /// Write the preview. `keep_phase`: the Email is Sent or Unknown and stays so; otherwise it
+    /// becomes Previewed. A sender problem is named beside the preview.
+    Preview {
+        keep_phase: bool,
+        sender_problem: Option<Problem>,
+    },
+    /// Sent with this content: observe the generation, nothing else.
+    ObserveSent,
+    /// Sent with other content under `Never`: stays Sent, says so. `entry` is the ledger entry
+    /// to take the delivery from when the status does not show it (a re-created Email).
+    ChangedAfterSend {
+        entry: Option<String>,
+    },
+    /// A Sent entry of this content: the Email is Sent.
+    Recover {
+        entry: String,
+    },
+    /// An Unknown entry: the Email is Unknown.
+    MirrorUnknown {
+        entry: String,
+    },
+    /// Unknown, and nobody asked for another attempt: observe the generation only.
+    StayUnknown,
+    Expired,
+    Scheduled(Timestamp),
+    Fail(Problem),
+    /// Deliver through the sender at `position` of the chain, under `token`.
+    Deliver {
+        position: usize,
+        token: Option<String>,
+    },
+}
+
+/// How long to wait for a claim in flight elsewhere before looking again (its outcome write
+/// usually wakes the Email sooner).
+pub const IN_FLIGHT_RECHECK: Duration = Duration::from_secs(2);
+
+/// The retry token a delivery of this Email uses now. A new `kmailops.io/retry` value takes
+/// effect only when the Email rests in Failed or Unknown (or has no status), so a token never
+/// starts a second delivery beside one that is under way or done.
+pub fn token_in_effect(facts: &Facts<'_>) -> Option<String> {
+    match facts.status.phase {
+        None | Some(EmailPhase::Failed) | Some(EmailPhase::Unknown) => {
+            facts.requested_token.map(str::to_string)
+        }
+        _ => facts.status.last_handled_retry.clone(),
+    }
+}
+
+/// A token set that the Email has not acted on yet.
+fn new_token(facts: &Facts<'_>) -> bool {
+    let token = token_in_effect(facts);
+    token.is_some() && token != facts.status.last_handled_retry
+}
+
+pub fn decide(facts: &Facts<'_>, ready: &Readiness, ledger: &[Entry], now: Timestamp) -> Decision {
+    let phase = facts.status.phase;
+    let never = facts.resend_policy == ResendPolicy::Never;
+    let token = token_in_effect(facts);
+    let fresh_token = new_token(facts);
+    let own_state = matches!(phase, Some(EmailPhase::Sent) | Some(EmailPhase::Unknown));
+
+    // 1. The ledger, for an Email whose status does not tell.
+    if !own_state && let Some(d) = from_ledger(ready, ledger, never, &token, fresh_token, now) {
+        return d;
+    }
+
+    // 2. A dry run previews, and changes nothing else.
+    if facts.dry_run {
+        if let Some(problem) = &ready.content {
+            return if own_state {
+                keep_own_state(facts, ready)
+            } else {
+                Decision::Fail(problem.clone())
+            };
+        }
+        return Decision::Preview {
+            keep_phase: own_state,
+            sender_problem: ready.sender.as_ref().err().cloned(),
+        };
+    }
+
+    match phase {
+        // 3. Sent stays Sent.
+        Some(EmailPhase::Sent) => {
+            let sent_hash = facts.status.delivery_hash.as_deref();
+            if sent_hash.is_some_and(|h| ready.hashes.iter().any(|x| x == h)) {
+                return Decision::ObserveSent;
+            }
+            if never {
+                return if ready.hashes.is_empty() && ready.content.is_none() {
+                    // No sender resolves, so the content cannot be compared; under Never
+                    // nothing would be sent either way.
+                    Decision::ObserveSent
+                } else {
+                    Decision::ChangedAfterSend { entry: None }
+                };
+            }
+            // OnChange: the new content, once (below).
+        }
+        // 4. Unknown moves only on a new token.
+        Some(EmailPhase::Unknown) if !fresh_token => return Decision::StayUnknown,
+        _ => {}
+    }
+
+    // 5. Time.
+    if facts.not_after.is_some_and(|t| t <= now) {
+        return Decision::Expired;
+    }
+    if let Some(at) = facts.send_at.filter(|t| *t > now) {
+        return Decision::Scheduled(at);
+    }
+
+    // 6. Problems.
+    if let Some(problem) = &ready.content {
+        return Decision::Fail(problem.clone());
+    }
+    match &ready.sender {
+        Err(problem) => Decision::Fail(problem.clone()),
+        // 7. Deliver.
+        Ok(position) => Decision::Deliver {
+            position: *position,
+            token,
+        },
+    }
+}
+
+/// A Sent or Unknown Email under a dry run whose content cannot be rendered: nothing to
+/// preview, and nothing about what was sent changes.
+fn keep_own_state(facts: &Facts<'_>, ready: &Readiness) -> Decision {
+    match facts.status.phase {
+        Some(EmailPhase::Unknown) => Decision::StayUnknown,
+        _ if facts.resend_policy == ResendPolicy::Never => {
+            Decision::ChangedAfterSend { entry: None }
+        }
+        _ => Decision::Fail(ready.content.clone().unwrap_or_else(|| {
+            Problem::new(crate::problem::reasons::INVALID_SPEC, "nothing to render")
+        })),
+    }
+}
+
+fn from_ledger(
+    ready: &Readiness,
+    ledger: &[Entry],
+    never: bool,
+    token: &Option<String>,
+    fresh_token: bool,
+    now: Timestamp,
+) -> Option<Decision> {
+    let current = |e: &Entry| ready.hashes.contains(&e.hash);
+    let sent = |e: &&Entry| e.state == EntryState::Sent;
+    if let Some(e) = ledger.iter().filter(sent).find(|e| current(e)) {
+        return Some(Decision::Recover {
+            entry: e.name.clone(),
+        });
+    }
+    if never && let Some(e) = ledger.iter().find(sent) {
+        return Some(Decision::ChangedAfterSend {
+            entry: Some(e.name.clone()),
+        });
+    }
+    // A claim in flight for other content (the Email was edited, or deleted and re-created,
+    // during a send): under Never its outcome decides; wait for it while its claim is live.
+    // A claim of the current content is followed by the delivery itself.
+    let live_elsewhere = ledger.iter().any(|e| match &e.state {
+        EntryState::InFlight { expires, .. } => {
+            !(current(e) && e.token == *token) && expires.is_none_or(|x| x > now)
+        }
+        _ => false,
+    });
+    if never && live_elsewhere {
+        return Some(Decision::Wait(IN_FLIGHT_RECHECK));
+    }
+    // Unknown may have been delivered: it moves only when a person sets a new token. Under
+    // Never that holds for any content of this name; under OnChange for the current content.
+    if !fresh_token
+        && let Some(e) = ledger
+            .iter()
+            .filter(|e| e.state == EntryState::Unknown)
+            .find(|e| never || (current(e) && e.token == *token))
+    {
+        return Some(Decision::MirrorUnknown {
+            entry: e.name.clone(),
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,307 @@
+//! Reads what a decision needs: the sender chain, the content and attachments, the message
+//! through each sender, which sender can send now, and the ledger entries of the Email's name.
+//! Credentials are loaded only to answer "can this sender send now"; nothing else needs them,
+//! so a preview works before any sender is set up.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+
+use crate::admission::admits;
+use crate::api::{EmailPhase, Preview};
+use crate::ledger;
+use crate::lookup::cluster::ClusterValues;
+use crate::lookup::senders::{self, ResolvedSender};
+use crate::lookup::{attachments, content, credentials};
+use crate::message::{AttachmentData, OutgoingMessage, RenderedContent, build_message, preview};
+use crate::problem::{Problem, reasons};
+use crate::provider::Provider;
+
+use super::Reconcile;
+use super::decide::{Entry, Readiness};
+
+/// What gathering found.
+pub(super) struct Gathered {
+    /// The senders to try, in order; empty when none resolves.
+    pub chain: Vec<ResolvedSender>,
+    /// The message through each sender of the chain (`None` where it could not be built).
+    pub messages: Vec<Option<OutgoingMessage>>,
+    /// The sender that sends now, ready: the one `readiness.sender` names.
+    pub ready: Option<Prepared>,
+    pub readiness: Readiness,
+    /// What `status.preview` shows; `None` when the content could not be rendered.
+    pub preview: Option<Preview>,
+}
+
+/// One sender of the chain, ready to send.
+pub(super) struct Prepared {
+    /// Position in the chain.
+    pub position: usize,
+    pub sender: ResolvedSender,
+    pub provider: Arc<dyn Provider>,
+    pub message: OutgoingMessage,
+}
+
+impl Reconcile<'_> {
+    pub(super) async fn gather(&self) -> Result<Gathered, kube::Error> {
+        let stores = &self.ctx.stores;
+        let spec = &self.email.spec;
+        let labels = if senders::needs_namespace_labels(&stores.senders, &self.namespace)
+            || content::needs_namespace_labels(spec, &self.namespace, &stores.templates)
+        {
+            self.namespace_labels().await?
+        } else {
+            None
+        };
+        let admit = |config: &crate::api::EmailSenderConfig, owner: &str| {
+            admits(
+                &config.spec.allowed_namespaces,
+                owner,
+                &self.namespace,
+                labels.as_ref(),
+            )
+        };
+        let chain = senders::resolve(
+            &self.namespace,
+            spec.sender_config_ref.as_ref(),
+            &stores.senders,
+            &admit,
+        );
+        let values = ClusterValues::for_attachments(
+            &stores.secrets,
+            &self.ctx.client,
+            &self.namespace,
+            &spec.attachments,
+        )
+        .await?;
+        let rendered = content::render_for_email(
+            spec,
+            &self.namespace,
+            &stores.templates,
+            &self.ctx.builtin_templates,
+            &labels,
+        )
+        .and_then(|c| {
+            Ok((
+                c,
+                attachments::load(&self.namespace, &spec.attachments, &values)?,
+            ))
+        });
+        Ok(self.assemble(chain, rendered))
+    }
+
+    /// The pure part of gathering: messages, hashes, the sender that can send now, the
+    /// preview.
+    fn assemble(
+        &self,
+        chain: Result<senders::Chain, Problem>,
+        rendered: Result<(RenderedContent, Vec<AttachmentData>), Problem>,
+    ) -> Gathered {
+        let (chain, chain_problem) = match chain {
+            Ok(c) => (c.senders, None),
+            Err(p) => (Vec::new(), Some(p)),
+        };
+        let (content, attached) = match rendered {
+            Ok(r) => r,
+            Err(problem) => {
+                return Gathered {
+                    chain,
+                    messages: Vec::new(),
+                    ready: None,
+                    readiness: Readiness {
+                        content: Some(problem.clone()),
+                        hashes: Vec::new(),
+                        sender: Err(chain_problem.unwrap_or(problem)),
+                    },
+                    preview: None,
+                };
+            }
+        };
+        let messages: Vec<Result<OutgoingMessage, Problem>> = chain
+            .iter()
+            .map(|s| self.message_for(s, &content, &attached))
+            .collect();
+        let mut hashes: Vec<String> = messages
+            .iter()
+            .flatten()
+            .map(|m| m.delivery_hash.clone())
+            .collect();
+        // A Sent Email is judged against the sender it went out through, also when that
+        // sender is no longer in the chain (disabled or unhealthy since).
+        if let Some(extra) = self.sent_through_hash(&chain, &content, &attached) {
+            hashes.push(extra);
+        }
+        // Every sender of the chain refuses the message (addresses, headers, sizes): that is
+        // the Email's own problem.
+        let content_problem = match messages.as_slice() {
+            [] => None,
+            all if all.iter().all(Result::is_err) => all[0].clone().err(),
+            _ => None,
+        };
+        let first = messages.iter().position(Result::is_ok);
+        let preview = match first {
+            Some(i) => messages[i]
+                .as_ref()
+                .ok()
+                .map(|m| preview::of(m, &chain[i].key)),
+            None if content_problem.is_none() => Some(preview::without_sender(
+                &content,
+                &self.email.spec.to,
+                &self.email.spec.cc,
+                &self.email.spec.bcc,
+                &attached,
+            )),
+            None => None,
+        };
+        let messages: Vec<Option<OutgoingMessage>> = messages.into_iter().map(Result::ok).collect();
+        let mut gathered = Gathered {
+            chain,
+            messages,
+            ready: None,
+            readiness: Readiness {
+                content: content_problem,
+                hashes,
+                sender: Err(Problem::new(reasons::SENDER_UNAVAILABLE, "")),
+            },
+            preview,
+        };
+        let sender = match chain_problem {
+            Some(p) => Err(p),
+            None => self.prepare_from(&gathered, 0),
+        };
+        gathered.readiness.sender = match sender {
+            Ok(p) => {
+                let position = p.position;
+                gathered.ready = Some(p);
+                Ok(position)
+            }
+            Err(p) => Err(p),
+        };
+        gathered
+    }
+
+    fn message_for(
+        &self,
+        sender: &ResolvedSender,
+        content: &RenderedContent,
+        attached: &[AttachmentData],
+    ) -> Result<OutgoingMessage, Problem> {
+        build_message(
+            &self.email.spec,
+            &sender.config.spec,
+            &sender.key,
+            content.clone(),
+            attached.to_vec(),
+        )
+        .map_err(|e| Problem::new(reasons::INVALID_SPEC, e.to_string()))
+    }
+
+    fn sent_through_hash(
+        &self,
+        chain: &[ResolvedSender],
+        content: &RenderedContent,
+        attached: &[AttachmentData],
+    ) -> Option<String> {
+        if self.status.phase != Some(EmailPhase::Sent) {
+            return None;
+        }
+        let key = self.status.sender_config.as_deref()?;
+        if chain.iter().any(|c| c.key == key) {
+            return None;
+        }
+        let (ns, name) = key.split_once('/')?;
+        let config = crate::lookup::Senders::sender(&self.ctx.stores.senders, ns, name)?;
+        let sender = ResolvedSender::of(config);
+        self.message_for(&sender, content, attached)
+            .ok()
+            .map(|m| m.delivery_hash)
+    }
+
+    /// The first sender from `start` on that can send now: its message built, its credentials
+    /// loaded and its client ready. A sender with a missing Secret is passed over when a later
+    /// one can send; with none left, the first problem is the answer.
+    pub(super) fn prepare_from(&self, g: &Gathered, start: usize) -> Result<Prepared, Problem> {
+        let mut first_problem = None;
+        let values = ClusterValues::secrets(&self.ctx.stores.secrets);
+        for (position, sender) in g.chain.iter().enumerate().skip(start) {
+            let Some(message) = g.messages.get(position).cloned().flatten() else {
+                continue;
+            };
+            let client = credentials::load(&sender.config.spec, &sender.namespace, &values)
+                .map_err(|e| Problem::new(e.reason(), e.to_string()))
+                .and_then(|loaded| {
+                    self.ctx
+                        .providers
+                        .get(&sender.key, &sender.config.spec, loaded)
+                        .map_err(|e| {
+                            Problem::new(
+                                reasons::SENDER_INVALID,
+                                format!("EmailSenderConfig {}: {e}", sender.key),
+                            )
+                        })
+                });
+            match client {
+                Ok(provider) => {
+                    return Ok(Prepared {
+                        position,
+                        sender: sender.clone(),
+                        provider,
+                        message,
+                    });
+                }
+                Err(p) => {
+                    first_problem.get_or_insert(p);
+                }
+            }
+        }
+        Err(first_problem.unwrap_or_else(|| {
+            Problem::new(
+                reasons::SENDER_UNAVAILABLE,
+                "every sender of this Email failed: see the EmailDeliveries of this Email",
+            )
+        }))
+    }
+
+    async fn namespace_labels(&self) -> Result<senders::NamespaceLabels, kube::Error> {
+        let api: Api<Namespace> = Api::all(self.ctx.client.clone());
+        match api.get_opt(&self.namespace).await {
+            Ok(ns) => Ok(ns.and_then(|n| n.metadata.labels)),
+            // Without read access to namespaces a selector simply admits nothing.
+            Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The ledger entries of this Email's name, when a decision may need them: the Email does
+    /// not say Sent or Unknown itself, and the cache knows entries of its name. Read from the
+    /// API server, which is authoritative; a new Email (no entries) costs no request.
+    ///
+    /// The cache shows every entry but those made in the last moments (the watch's lag); an
+    /// entry that is missing here is still guarded by the claim's atomic create.
+    pub(super) async fn ledger_entries(&self, _g: &Gathered) -> Result<Vec<Entry>, kube::Error> {
+        if matches!(
+            self.status.phase,
+            Some(EmailPhase::Sent) | Some(EmailPhase::Unknown)
+        ) || !self
+            .ctx
+            .stores
+            .ledger
+            .has_entries_for(&self.namespace, &self.name)
+        {
+            return Ok(Vec::new());
+        }
+        let entries = ledger::list_for_email(&self.deliveries, &self.name).await?;
+        Ok(entries
+            .iter()
+            .map(|e| Entry {
+                name: kube::ResourceExt::name_any(e),
+                hash: e.spec.delivery_hash.clone(),
+                token: kube::ResourceExt::annotations(e)
+                    .get(ledger::RETRY_TOKEN)
+                    .cloned(),
+                state: ledger::state(e),
+            })
+            .collect())
+    }
+}

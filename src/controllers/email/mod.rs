@@ -1,0 +1,194 @@
+//! The Email reconciler: gather -> decide -> act.
+//!
+//! - `gather` reads what the Email depends on (the sender chain, content, attachments, the
+//!   message through each sender, which sender can send now, the ledger entries of its name).
+//!   It needs no credentials for anything but the "can send now" answer, so a preview works
+//!   before a sender is set up.
+//! - [`decide`] turns that into one [`decide::Decision`], with no I/O; it holds every rule of
+//!   api.md about phases, dry runs, resend policies, the ledger, tokens and time.
+//! - `act` carries the decision out: a status (written only by [`status`]), or a delivery
+//!   (claim the ledger entry, call the provider, record the outcome, fail over).
+//!
+//! A problem found while gathering ends in a `Failed` status naming the field and the fix; the
+//! watches bring the Email back when the cause changes.
+
+mod act;
+pub mod decide;
+mod gather;
+pub mod outcome;
+pub mod state;
+pub mod status;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+
+use crate::api::{Email, EmailDelivery, EmailPhase, EmailStatus};
+use crate::context::Context;
+
+pub use state::SendState;
+
+/// `kmailops.io/dry-run: "true"`: render and resolve everything, send nothing.
+pub const DRY_RUN_ANNOTATION: &str = "kmailops.io/dry-run";
+/// `kmailops.io/retry: "<new token>"`: one more attempt after Failed or Unknown.
+pub const RETRY_ANNOTATION: &str = "kmailops.io/retry";
+
+/// How long an Email with a problem waits before it is looked at again even without a
+/// change to anything watched (a ConfigMap attachment or namespace labels may have changed).
+const PROBLEM_RECHECK: Duration = Duration::from_secs(300);
+
+/// When an Email whose cached version predates our own status write is looked at again.
+const STALE_RECHECK: Duration = Duration::from_secs(5);
+
+/// What the Email controller works with: the shared context and the state only it owns.
+pub struct EmailContext {
+    pub shared: Arc<Context>,
+    pub sends: SendState,
+}
+
+impl EmailContext {
+    pub fn new(shared: Arc<Context>) -> Arc<Self> {
+        let sends = SendState::new(shared.settings.max_concurrent_sends);
+        Arc::new(Self { shared, sends })
+    }
+}
+
+impl Deref for EmailContext {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.shared
+    }
+}
+
+/// A failure of the reconcile itself (the API server), retried by the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reconciling Email {object}: {source}")]
+    Kube {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("Email {0} has no namespace")]
+    NotNamespaced(String),
+}
+
+impl Error {
+    /// Label for the `reconcile_errors_total` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "KubeApi",
+            Error::NotNamespaced(_) => "NotNamespaced",
+        }
+    }
+}
+
+/// Sent (or Expired) for the current generation: nothing to do, no read, no write, and no
+/// change to anything else the Email depends on can alter that. The first thing a reconcile
+/// checks; the Email cache keeps only what this reads of a settled Email
+/// (`runtime::trim_email`). A dry run asked of a Sent Email that has no preview yet is not
+/// settled: the preview is still to be written.
+pub fn is_settled(email: &Email) -> bool {
+    let status = email.status.as_ref();
+    status.and_then(|s| s.observed_generation) == email.metadata.generation
+        && matches!(
+            status.and_then(|s| s.phase),
+            Some(EmailPhase::Sent) | Some(EmailPhase::Expired)
+        )
+        && !(is_dry_run(email) && status.is_some_and(|s| s.preview.is_none()))
+}
+
+/// Whether the Email asks for a dry run.
+pub fn is_dry_run(email: &Email) -> bool {
+    email
+        .annotations()
+        .get(DRY_RUN_ANNOTATION)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Reconciles one Email.
+pub async fn reconcile(email: Arc<Email>, ctx: Arc<EmailContext>) -> Result<Action, Error> {
+    let name = email.name_any();
+    let Some(namespace) = email.namespace() else {
+        return Err(Error::NotNamespaced(name));
+    };
+    let run = Reconcile {
+        email: &email,
+        ctx: &ctx,
+        id: format!("{namespace}/{name}"),
+        deliveries: Api::namespaced(ctx.client.clone(), &namespace),
+        namespace,
+        name,
+        status: email.status.clone().unwrap_or_default(),
+    };
+    run.run().await.map_err(|source| Error::Kube {
+        object: run.id.clone(),
+        source,
+    })
+}
+
+struct Reconcile<'a> {
+    email: &'a Email,
+    ctx: &'a EmailContext,
+    namespace: String,
+    name: String,
+    /// `namespace/name`, for logs.
+    id: String,
+    deliveries: Api<EmailDelivery>,
+    /// The status as read; the starting point of every status this reconcile writes.
+    status: EmailStatus,
+}
+
+impl Reconcile<'_> {
+    async fn run(&self) -> Result<Action, kube::Error> {
+        // Asked first, also of an Email about to be left alone: the answer drops the note of
+        // our status write once the cache shows a newer version, and an Email that our write
+        // settled is reconciled next (and last) exactly when that version arrives.
+        let stale = self.is_stale();
+        if self.email.metadata.deletion_timestamp.is_some() || is_settled(self.email) {
+            return Ok(Action::await_change());
+        }
+        if stale {
+            // Our own status write is on its way through the watch, which reconciles again;
+            // the requeue only covers a watch that never delivers it.
+            return Ok(Action::requeue(STALE_RECHECK));
+        }
+        let gathered = self.gather().await?;
+        let ledger = self.ledger_entries(&gathered).await?;
+        let facts = self.facts();
+        let decision = decide::decide(&facts, &gathered.readiness, &ledger, jiff::Timestamp::now());
+        tracing::debug!(email = %self.id, ?decision, "decided");
+        self.act(decision, &gathered, &ledger).await
+    }
+
+    /// This version was already acted on by a status write of this process (see
+    /// [`SendState::is_stale`]).
+    fn is_stale(&self) -> bool {
+        let meta = &self.email.metadata;
+        match (&meta.uid, &meta.resource_version) {
+            (Some(uid), Some(version)) => self.ctx.sends.is_stale(uid, version),
+            _ => false,
+        }
+    }
+
+    fn facts(&self) -> decide::Facts<'_> {
+        let spec = &self.email.spec;
+        decide::Facts {
+            dry_run: is_dry_run(self.email),
+            status: &self.status,
+            requested_token: self
+                .email
+                .annotations()
+                .get(RETRY_ANNOTATION)
+                .map(String::as_str)
+                .filter(|t| !t.is_empty()),
+            resend_policy: spec.resend_policy,
+            not_after: spec.not_after.as_ref().map(|t| t.0),
+            send_at: spec.send_at.as_ref().map(|t| t.0),
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Retention of the ledger: an EmailDelivery outlives its Email on purpose (a re-created Email
+//! finds it), but not for ever. When its Email is gone the entry is marked with the time it was
+//! first seen orphaned; once `--delivery-retention` has passed since then it is deleted, and
+//! the mark is removed again if the Email comes back.
+//!
+//! [`sweep_step`] decides (pure, tested below); [`sweep`] performs the writes.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, ResourceExt};
+
+use crate::api::{Email, EmailDelivery, FIELD_MANAGER};
+
+/// Annotation on an EmailDelivery whose Email is gone: since when.
+pub const ORPHANED_SINCE: &str = "kmailops.io/orphaned-since";
+
+/// How often the ledger is swept.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
+
+/// What the sweep does with one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SweepStep {
+    Keep,
+    /// The Email is gone: remember since when.
+    MarkOrphaned(Timestamp),
+    /// The Email is back: forget the mark.
+    Unmark,
+    /// Gone for longer than the retention.
+    Delete,
+}
+
+/// Decides what to do with an entry, from whether its Email exists, the entry's mark (as
+/// written, possibly by hand) and the time.
+pub fn sweep_step(
+    email_exists: bool,
+    mark: Option<&str>,
+    now: Timestamp,
+    retention: Duration,
+) -> SweepStep {
+    match (email_exists, mark) {
+        (true, None) => SweepStep::Keep,
+        (true, Some(_)) => SweepStep::Unmark,
+        (false, None) => SweepStep::MarkOrphaned(now),
+        (false, Some(since)) => match since.parse::<Timestamp>() {
+            // A mark we cannot read is replaced, so the entry still ages out instead of being
+            // kept for ever.
+            Err(_) => SweepStep::MarkOrphaned(now),
+            Ok(since) => {
+                let age: Duration = (now - since).try_into().unwrap_or_default();
+                if age > retention {
+                    SweepStep::Delete
+                } else {
+                    SweepStep::Keep
+                }
+            }
+        },
+    }
+}
+
+/// Sweeps the ledger every [`SWEEP_INTERVAL`] until the task is dropped.
+pub async fn sweep(
+    client: Client,
+    emails: Store<Email>,
+    deliveries: Store<EmailDelivery>,
+    retention: Duration,
+) {
+    // The first sweep runs at once, and an entry whose Email is not in the cache gets marked
+    // orphaned: before the Email watch has listed everything, that would be every entry not
+    // listed yet (a write each, undone by the next sweep).
+    if emails.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        for entry in deliveries.state() {
+            if let Err(err) = sweep_entry(&client, &emails, &entry, retention).await {
+                tracing::warn!(entry = %entry.name_any(), error = %err, "ledger clean-up failed");
+            }
+        }
+    }
+}
+
+async fn sweep_entry(
+    client: &Client,
+    emails: &Store<Email>,
+    entry: &EmailDelivery,
+    retention: Duration,
+) -> Result<(), kube::Error> {
+    let ns = entry.namespace().unwrap_or_default();
+    let api: Api<EmailDelivery> = Api::namespaced(client.clone(), &ns);
+    let email_exists = emails
+        .get(&ObjectRef::new(&entry.spec.email_name).within(&ns))
+        .is_some();
+    let mark = entry.annotations().get(ORPHANED_SINCE).map(String::as_str);
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let annotate = |value: serde_json::Value| serde_json::json!({"metadata": {"annotations": {ORPHANED_SINCE: value}}});
+    match sweep_step(email_exists, mark, Timestamp::now(), retention) {
+        SweepStep::Keep => {}
+        SweepStep::Unmark => {
+            let patch = annotate(serde_json::Value::Null);
+            api.patch(&entry.name_any(), &params, &Patch::Merge(&patch))
+                .await?;
+        }
+        SweepStep::MarkOrphaned(now) => {
+            let patch = annotate(now.to_string().into());
+            api.patch(&entry.name_any(), &params, &Patch::Merge(&patch))
+                .await?;
+        }
+        SweepStep::Delete => {
+            tracing::info!(entry = %format!("{ns}/{}", entry.name_any()), "deleting EmailDelivery past its retention");
+            api.delete(&entry.name_any(), &DeleteParams::default())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_entry_whose_email_exists_is_kept_and_loses_a_stale_orphan_mark() {
+        let now = at("2026-11-29T12:00:00Z");
+        assert_eq!(sweep_step(true, None, now, DAY), SweepStep::Keep);
+        assert_eq!(
+            sweep_step(true, Some("2026-01-01T00:00:00Z"), now, DAY),
+            SweepStep::Unmark
+        );
+    }
+
+    #[test]
+    fn an_orphaned_entry_is_marked_then_deleted_only_after_the_retention() {
+        let now = at("2026-11-29T12:00:00Z");
+        assert_eq!(
+            sweep_step(false, None, now, DAY),
+            SweepStep::MarkOrphaned(now)
+        );
+        assert_eq!(
+            sweep_step(false, Some("2026-11-29T00:00:00Z"), now, DAY),
+            SweepStep::Keep,
+            "12 hours of a 24-hour retention"
+        );
+        assert_eq!(
+            sweep_step(false, Some("2026-11-28T11:59:59Z"), now, DAY),
+            SweepStep::Delete
+        );
+        // A mark in the future (a skewed clock) keeps the entry.
+        assert_eq!(
+            sweep_step(false, Some("2026-12-30T00:00:00Z"), now, DAY),
+            SweepStep::Keep
+        );
+    }
+
+    #[test]
+    fn an_unreadable_mark_is_replaced_so_the_entry_still_ages_out() {
+        let now = at("2026-11-29T12:00:00Z");
+        assert_eq!(
+            sweep_step(false, Some("yesterday"), now, DAY),
+            SweepStep::MarkOrphaned(now)
+        );
+    }
+}
