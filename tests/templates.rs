@@ -456,7 +456,7 @@ async fn validate_reports_each_broken_manifest_on_its_own_line() {
     let expected = [
         format!("{d}/bad-yaml.yaml: document 1: not valid YAML: "),
         format!(
-            "{d}/email-missing-sender.yaml: Email/no-sender: spec.senderConfigRef: EmailSenderConfig broken/ghost is not in the given files"
+            "{d}/email-missing-sender.yaml: Email/no-sender: SenderNotFound: spec.senderConfigRef: EmailSenderConfig broken/ghost does not exist"
         ),
         format!(
             "{d}/email-missing-template.yaml: Email/no-template: TemplateNotFound: EmailTemplate broken/nope does not exist"

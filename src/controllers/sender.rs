@@ -115,6 +115,9 @@ async fn run(
     };
 
     desired.push(match (&provider, spec.disabled) {
+        (Err((reason, msg)), _) if *reason == FALLBACK_NOT_FOUND => {
+            Desired::new(types::READY, Status::False, *reason, msg.clone())
+        }
         (_, true) => Desired::new(
             types::READY,
             Status::False,

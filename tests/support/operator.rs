@@ -68,7 +68,11 @@ impl Operator {
         metrics_addr: Option<std::net::SocketAddr>,
         election: Option<LeaderElection>,
     ) -> Self {
-        settings.instance_id = format!("test-{}", rand::random::<u32>());
+        // A test may name the instance (to play the process that made a claim); otherwise
+        // every start is a new process.
+        if !settings.instance_id.starts_with("test-") {
+            settings.instance_id = format!("test-{}", rand::random::<u32>());
+        }
         let identity = settings.instance_id.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let config = RunConfig {

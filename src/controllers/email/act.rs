@@ -35,11 +35,21 @@ impl Reconcile<'_> {
             Decision::Preview {
                 keep_phase,
                 sender_problem,
+                changed,
             } => {
                 let Some(preview) = g.preview.clone() else {
                     return Ok(Action::requeue(PROBLEM_RECHECK));
                 };
-                let update = self.previewed(preview, keep_phase, sender_problem.as_ref());
+                let delivery = g.messages.iter().zip(&g.chain).find_map(|(m, s)| {
+                    m.as_ref().map(|m| (m.delivery_hash.clone(), s.key.clone()))
+                });
+                let update = self.previewed(
+                    preview,
+                    delivery,
+                    keep_phase,
+                    changed,
+                    sender_problem.as_ref(),
+                );
                 self.write(update).await?;
                 Ok(Action::await_change())
             }

@@ -10,7 +10,7 @@
 //! 2. A dry run only previews. On an Email that is Sent (or Unknown) it writes the preview and
 //!    keeps phase, message id and ledger; a sender problem does not stop a preview.
 //! 3. Sent stays Sent: equal content is observed; changed content is `ChangedAfterSend` under
-//!    `Never` and is sent once under `OnChange`.
+//!    `Never` and is sent once under `OnChange` (content that went out before is recovered).
 //! 4. Unknown moves only on a new `kmailops.io/retry` token.
 //! 5. `notAfter` passed: Expired. `sendAt` ahead: Scheduled.
 //! 6. A problem (content, sender) fails the Email, naming the field and the fix.
@@ -71,6 +71,11 @@ pub enum Decision {
     Preview {
         keep_phase: bool,
         sender_problem: Option<Problem>,
+        /// A Sent Email whose content differs from what was sent: under `Never` the status says
+        /// `ChangedAfterSend` now (removing the annotation changes no generation); under
+        /// `OnChange` the generation stays unobserved, so the send follows the annotation's
+        /// removal.
+        changed: bool,
     },
     /// Sent with this content: observe the generation, nothing else.
     ObserveSent,
@@ -115,6 +120,16 @@ pub fn token_in_effect(facts: &Facts<'_>) -> Option<String> {
     }
 }
 
+/// Whether the decision reads the ledger entries of the Email's name (so they are listed only
+/// then): not for a Sent Email, nor for an Unknown one that nobody asked to try again.
+pub fn needs_ledger(facts: &Facts<'_>) -> bool {
+    match facts.status.phase {
+        Some(EmailPhase::Sent) => facts.resend_policy == ResendPolicy::OnChange,
+        Some(EmailPhase::Unknown) => new_token(facts),
+        _ => true,
+    }
+}
+
 /// A token set that the Email has not acted on yet.
 fn new_token(facts: &Facts<'_>) -> bool {
     let token = token_in_effect(facts);
@@ -128,8 +143,12 @@ pub fn decide(facts: &Facts<'_>, ready: &Readiness, ledger: &[Entry], now: Times
     let fresh_token = new_token(facts);
     let own_state = matches!(phase, Some(EmailPhase::Sent) | Some(EmailPhase::Unknown));
 
-    // 1. The ledger, for an Email whose status does not tell.
-    if !own_state && let Some(d) = from_ledger(ready, ledger, never, &token, fresh_token, now) {
+    // 1. The ledger, for an Email whose status does not tell, and before a token sends an
+    //    Unknown Email's content again (it may have been sent under another token).
+    if phase != Some(EmailPhase::Sent)
+        && needs_ledger(facts)
+        && let Some(d) = from_ledger(ready, ledger, never, &token, fresh_token, now)
+    {
         return d;
     }
 
@@ -142,9 +161,16 @@ pub fn decide(facts: &Facts<'_>, ready: &Readiness, ledger: &[Entry], now: Times
                 Decision::Fail(problem.clone())
             };
         }
+        let changed = phase == Some(EmailPhase::Sent)
+            && !facts
+                .status
+                .delivery_hash
+                .as_ref()
+                .is_some_and(|h| ready.hashes.contains(h));
         return Decision::Preview {
             keep_phase: own_state,
             sender_problem: ready.sender.as_ref().err().cloned(),
+            changed,
         };
     }
 
@@ -164,7 +190,15 @@ pub fn decide(facts: &Facts<'_>, ready: &Readiness, ledger: &[Entry], now: Times
                     Decision::ChangedAfterSend { entry: None }
                 };
             }
-            // OnChange: the new content, once (below).
+            // OnChange: the new content, once, unless it went out before (A -> B -> A).
+            if let Some(e) = ledger
+                .iter()
+                .find(|e| e.state == EntryState::Sent && ready.hashes.contains(&e.hash))
+            {
+                return Decision::Recover {
+                    entry: e.name.clone(),
+                };
+            }
         }
         // 4. Unknown moves only on a new token.
         Some(EmailPhase::Unknown) if !fresh_token => return Decision::StayUnknown,
@@ -216,6 +250,12 @@ fn from_ledger(
     now: Timestamp,
 ) -> Option<Decision> {
     let current = |e: &Entry| ready.hashes.contains(&e.hash);
+    // A token the ledger already carries was acted on, if not by this object then by the one
+    // it replaced (status is lost with a re-create; the ledger is not).
+    let fresh_token = fresh_token
+        && !ledger
+            .iter()
+            .any(|e| e.token.is_some() && e.token == *token);
     let sent = |e: &&Entry| e.state == EntryState::Sent;
     if let Some(e) = ledger.iter().filter(sent).find(|e| current(e)) {
         return Some(Decision::Recover {

@@ -280,14 +280,12 @@ impl Reconcile<'_> {
     /// The cache shows every entry but those made in the last moments (the watch's lag); an
     /// entry that is missing here is still guarded by the claim's atomic create.
     pub(super) async fn ledger_entries(&self, _g: &Gathered) -> Result<Vec<Entry>, kube::Error> {
-        if matches!(
-            self.status.phase,
-            Some(EmailPhase::Sent) | Some(EmailPhase::Unknown)
-        ) || !self
-            .ctx
-            .stores
-            .ledger
-            .has_entries_for(&self.namespace, &self.name)
+        if !super::decide::needs_ledger(&self.facts())
+            || !self
+                .ctx
+                .stores
+                .ledger
+                .has_entries_for(&self.namespace, &self.name)
         {
             return Ok(Vec::new());
         }

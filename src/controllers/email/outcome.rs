@@ -5,7 +5,9 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{DeliveryPhase, EmailDeliveryStatus, EmailPhase, EmailStatus, Preview};
+use crate::api::{
+    DeliveryPhase, EmailDeliveryStatus, EmailPhase, EmailStatus, Preview, ResendPolicy,
+};
 use crate::conditions::{Desired, Status};
 use crate::problem::Problem;
 use crate::provider::{ErrorClass, SendError, SendReceipt};
@@ -243,10 +245,14 @@ impl Reconcile<'_> {
 
     /// A dry run. `keep_phase`: a Sent or Unknown Email only gains the preview; anything
     /// else becomes Previewed. A sender that cannot send now is named in `SenderReady`.
+    /// `delivery`: the hash and sender of the message the preview shows, when a sender
+    /// resolves (a previewed Email reports the hash a send would have).
     pub(super) fn previewed(
         &self,
         preview: Preview,
+        delivery: Option<(String, String)>,
         keep_phase: bool,
+        changed: bool,
         sender_problem: Option<&Problem>,
     ) -> Update {
         let mut status = self.status.clone();
@@ -264,12 +270,27 @@ impl Reconcile<'_> {
         }];
         if keep_phase {
             let phase = status.phase.unwrap_or(EmailPhase::Sent);
+            let never = self.email.spec.resend_policy == ResendPolicy::Never;
+            if changed && never {
+                let event = self
+                    .is_news(reasons::CHANGED_AFTER_SEND)
+                    .then(|| Note::warning(reasons::CHANGED_AFTER_SEND, CHANGED_MESSAGE));
+                let (r, m) = (reasons::CHANGED_AFTER_SEND, CHANGED_MESSAGE);
+                settle(self.email, &mut status, phase, r, m, extra);
+                return Update { status, event };
+            }
             let reason = current_reason(self.email).unwrap_or_else(|| phase.as_str().into());
             let message =
                 crate::conditions::find(&status.conditions, crate::conditions::types::READY)
                     .map(|c| c.message.clone())
                     .unwrap_or_default();
+            let observed = status.observed_generation;
             settle(self.email, &mut status, phase, &reason, &message, extra);
+            if changed {
+                // OnChange: the new content is sent once the annotation goes, which changes
+                // no generation; left unobserved, the Email is looked at again then.
+                status.observed_generation = observed;
+            }
             return Update {
                 status,
                 event: None,
@@ -277,6 +298,10 @@ impl Reconcile<'_> {
         }
         status.next_attempt_time = None;
         status.error = None;
+        if let Some((hash, sender)) = delivery {
+            status.delivery_hash = Some(hash);
+            status.sender_config = Some(sender);
+        }
         let mut message = format!(
             "dry run: rendered for {recipients} recipient(s) through {through}; remove the annotation {DRY_RUN_ANNOTATION} to send"
         );

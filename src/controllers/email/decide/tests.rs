@@ -1,1 +1,613 @@
+//! The decision as a table (each row a sentence), and as a property over random sequences of
+//! what GitOps, people, providers and restarts do to an Email.
+
+use proptest::prelude::*;
+
 use super::*;
+use crate::problem::reasons;
+
+fn at(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn now() -> Timestamp {
+    at("2026-11-29T12:00:00Z")
+}
+
+fn status(phase: Option<EmailPhase>, hash: Option<&str>, handled: Option<&str>) -> EmailStatus {
+    EmailStatus {
+        phase,
+        delivery_hash: hash.map(str::to_string),
+        last_handled_retry: handled.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+fn facts<'a>(status: &'a EmailStatus) -> Facts<'a> {
+    Facts {
+        dry_run: false,
+        status,
+        requested_token: None,
+        resend_policy: ResendPolicy::Never,
+        not_after: None,
+        send_at: None,
+    }
+}
+
+fn ready(hashes: &[&str]) -> Readiness {
+    Readiness {
+        content: None,
+        hashes: hashes.iter().map(|h| h.to_string()).collect(),
+        sender: Ok(0),
+    }
+}
+
+fn entry(hash: &str, token: Option<&str>, state: EntryState) -> Entry {
+    Entry {
+        name: format!("e-{hash}-{}", token.unwrap_or("")),
+        hash: hash.into(),
+        token: token.map(str::to_string),
+        state,
+    }
+}
+
+fn in_flight(expires: &str) -> EntryState {
+    EntryState::InFlight {
+        claimed_by: "other".into(),
+        attempt: 1,
+        expires: Some(at(expires)),
+    }
+}
+
+fn deliver(token: Option<&str>) -> Decision {
+    Decision::Deliver {
+        position: 0,
+        token: token.map(str::to_string),
+    }
+}
+
+fn secret_missing() -> Problem {
+    Problem::new("SecretNotFound", "Secret shop/token does not exist")
+}
+
+#[test]
+fn a_new_email_without_ledger_entries_is_delivered() {
+    let s = status(None, None, None);
+    assert_eq!(
+        decide(&facts(&s), &ready(&["h1"]), &[], now()),
+        deliver(None)
+    );
+}
+
+#[test]
+fn a_dry_run_on_a_sent_email_writes_the_preview_and_keeps_it_sent() {
+    let s = status(Some(EmailPhase::Sent), Some("h1"), None);
+    let f = Facts {
+        dry_run: true,
+        ..facts(&s)
+    };
+    // Edited in the same commit: the new content is previewed, nothing else changes.
+    assert_eq!(
+        decide(&f, &ready(&["h2"]), &[], now()),
+        Decision::Preview {
+            keep_phase: true,
+            sender_problem: None,
+            changed: true
+        }
+    );
+}
+
+#[test]
+fn removing_the_dry_run_after_an_edit_of_a_sent_email_sends_nothing_under_never() {
+    let s = status(Some(EmailPhase::Sent), Some("h1"), None);
+    assert_eq!(
+        decide(&facts(&s), &ready(&["h2"]), &[], now()),
+        Decision::ChangedAfterSend { entry: None }
+    );
+}
+
+#[test]
+fn removing_the_dry_run_after_an_edit_sends_the_new_content_under_on_change() {
+    let s = status(Some(EmailPhase::Sent), Some("h1"), None);
+    let f = Facts {
+        resend_policy: ResendPolicy::OnChange,
+        ..facts(&s)
+    };
+    assert_eq!(decide(&f, &ready(&["h2"]), &[], now()), deliver(None));
+}
+
+#[test]
+fn a_sent_email_with_equal_content_is_only_observed() {
+    let s = status(Some(EmailPhase::Sent), Some("h1"), None);
+    assert_eq!(
+        decide(&facts(&s), &ready(&["h1"]), &[], now()),
+        Decision::ObserveSent
+    );
+    // Sent through the fallback: still equal.
+    assert_eq!(
+        decide(&facts(&s), &ready(&["h0", "h1"]), &[], now()),
+        Decision::ObserveSent
+    );
+}
+
+#[test]
+fn an_unknown_email_stays_unknown_when_its_sender_turns_unhealthy_or_its_template_changes() {
+    let s = status(Some(EmailPhase::Unknown), Some("h1"), None);
+    // The chain now starts at the fallback (another hash), or the template changed.
+    for hashes in [&["hf"][..], &["h2"][..]] {
+        assert_eq!(
+            decide(&facts(&s), &ready(hashes), &[], now()),
+            Decision::StayUnknown,
+            "{hashes:?}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_email_is_tried_again_once_per_new_token() {
+    let s = status(Some(EmailPhase::Unknown), Some("h1"), Some("t1"));
+    let asked = |t| Facts {
+        requested_token: Some(t),
+        ..facts(&s)
+    };
+    assert_eq!(
+        decide(&asked("t1"), &ready(&["h1"]), &[], now()),
+        Decision::StayUnknown,
+        "a token already acted on"
+    );
+    assert_eq!(
+        decide(&asked("t2"), &ready(&["h1"]), &[], now()),
+        deliver(Some("t2"))
+    );
+}
+
+#[test]
+fn a_re_created_email_whose_content_was_sent_is_recovered_from_the_ledger() {
+    let s = status(None, None, None);
+    let ledger = [entry("h1", None, EntryState::Sent)];
+    assert_eq!(
+        decide(&facts(&s), &ready(&["h1"]), &ledger, now()),
+        Decision::Recover {
+            entry: ledger[0].name.clone()
+        }
+    );
+}
+
+#[test]
+fn a_re_created_email_with_other_content_is_changed_after_send_under_never_and_sent_under_on_change()
+ {
+    let s = status(None, None, None);
+    let ledger = [entry("h1", None, EntryState::Sent)];
+    assert_eq!(
+        decide(&facts(&s), &ready(&["h2"]), &ledger, now()),
+        Decision::ChangedAfterSend {
+            entry: Some(ledger[0].name.clone())
+        }
+    );
+    let f = Facts {
+        resend_policy: ResendPolicy::OnChange,
+        ..facts(&s)
+    };
+    assert_eq!(decide(&f, &ready(&["h2"]), &ledger, now()), deliver(None));
+}
+
+#[test]
+fn a_re_created_email_waits_for_a_send_of_other_content_still_in_flight_under_never() {
+    let s = status(None, None, None);
+    let ledger = [entry("h1", None, in_flight("2026-11-29T12:01:00Z"))];
+    assert_eq!(
+        decide(&facts(&s), &ready(&["h2"]), &ledger, now()),
+        Decision::Wait(IN_FLIGHT_RECHECK)
+    );
+    // Its own content in flight is the delivery's to follow.
+    assert_eq!(
+        decide(&facts(&s), &ready(&["h1"]), &ledger, now()),
+        deliver(None)
+    );
+    // A lapsed claim of other content is no reason to wait.
+    let lapsed = [entry("h1", None, in_flight("2026-11-29T11:00:00Z"))];
+    assert_eq!(
+        decide(&facts(&s), &ready(&["h2"]), &lapsed, now()),
+        deliver(None)
+    );
+}
+
+#[test]
+fn a_re_created_email_whose_delivery_is_unknown_stays_unknown_until_a_new_token() {
+    let s = status(None, None, None);
+    let ledger = [entry("h1", None, EntryState::Unknown)];
+    assert_eq!(
+        decide(&facts(&s), &ready(&["h1"]), &ledger, now()),
+        Decision::MirrorUnknown {
+            entry: ledger[0].name.clone()
+        }
+    );
+    // Under Never also after an edit.
+    assert_eq!(
+        decide(&facts(&s), &ready(&["h2"]), &ledger, now()),
+        Decision::MirrorUnknown {
+            entry: ledger[0].name.clone()
+        }
+    );
+    let f = Facts {
+        requested_token: Some("t1"),
+        ..facts(&s)
+    };
+    assert_eq!(
+        decide(&f, &ready(&["h1"]), &ledger, now()),
+        deliver(Some("t1"))
+    );
+}
+
+#[test]
+fn a_preview_needs_no_working_sender_and_names_its_problem() {
+    let s = status(None, None, None);
+    let f = Facts {
+        dry_run: true,
+        ..facts(&s)
+    };
+    let r = Readiness {
+        sender: Err(secret_missing()),
+        ..ready(&["h1"])
+    };
+    assert_eq!(
+        decide(&f, &r, &[], now()),
+        Decision::Preview {
+            keep_phase: false,
+            sender_problem: Some(secret_missing()),
+            changed: false
+        }
+    );
+    // Without the dry run the same problem fails the Email.
+    assert_eq!(
+        decide(&facts(&s), &r, &[], now()),
+        Decision::Fail(secret_missing())
+    );
+}
+
+#[test]
+fn a_dry_run_of_content_that_does_not_render_fails_unless_the_email_was_sent() {
+    let broken = Readiness {
+        content: Some(Problem::new(reasons::TEMPLATE_ERROR, "undefined variable")),
+        hashes: vec![],
+        sender: Ok(0),
+    };
+    let fresh = status(None, None, None);
+    let f = Facts {
+        dry_run: true,
+        ..facts(&fresh)
+    };
+    assert!(matches!(decide(&f, &broken, &[], now()), Decision::Fail(_)));
+    let sent = status(Some(EmailPhase::Sent), Some("h1"), None);
+    let f = Facts {
+        dry_run: true,
+        ..facts(&sent)
+    };
+    assert_eq!(
+        decide(&f, &broken, &[], now()),
+        Decision::ChangedAfterSend { entry: None }
+    );
+}
+
+#[test]
+fn time_expires_and_schedules_only_what_was_not_sent() {
+    let s = status(None, None, None);
+    let expired = Facts {
+        not_after: Some(at("2026-11-29T11:00:00Z")),
+        ..facts(&s)
+    };
+    assert_eq!(
+        decide(&expired, &ready(&["h1"]), &[], now()),
+        Decision::Expired
+    );
+    let later = at("2026-11-30T09:00:00Z");
+    let scheduled = Facts {
+        send_at: Some(later),
+        ..facts(&s)
+    };
+    assert_eq!(
+        decide(&scheduled, &ready(&["h1"]), &[], now()),
+        Decision::Scheduled(later)
+    );
+    // A re-created Email past notAfter whose content went out is Sent, not Expired.
+    let ledger = [entry("h1", None, EntryState::Sent)];
+    assert!(matches!(
+        decide(&expired, &ready(&["h1"]), &ledger, now()),
+        Decision::Recover { .. }
+    ));
+}
+
+#[test]
+fn a_token_on_an_email_under_way_or_sent_is_not_acted_on() {
+    for phase in [EmailPhase::Retrying, EmailPhase::Sent, EmailPhase::Pending] {
+        let s = status(Some(phase), Some("h1"), None);
+        let f = Facts {
+            requested_token: Some("t1"),
+            ..facts(&s)
+        };
+        assert_eq!(token_in_effect(&f), None, "{phase:?}");
+    }
+}
+
+// ---- the property ----------------------------------------------------------------------
+
+/// What can happen to one Email between two reconciles.
+#[derive(Clone, Debug)]
+enum Event {
+    /// A commit changes the content (0..3) or only labels (content stays).
+    Edit(u8),
+    DryRun(bool),
+    /// `kmailops.io/retry` set to this value.
+    Token(u8),
+    /// Deleted and created again (Argo CD Replace, Flux prune and re-add).
+    Recreate,
+    /// The primary sender turns healthy or unhealthy (then the chain starts at the fallback).
+    PrimaryHealthy(bool),
+    /// A reconcile; a provider call in it answers so.
+    Reconcile(Answer),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Answer {
+    Accepted,
+    /// 5xx before hand-over: nothing delivered, retried.
+    Transient,
+    /// Timeout after hand-over: maybe delivered.
+    Ambiguous,
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        (0u8..3).prop_map(Event::Edit),
+        any::<bool>().prop_map(Event::DryRun),
+        (0u8..3).prop_map(Event::Token),
+        Just(Event::Recreate),
+        any::<bool>().prop_map(Event::PrimaryHealthy),
+        prop_oneof![
+            Just(Answer::Accepted),
+            Just(Answer::Transient),
+            Just(Answer::Ambiguous)
+        ]
+        .prop_map(Event::Reconcile),
+        Just(Event::Reconcile(Answer::Accepted)),
+    ]
+}
+
+/// The world around the decision, as `act` and the ledger change it.
+#[derive(Debug)]
+struct World {
+    policy: ResendPolicy,
+    content: u8,
+    dry_run: bool,
+    token: Option<String>,
+    primary_healthy: bool,
+    status: EmailStatus,
+    ledger: Vec<Entry>,
+    /// Provider calls that may have delivered, by (hash, token).
+    maybe_delivered: Vec<(String, Option<String>)>,
+    accepted: Vec<String>,
+    /// Index in `maybe_delivered` of the first accepted call.
+    first_accepted: Option<usize>,
+}
+
+impl World {
+    fn hashes(&self) -> Vec<String> {
+        let mut senders = vec!["fallback"];
+        if self.primary_healthy {
+            senders.insert(0, "primary");
+        }
+        // Gathering also hashes the content through senders the Email may have gone out
+        // through before (the status's, the ledger's), after the chain.
+        if !self.primary_healthy {
+            senders.push("primary");
+        }
+        senders
+            .iter()
+            .map(|s| format!("{}-{s}", self.content))
+            .collect()
+    }
+
+    fn reconcile(&mut self, answer: Answer) -> Decision {
+        let hashes = self.hashes();
+        let ready = Readiness {
+            content: None,
+            hashes: hashes.clone(),
+            sender: Ok(0),
+        };
+        let f = Facts {
+            dry_run: self.dry_run,
+            status: &self.status,
+            requested_token: self.token.as_deref(),
+            resend_policy: self.policy,
+            not_after: None,
+            send_at: None,
+        };
+        let d = decide(&f, &ready, &self.ledger, now());
+        match &d {
+            Decision::Wait(_) | Decision::ObserveSent | Decision::StayUnknown => {}
+            Decision::Expired | Decision::Scheduled(_) | Decision::Fail(_) => {
+                unreachable!("no time, no problems in this world: {d:?}")
+            }
+            Decision::Preview { keep_phase, .. } => {
+                self.status.preview = Some(Default::default());
+                if !keep_phase {
+                    self.status.phase = Some(EmailPhase::Previewed);
+                }
+            }
+            Decision::ChangedAfterSend { entry } => {
+                if let Some(name) = entry {
+                    self.mirror(name);
+                }
+                self.status.phase = Some(EmailPhase::Sent);
+            }
+            Decision::Recover { entry } | Decision::MirrorUnknown { entry } => self.mirror(entry),
+            Decision::Deliver { position, token } => {
+                let hash = hashes[*position].clone();
+                self.deliver(hash, token.clone(), answer);
+            }
+        }
+        d
+    }
+
+    fn mirror(&mut self, name: &str) {
+        let e = self.ledger.iter().find(|e| e.name == name).unwrap().clone();
+        self.status.phase = Some(match e.state {
+            EntryState::Sent => EmailPhase::Sent,
+            EntryState::Unknown => EmailPhase::Unknown,
+            _ => EmailPhase::Failed,
+        });
+        self.status.delivery_hash = Some(e.hash.clone());
+        self.status.message_id = (e.state == EntryState::Sent).then(|| e.name.clone());
+    }
+
+    /// `act`: follow or claim the entry of (hash, token), call the provider when it may.
+    fn deliver(&mut self, hash: String, token: Option<String>, answer: Answer) {
+        let name = format!("{hash}/{}", token.as_deref().unwrap_or(""));
+        self.status.last_handled_retry = token.clone();
+        self.status.delivery_hash = Some(hash.clone());
+        let existing = self.ledger.iter().position(|e| e.name == name);
+        let call = match existing.map(|i| self.ledger[i].state.clone()) {
+            None => true,
+            Some(EntryState::Waiting { .. }) => true,
+            Some(EntryState::Sent) => {
+                self.mirror(&name);
+                false
+            }
+            Some(EntryState::Unknown) | Some(EntryState::Failed) => {
+                self.mirror(&name);
+                false
+            }
+            Some(EntryState::InFlight { .. }) => false,
+        };
+        if !call {
+            return;
+        }
+        let state = match answer {
+            Answer::Accepted => EntryState::Sent,
+            Answer::Ambiguous => EntryState::Unknown,
+            Answer::Transient => EntryState::Waiting {
+                attempts: 1,
+                next_attempt: None,
+            },
+        };
+        if answer != Answer::Transient {
+            self.maybe_delivered.push((hash.clone(), token.clone()));
+        }
+        if answer == Answer::Accepted {
+            self.first_accepted
+                .get_or_insert(self.maybe_delivered.len() - 1);
+            self.accepted.push(hash.clone());
+        }
+        match existing {
+            Some(i) => self.ledger[i].state = state,
+            None => self.ledger.push(Entry {
+                name: name.clone(),
+                hash,
+                token,
+                state,
+            }),
+        }
+        self.status.phase = Some(match answer {
+            Answer::Accepted => EmailPhase::Sent,
+            Answer::Ambiguous => EmailPhase::Unknown,
+            Answer::Transient => EmailPhase::Retrying,
+        });
+        self.status.message_id = (answer == Answer::Accepted).then(|| name.clone());
+    }
+}
+
+fn run(policy: ResendPolicy, events: &[Event]) -> Result<(), TestCaseError> {
+    let mut w = World {
+        policy,
+        content: 0,
+        dry_run: false,
+        token: None,
+        primary_healthy: true,
+        status: EmailStatus::default(),
+        ledger: Vec::new(),
+        maybe_delivered: Vec::new(),
+        accepted: Vec::new(),
+        first_accepted: None,
+    };
+    for (step, ev) in events.iter().enumerate() {
+        let before = w.status.clone();
+        let handled = w.status.last_handled_retry.clone();
+        match ev {
+            Event::Edit(c) => w.content = *c,
+            Event::DryRun(on) => w.dry_run = *on,
+            Event::Token(t) => w.token = Some(format!("t{t}")),
+            Event::Recreate => w.status = EmailStatus::default(),
+            Event::PrimaryHealthy(h) => w.primary_healthy = *h,
+            Event::Reconcile(answer) => {
+                let d = w.reconcile(*answer);
+                let fresh_token = w.token.is_some() && w.token != handled;
+                // Unknown moves only on a new token.
+                if before.phase == Some(EmailPhase::Unknown) {
+                    prop_assert!(
+                        w.status.phase == Some(EmailPhase::Unknown) || fresh_token,
+                        "step {step}: Unknown left without a token: {d:?} -> {:?}",
+                        w.status.phase
+                    );
+                }
+                // A dry run never changes a Sent Email's phase or message id.
+                if w.dry_run && before.phase == Some(EmailPhase::Sent) {
+                    prop_assert_eq!(w.status.phase, Some(EmailPhase::Sent), "step {}", step);
+                    prop_assert_eq!(&w.status.message_id, &before.message_id, "step {}", step);
+                }
+            }
+        }
+        match policy {
+            // At most one message per Email name: after an accepted send, no call at all;
+            // a call that may have delivered is repeated only under a new token.
+            ResendPolicy::Never => {
+                if let Some(i) = w.first_accepted {
+                    prop_assert_eq!(
+                        w.maybe_delivered.len(),
+                        i + 1,
+                        "step {}: a call after the accepted one: {:?}",
+                        step,
+                        &w.maybe_delivered
+                    );
+                }
+                let mut tokens: Vec<_> = w.maybe_delivered.iter().map(|(_, t)| t).collect();
+                let n = tokens.len();
+                tokens.sort();
+                tokens.dedup();
+                prop_assert_eq!(
+                    tokens.len(),
+                    n,
+                    "step {}: two maybe-deliveries under one token",
+                    step
+                );
+            }
+            // At most one accepted message per content.
+            ResendPolicy::OnChange => {
+                // The content, whichever sender it went through.
+                let mut accepted: Vec<&str> = w
+                    .accepted
+                    .iter()
+                    .map(|h| h.split('-').next().unwrap_or_default())
+                    .collect();
+                accepted.sort();
+                let n = accepted.len();
+                accepted.dedup();
+                prop_assert_eq!(accepted.len(), n, "step {}: content sent twice", step);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn under_never_an_email_name_gets_at_most_one_message(events in prop::collection::vec(event(), 1..40)) {
+        run(ResendPolicy::Never, &events)?;
+    }
+
+    #[test]
+    fn under_on_change_each_content_is_sent_at_most_once(events in prop::collection::vec(event(), 1..40)) {
+        run(ResendPolicy::OnChange, &events)?;
+    }
+}
