@@ -402,10 +402,8 @@ async fn the_cli_and_the_operator_fail_over_from_a_disabled_primary_and_name_a_m
         ),
         sender_yaml("backup", &fallback.base_url, "").replace("  default: true\n", ""),
         email_yaml("welcome", "Welcome", ""),
-        format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: mailersend-token}}\ndata: {{token: {}}}\n",
-            "dGVzdC10b2tlbg=="
-        ),
+        // base64 of "test-token"
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: mailersend-token}\ndata: {token: dGVzdC10b2tlbg==}\n",
     );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("all.yaml");
@@ -467,10 +465,14 @@ async fn under_on_change_a_dry_run_of_new_content_previews_it_and_its_removal_se
     let op = Operator::start(env.client(), &ns);
     let policy = "  resendPolicy: OnChange";
 
-    env.apply_yaml(&ns, &email_yaml("digest", "Week 1", policy)).await;
-    let first = wait_for(&emails, "digest", phase_is(EmailPhase::Sent), WAIT).await;
-    env.apply_yaml(&ns, &with_dry_run(&email_yaml("digest", "Week 2", policy), "digest"))
+    env.apply_yaml(&ns, &email_yaml("digest", "Week 1", policy))
         .await;
+    let first = wait_for(&emails, "digest", phase_is(EmailPhase::Sent), WAIT).await;
+    env.apply_yaml(
+        &ns,
+        &with_dry_run(&email_yaml("digest", "Week 2", policy), "digest"),
+    )
+    .await;
     let previewed = wait_for(
         &emails,
         "digest",

@@ -52,9 +52,10 @@ impl<'a> ClusterValues<'a> {
             .iter()
             .filter_map(|a| a.config_map_key_ref.as_ref())
         {
-            let key = (namespace.to_string(), r.name.clone());
-            if !config_maps.contains_key(&key) {
-                config_maps.insert(key, api.get_opt(&r.name).await?);
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                config_maps.entry((namespace.to_string(), r.name.clone()))
+            {
+                slot.insert(api.get_opt(&r.name).await?);
             }
         }
         Ok(Self {

@@ -107,6 +107,12 @@ impl fmt::Debug for Redactor {
     }
 }
 
+/// Loaded credentials plus the Secret's resourceVersion, so a rotated Secret rebuilds the client.
+pub struct Loaded {
+    pub credentials: Credentials,
+    pub secret_version: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,10 +149,4 @@ mod tests {
         );
         assert_eq!(scrubbed.matches("<redacted>").count(), 3);
     }
-}
-
-/// Loaded credentials plus the Secret's resourceVersion, so a rotated Secret rebuilds the client.
-pub struct Loaded {
-    pub credentials: Credentials,
-    pub secret_version: Option<String>,
 }

@@ -3,7 +3,7 @@
 
 use minijinja::ErrorKind;
 
-use super::engine::{FUEL, RECURSION_LIMIT};
+use super::limits::{FUEL, RECURSION_LIMIT};
 use crate::api::TemplateErrorDetail;
 
 /// Reasons of a failed render, for conditions and Events.

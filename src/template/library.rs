@@ -6,8 +6,9 @@ use std::sync::Arc;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::builtins::Builtins;
+use super::names::Part;
 use super::names::{Target, target};
-use crate::api::EmailTemplate;
+use crate::api::{EmailTemplate, EmailTemplateSpec};
 
 /// Where EmailTemplates are looked up: the controller's cache, or objects read from files.
 pub trait TemplateLookup: Send + Sync {
@@ -76,10 +77,19 @@ impl Library {
         match target(name) {
             Target::Template { name, part } => {
                 let t = self.templates.template(&self.namespace, name)?;
-                super::render::part_source(&t.spec, part).map(str::to_string)
+                part_source(&t.spec, part).map(str::to_string)
             }
             Target::Builtin(path) => self.builtins.get(path).map(str::to_string),
             Target::Bare(_) => None,
         }
+    }
+}
+
+/// The source of one part, if the template has it.
+pub fn part_source(spec: &EmailTemplateSpec, part: Part) -> Option<&str> {
+    match part {
+        Part::Subject => spec.subject.as_deref(),
+        Part::Text => spec.text.as_deref(),
+        Part::Html => spec.html.as_deref(),
     }
 }

@@ -22,6 +22,7 @@ pub mod builtins;
 pub mod engine;
 pub mod error;
 pub mod library;
+pub mod limits;
 pub mod names;
 pub mod render;
 

@@ -7,22 +7,13 @@ use minijinja::value::{Serde, Value};
 
 use super::engine::render_part;
 use super::error::{RenderError, reasons};
-use super::library::Library;
+use super::library::{Library, part_source};
 use super::names::Part;
 use crate::api::{EmailTemplateSpec, TemplateErrorDetail};
 use crate::message::RenderedContent;
 
 /// Template input as written in an Email's `variables` or a template's `previewVariables`.
 pub type Variables = BTreeMap<String, serde_json::Value>;
-
-/// The source of one part, if the template has it.
-pub fn part_source(spec: &EmailTemplateSpec, part: Part) -> Option<&str> {
-    match part {
-        Part::Subject => spec.subject.as_deref(),
-        Part::Text => spec.text.as_deref(),
-        Part::Html => spec.html.as_deref(),
-    }
-}
 
 /// The values a render sees: each declared default, overridden by what is given. Values
 /// that are given but not declared pass through (declaring is documentation, not a filter).
