@@ -82,33 +82,6 @@ pub struct Preview {
     /// Rendered HTML body (truncated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
-    /// Email previews: the recipients as they will be addressed (at most 50 shown per list).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub to: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cc: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub bcc: Vec<String>,
-    /// Email previews: the EmailSenderConfig (`namespace/name`) it would go out through.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sender: Option<String>,
-    /// Email previews: the From mailbox.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// Email previews: the attachments, by name and size.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attachments: Vec<PreviewAttachment>,
-}
-
-/// An attachment as a preview shows it (never its content).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PreviewAttachment {
-    pub filename: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
-    /// Size in bytes.
-    pub size: i64,
 }
 
 /// Schema for a free-form JSON object (template variables). Structural schemas need an explicit

@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{ConfigMapKeyRef, ObjectRef, Preview, SecretKeyRef, free_form_object};
+use super::common::{ConfigMapKeyRef, ObjectRef, SecretKeyRef, free_form_object};
 use super::sender_config::ProviderKind;
 
 /// CEL: every list item is free of line breaks.
@@ -239,7 +239,7 @@ pub struct EmailStatus {
     pub error: Option<String>,
     /// The rendered message (bodies truncated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preview: Option<Preview>,
+    pub preview: Option<EmailPreview>,
     /// The last `kmailops.io/retry` annotation value acted on; each token is acted on once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_retry: Option<String>,
@@ -247,4 +247,50 @@ pub struct EmailStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// What an Email renders to, as a dry run shows it in status: content and recipients as they
+/// would go out, the sender, and attachment names and sizes. Bodies are truncated to a bounded
+/// size so a large message never bloats the object.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailPreview {
+    /// Rendered subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Rendered plain-text body (truncated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Rendered HTML body (truncated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    /// The To recipients as they will be addressed (at most 50 shown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
+    /// The Cc recipients.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cc: Vec<String>,
+    /// The Bcc recipients.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bcc: Vec<String>,
+    /// The EmailSenderConfig (`namespace/name`) it would go out through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// The From mailbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The attachments, by name and size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<PreviewAttachment>,
+}
+
+/// An attachment as a preview shows it (never its content).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewAttachment {
+    pub filename: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Size in bytes.
+    pub size: i64,
 }

@@ -11,11 +11,12 @@ pub mod email;
 pub mod sender_config;
 pub mod template;
 
-pub use common::{
-    AllowedNamespaces, NamespacesFrom, ObjectRef, Preview, PreviewAttachment, SecretKeyRef,
-};
+pub use common::{AllowedNamespaces, NamespacesFrom, ObjectRef, Preview, SecretKeyRef};
 pub use delivery::{DeliveryPhase, EmailDelivery, EmailDeliverySpec, EmailDeliveryStatus};
-pub use email::{Attachment, Email, EmailPhase, EmailSpec, EmailStatus, ResendPolicy};
+pub use email::{
+    Attachment, Email, EmailPhase, EmailPreview, EmailSpec, EmailStatus, PreviewAttachment,
+    ResendPolicy,
+};
 pub use sender_config::{
     EmailSenderConfig, EmailSenderConfigSpec, EmailSenderConfigStatus, ProviderKind,
 };

@@ -155,7 +155,6 @@ pub fn preview(
         subject: Some(content.subject).filter(|s| !s.is_empty()),
         text: content.text.map(cut),
         html: content.html.map(cut),
-        ..Preview::default()
     })
 }
 

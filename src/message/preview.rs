@@ -1,7 +1,7 @@
 //! The rendered message as shown in `status.preview`, bounded so a large body never bloats
 //! the object (etcd objects are limited to about 1.5 MB, and every watcher receives them).
 
-use crate::api::{Preview, PreviewAttachment};
+use crate::api::{EmailPreview, PreviewAttachment};
 use crate::conditions::truncate;
 
 use super::{AttachmentData, OutgoingMessage, RenderedContent};
@@ -14,14 +14,14 @@ const MAX_RECIPIENTS: usize = 50;
 const MAX_LINE_BYTES: usize = 1024;
 
 /// The preview of a message as a sender would send it.
-pub fn of(message: &OutgoingMessage, sender: &str) -> Preview {
+pub fn of(message: &OutgoingMessage, sender: &str) -> EmailPreview {
     let list = |m: &[super::Mailbox]| {
         m.iter()
             .take(MAX_RECIPIENTS)
             .map(|m| truncate(&m.to_string(), MAX_LINE_BYTES))
             .collect()
     };
-    Preview {
+    EmailPreview {
         to: list(&message.to),
         cc: list(&message.cc),
         bcc: list(&message.bcc),
@@ -44,14 +44,14 @@ pub fn without_sender(
     cc: &[String],
     bcc: &[String],
     attached: &[AttachmentData],
-) -> Preview {
+) -> EmailPreview {
     let list = |l: &[String]| {
         l.iter()
             .take(MAX_RECIPIENTS)
             .map(|a| truncate(a, MAX_LINE_BYTES))
             .collect()
     };
-    Preview {
+    EmailPreview {
         to: list(to),
         cc: list(cc),
         bcc: list(bcc),
@@ -60,13 +60,13 @@ pub fn without_sender(
     }
 }
 
-/// Subject and bodies only (templates).
-pub fn content(content: &RenderedContent) -> Preview {
-    Preview {
+/// Subject and bodies only.
+pub fn content(content: &RenderedContent) -> EmailPreview {
+    EmailPreview {
         subject: Some(truncate(&content.subject, MAX_LINE_BYTES)),
         text: content.text.as_deref().map(|t| truncate(t, MAX_BODY_BYTES)),
         html: content.html.as_deref().map(|h| truncate(h, MAX_BODY_BYTES)),
-        ..Preview::default()
+        ..EmailPreview::default()
     }
 }
 

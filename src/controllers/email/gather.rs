@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 
 use crate::admission::admits;
-use crate::api::{EmailPhase, Preview};
+use crate::api::{EmailPhase, EmailPreview};
 use crate::ledger;
 use crate::lookup::cluster::ClusterValues;
 use crate::lookup::senders::{self, ResolvedSender};
@@ -31,7 +31,7 @@ pub(super) struct Gathered {
     pub ready: Option<Prepared>,
     pub readiness: Readiness,
     /// What `status.preview` shows; `None` when the content could not be rendered.
-    pub preview: Option<Preview>,
+    pub preview: Option<EmailPreview>,
 }
 
 /// One sender of the chain, ready to send.

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
-    DeliveryPhase, EmailDeliveryStatus, EmailPhase, EmailStatus, Preview, ResendPolicy,
+    DeliveryPhase, EmailDeliveryStatus, EmailPhase, EmailPreview, EmailStatus, ResendPolicy,
 };
 use crate::conditions::{Desired, Status};
 use crate::problem::Problem;
@@ -249,7 +249,7 @@ impl Reconcile<'_> {
     /// resolves (a previewed Email reports the hash a send would have).
     pub(super) fn previewed(
         &self,
-        preview: Preview,
+        preview: EmailPreview,
         delivery: Option<(String, String)>,
         keep_phase: bool,
         changed: bool,
@@ -261,12 +261,17 @@ impl Reconcile<'_> {
         let through = preview.sender.as_deref().unwrap_or("no sender");
         let extra = vec![match sender_problem {
             None => Desired::new(
-                reasons::SENDER_READY,
+                super::status::SENDER_READY,
                 Status::True,
                 "Ready",
                 format!("{through} can send"),
             ),
-            Some(p) => Desired::new(reasons::SENDER_READY, Status::False, p.reason, &p.message),
+            Some(p) => Desired::new(
+                super::status::SENDER_READY,
+                Status::False,
+                p.reason,
+                &p.message,
+            ),
         }];
         if keep_phase {
             let phase = status.phase.unwrap_or(EmailPhase::Sent);

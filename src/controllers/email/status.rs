@@ -26,9 +26,10 @@ pub mod reasons {
     pub const RETRIES_EXHAUSTED: &str = "RetriesExhausted";
     pub const TRANSIENT_ERROR: &str = "TransientError";
     pub const RATE_LIMITED: &str = "RateLimited";
-    /// Condition `SenderReady`: a preview was written, but the sender could not send now.
-    pub const SENDER_READY: &str = "SenderReady";
 }
+
+/// Condition beside a dry run's preview: whether the sender could send now, or why not.
+pub const SENDER_READY: &str = "SenderReady";
 
 /// An Event to publish on the Email.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,8 +100,8 @@ pub fn settle(
         .as_ref()
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
-    if !extra.iter().any(|d| d.type_ == reasons::SENDER_READY) {
-        previous.retain(|c| c.type_ != reasons::SENDER_READY);
+    if !extra.iter().any(|d| d.type_ == SENDER_READY) {
+        previous.retain(|c| c.type_ != SENDER_READY);
     }
     let generation = email.metadata.generation;
     status.phase = Some(phase);
