@@ -515,3 +515,38 @@ async fn under_on_change_a_dry_run_of_new_content_previews_it_and_its_removal_se
     );
     op.stop().await;
 }
+
+#[tokio::test]
+async fn the_cli_applies_the_operators_attachment_limit() {
+    // 16 MiB in one Secret: more than the 15 MiB all attachments of one Email may hold.
+    // (The API server's object limit keeps such a Secret out of a cluster; the operator reads
+    // attachments through the same code, `lookup::attachments`, with the same limit.)
+    let big = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        vec![b'x'; 16 * 1024 * 1024],
+    );
+    let manifests = format!(
+        "{}\n---\n{}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: mailersend-token}}\ndata: {{token: dGVzdC10b2tlbg==}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: report}}\ndata: {{report.pdf: {big}}}\n",
+        sender_yaml("mailersend", "http://127.0.0.1:9/v1", ""),
+        email_yaml(
+            "monthly",
+            "Report",
+            "  attachments:\n  - {filename: report.pdf, secretKeyRef: {name: report, key: report.pdf}}"
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("all.yaml");
+    std::fs::write(&file, &manifests).unwrap();
+    let file = file.display().to_string();
+    for args in [
+        vec!["validate", file.as_str()],
+        vec!["send", "-f", file.as_str()],
+    ] {
+        let (ok, out, err) = cli(&args).await;
+        assert!(!ok, "{args:?} must fail");
+        assert!(
+            format!("{out}{err}").contains("together larger than 15 MiB"),
+            "{args:?}: stdout: {out}\nstderr: {err}"
+        );
+    }
+}
