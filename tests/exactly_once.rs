@@ -49,6 +49,13 @@ fn with_dry_run(yaml: &str, name: &str) -> String {
     )
 }
 
+fn preview_subject(e: &Email) -> Option<&str> {
+    e.status
+        .as_ref()
+        .and_then(|s| s.preview.as_ref())
+        .and_then(|p| p.subject.as_deref())
+}
+
 /// Stays so for a while: polls `secs` seconds and fails at the first moment it is not.
 async fn stays(emails: &Api<Email>, name: &str, ok: impl Fn(&Email) -> bool, secs: u64) {
     for _ in 0..secs * 4 {
@@ -79,13 +86,7 @@ async fn a_dry_run_added_with_an_edit_of_a_sent_email_previews_it_and_never_send
     let previewed = wait_for(
         &emails,
         "notice",
-        |e| {
-            e.status
-                .as_ref()
-                .and_then(|s| s.preview.as_ref())
-                .and_then(|p| p.subject.as_deref())
-                == Some("Second")
-        },
+        |e| preview_subject(e) == Some("Second"),
         WAIT,
     )
     .await;
@@ -476,13 +477,7 @@ async fn under_on_change_a_dry_run_of_new_content_previews_it_and_its_removal_se
     let previewed = wait_for(
         &emails,
         "digest",
-        |e| {
-            e.status
-                .as_ref()
-                .and_then(|s| s.preview.as_ref())
-                .and_then(|p| p.subject.as_deref())
-                == Some("Week 2")
-        },
+        |e| preview_subject(e) == Some("Week 2"),
         WAIT,
     )
     .await;

@@ -42,17 +42,10 @@ impl Senders for FileSenders {
 
 impl Values for ManifestSet {
     fn secret_key(&self, namespace: &str, name: &str, key: &str) -> Found {
-        if !self
-            .secrets
-            .iter()
-            .any(|s| s.namespace == namespace && s.name == name)
-        {
-            return Found::NoObject;
-        }
-        match self.secret_value(namespace, name, key) {
-            Ok(v) => Found::Value(v),
-            Err(_) => Found::NoKey,
-        }
+        found(
+            crate::manifests::find(&self.secrets, namespace, name).is_some(),
+            || self.secret_value(namespace, name, key),
+        )
     }
 
     fn secret_version(&self, _namespace: &str, _name: &str) -> Option<String> {
@@ -60,16 +53,17 @@ impl Values for ManifestSet {
     }
 
     fn config_map_key(&self, namespace: &str, name: &str, key: &str) -> Found {
-        if !self
-            .config_maps
-            .iter()
-            .any(|c| c.namespace == namespace && c.name == name)
-        {
-            return Found::NoObject;
-        }
-        match self.config_map_value(namespace, name, key) {
-            Ok(v) => Found::Value(v),
-            Err(_) => Found::NoKey,
-        }
+        found(
+            crate::manifests::find(&self.config_maps, namespace, name).is_some(),
+            || self.config_map_value(namespace, name, key),
+        )
+    }
+}
+
+fn found<E>(exists: bool, value: impl FnOnce() -> Result<Vec<u8>, E>) -> Found {
+    match (exists, exists.then(value)) {
+        (false, _) => Found::NoObject,
+        (true, Some(Ok(v))) => Found::Value(v),
+        (true, _) => Found::NoKey,
     }
 }
