@@ -22,3 +22,4 @@ pub mod rate_limit;
 pub mod runtime;
 pub mod telemetry;
 pub mod template;
+pub mod tolerant;

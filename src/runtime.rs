@@ -23,6 +23,8 @@ use crate::controllers::template::{self as template_controller, TemplateWatch};
 use crate::ledger::index::LedgerIndex;
 use crate::metrics::{Metrics, Readiness};
 use crate::template::{self, Builtins};
+use crate::tolerant;
+use kube::core::DeserializeGuard;
 
 /// Objects per page when the Emails and the ledger are listed (at start and after a watch
 /// lapses). A page is held whole, with every object's managedFields, until the cache has
@@ -111,14 +113,21 @@ pub async fn run(
     config: RunConfig,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
+    // Objects our types reject are left out of the caches and reported by one task.
+    let (rejected_tx, rejected_rx) = mpsc::unbounded_channel::<tolerant::Rejected>();
     let (email_store, email_writer) = reflector::store::<Email>();
     let email_watch = reflector::reflector(
         email_writer,
-        watcher(
-            api::<Email>(&client, &config.namespace),
-            watcher::Config::default()
-                .any_semantic()
-                .page_size(LIST_PAGE_SIZE),
+        tolerant::typed(
+            watcher(
+                api::<DeserializeGuard<Email>>(&client, &config.namespace),
+                watcher::Config::default()
+                    .any_semantic()
+                    .page_size(LIST_PAGE_SIZE),
+            ),
+            "Email",
+            email_store.clone(),
+            rejected_tx.clone(),
         )
         .modify(trim_email),
     )
@@ -168,6 +177,7 @@ pub async fn run(
         tracing::info!(dir = %dir.display(), templates = loaded.len(), "loaded the built-in templates");
         ctx.builtin_templates.replace(loaded);
     }
+    tasks.spawn(tolerant::report::run(ctx.clone(), rejected_rx));
     let (template_tx, template_rx) = mpsc::unbounded_channel::<ObjectRef<EmailTemplate>>();
     let template_watch = Arc::new(TemplateWatch::new(templates.clone(), template_tx));
 
@@ -175,9 +185,14 @@ pub async fn run(
     {
         let stream = reflector::reflector(
             senders_writer,
-            watcher(
-                api::<EmailSenderConfig>(&client, &config.namespace),
-                watcher::Config::default(),
+            tolerant::typed(
+                watcher(
+                    api::<DeserializeGuard<EmailSenderConfig>>(&client, &config.namespace),
+                    watcher::Config::default(),
+                ),
+                "EmailSenderConfig",
+                senders.clone(),
+                rejected_tx.clone(),
             )
             .modify(strip),
         );
@@ -187,6 +202,9 @@ pub async fn run(
             stream,
             "EmailSenderConfig",
             move |sender: &EmailSenderConfig, deleted| {
+                if !deleted {
+                    let _ = sender_tx.send(ObjectRef::from_obj(sender));
+                }
                 // Configs whose spec.fallback names this one: it appeared or went away.
                 for other in sender_controller::senders_falling_back_to(&senders, sender) {
                     let _ = sender_tx.send(other);
@@ -228,9 +246,14 @@ pub async fn run(
     {
         let stream = reflector::reflector(
             templates_writer,
-            watcher(
-                api::<EmailTemplate>(&client, &config.namespace),
-                watcher::Config::default(),
+            tolerant::typed(
+                watcher(
+                    api::<DeserializeGuard<EmailTemplate>>(&client, &config.namespace),
+                    watcher::Config::default(),
+                ),
+                "EmailTemplate",
+                templates.clone(),
+                rejected_tx.clone(),
             ),
         );
         let (emails, tx, watch) = (
@@ -299,24 +322,27 @@ pub async fn run(
     readiness.set(true);
 
     let (sender_stop_tx, sender_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let sender_controller = Controller::new(
-        api::<EmailSenderConfig>(&client, &config.namespace),
-        watcher::Config::default().any_semantic(),
-    )
-    .reconcile_on(tokio_stream_from(sender_rx))
-    .graceful_shutdown_on(async move {
-        let _ = sender_stop_rx.await;
-    })
-    .run(
-        sender_controller::reconcile,
-        sender_error_policy,
-        ctx.clone(),
-    )
-    .for_each(|result| async move {
-        if let Err(err) = result {
-            tracing::debug!(error = %err, "sender reconcile trigger error");
-        }
-    });
+    // Every sender once at start; after that, the sender watch above asks for each change.
+    for sender in senders.state() {
+        let _ = sender_tx.send(ObjectRef::from_obj(&*sender));
+    }
+    // Triggered only through `sender_rx`: a watch of its own would list EmailSenderConfigs
+    // typed, where one object our types reject fails the whole list.
+    let sender_controller = Controller::for_stream(futures::stream::pending(), senders.clone())
+        .reconcile_on(tokio_stream_from(sender_rx))
+        .graceful_shutdown_on(async move {
+            let _ = sender_stop_rx.await;
+        })
+        .run(
+            sender_controller::reconcile,
+            sender_error_policy,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "sender reconcile trigger error");
+            }
+        });
     tasks.spawn(sender_controller);
 
     tasks.spawn(crate::ledger::retention::sweep(
