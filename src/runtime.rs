@@ -113,6 +113,8 @@ pub async fn run(
     config: RunConfig,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
+    // Answers nested deeper than a parser takes are cut down to their metadata first.
+    let client = tolerant::depth::DepthGuard::client(client);
     // Objects our types reject are left out of the caches and reported by one task.
     let (rejected_tx, rejected_rx) = mpsc::unbounded_channel::<tolerant::Rejected>();
     let (email_store, email_writer) = reflector::store::<Email>();

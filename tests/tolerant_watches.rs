@@ -77,3 +77,58 @@ async fn an_email_our_types_reject_is_reported_and_every_other_email_is_sent() {
     assert_eq!(mock.calls(), 2);
     op.stop().await;
 }
+
+/// `{"a": {"a": ... {"a": 1}}}`, `depth` objects deep.
+fn nested(depth: usize) -> serde_json::Value {
+    let mut v = serde_json::json!(1);
+    for _ in 0..depth {
+        v = serde_json::json!({ "a": v });
+    }
+    v
+}
+
+#[tokio::test]
+async fn an_email_nested_deeper_than_a_parser_allows_does_not_stop_the_others() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "too-deep").await;
+    let emails: Api<Email> = Api::namespaced(env.client(), &ns);
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(env.client(), &ns, &ApiResource::erase::<Email>(&()));
+    let mut deep = DynamicObject::new("deep", &ApiResource::erase::<Email>(&()));
+    deep.data = serde_json::json!({
+        "spec": {"to": ["a@example.org"], "subject": "s", "text": "t", "variables": nested(200)}
+    });
+    // The answer repeats the object, which no default JSON parser takes: only the create counts.
+    let _ = raw.create(&Default::default(), &deep).await;
+    // A template as deep: its watch used to keep the operator from starting at all.
+    let templates = ApiResource::erase::<kmailops::api::EmailTemplate>(&());
+    let mut template = DynamicObject::new("deep", &templates);
+    template.data = serde_json::json!({
+        "spec": {"subject": "s", "text": "t", "previewVariables": nested(200)}
+    });
+    let _ = Api::<DynamicObject>::namespaced_with(env.client(), &ns, &templates)
+        .create(&Default::default(), &template)
+        .await;
+    env.apply_yaml(&ns, &email_yaml("fine", "Fine", "")).await;
+    let op = Operator::start(env.client(), &ns);
+    wait_for(&emails, "fine", phase_is(EmailPhase::Sent), WAIT).await;
+    assert_eq!(mock.calls(), 1);
+
+    // Read through the same guard the operator uses (a plain client can not parse it).
+    let guarded = kmailops::tolerant::depth::DepthGuard::client(env.client());
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(guarded, &ns, &ApiResource::erase::<Email>(&()));
+    let failed = wait_for(
+        &raw,
+        "deep",
+        |o| o.data["status"]["phase"] == "Failed",
+        WAIT,
+    )
+    .await;
+    let error = failed.data["status"]["error"].as_str().unwrap().to_string();
+    assert!(
+        error.starts_with("spec.variables.a nests deeper than"),
+        "{error}"
+    );
+    op.stop().await;
+}

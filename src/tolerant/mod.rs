@@ -9,6 +9,7 @@
 //! was valid before), and hands each rejected object to [`report`], which names the field and
 //! the fix in its status and an Event. Nothing of the object's content reaches the logs.
 
+pub mod depth;
 pub mod report;
 
 use std::fmt::Debug;

@@ -89,6 +89,14 @@ pub async fn run(ctx: Arc<Context>, mut rejected: mpsc::UnboundedReceiver<Reject
 
 /// What is wrong, naming the field: the typed parse again, with the path it failed at.
 pub fn why(kind: &str, object: &DynamicObject) -> String {
+    if let Some(note) = object
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(super::depth::REJECTED))
+    {
+        return note.clone();
+    }
     let value = match serde_json::to_value(object) {
         Ok(v) => v,
         Err(e) => return redact(&e.to_string()),
