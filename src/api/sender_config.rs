@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{AllowedNamespaces, NO_LINE_BREAKS, SecretKeyRef};
 
-/// One provider account (MailerSend, Mailgun or SMTP) and how to use it: sender identity,
+/// One provider account (MailerSend, Mailgun, SMTP or Resend) and how to use it: sender identity,
 /// retries, rate limit, fallbacks, health checks, and who may reference it.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
@@ -19,7 +19,7 @@ use super::common::{AllowedNamespaces, NO_LINE_BREAKS, SecretKeyRef};
     shortname = "esc",
     category = "kmailops",
     derive = "PartialEq",
-    doc = "EmailSenderConfig is one email provider account (MailerSend, Mailgun or SMTP) that Emails are sent through.",
+    doc = "EmailSenderConfig is one email provider account (MailerSend, Mailgun, SMTP or Resend) that Emails are sent through.",
     printcolumn(name = "Provider", type_ = "string", json_path = ".status.provider"),
     printcolumn(name = "Sender", type_ = "string", json_path = ".spec.sender.address"),
     printcolumn(name = "Default", type_ = "boolean", json_path = ".spec.default"),
@@ -41,8 +41,8 @@ use super::common::{AllowedNamespaces, NO_LINE_BREAKS, SecretKeyRef};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
-    "[has(self.mailersend), has(self.mailgun), has(self.smtp)].filter(p, p).size() == 1"
-).message("exactly one of mailersend, mailgun or smtp must be set"))]
+    "[has(self.mailersend), has(self.mailgun), has(self.smtp), has(self.resend)].filter(p, p).size() == 1"
+).message("exactly one of mailersend, mailgun, smtp or resend must be set"))]
 pub struct EmailSenderConfigSpec {
     /// The From identity of every Email sent through this config.
     pub sender: Sender,
@@ -67,6 +67,9 @@ pub struct EmailSenderConfigSpec {
     /// Send through an SMTP server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<SmtpSpec>,
+    /// Send through the Resend HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend: Option<ResendSpec>,
     /// Retry policy for transient errors, per Email on this sender.
     #[serde(default)]
     pub retry: RetrySpec,
@@ -158,6 +161,21 @@ impl MailgunRegion {
         }
     }
 }
+
+/// Resend account settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResendSpec {
+    /// Secret key holding the API key (`re_...`, same namespace); sent as a Bearer token.
+    pub api_key_secret_ref: SecretKeyRef,
+    /// API base URL, for proxies and tests. Default `https://api.resend.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048))]
+    pub base_url: Option<String>,
+}
+
+/// The default Resend API base URL.
+pub const RESEND_BASE_URL: &str = "https://api.resend.com";
 
 /// SMTP server settings.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -321,6 +339,8 @@ pub enum ProviderKind {
     /// An SMTP server.
     #[serde(rename = "SMTP")]
     Smtp,
+    /// Resend HTTP API.
+    Resend,
 }
 
 impl ProviderKind {
@@ -330,6 +350,7 @@ impl ProviderKind {
             ProviderKind::MailerSend => "MailerSend",
             ProviderKind::Mailgun => "Mailgun",
             ProviderKind::Smtp => "SMTP",
+            ProviderKind::Resend => "Resend",
         }
     }
 }
@@ -344,10 +365,15 @@ impl EmailSenderConfigSpec {
     /// The provider this config selects; `None` when the spec sets none (the CRD rejects that,
     /// but objects read from files or older servers may still carry it).
     pub fn provider_kind(&self) -> Option<ProviderKind> {
-        match (&self.mailersend, &self.mailgun, &self.smtp) {
-            (Some(_), None, None) => Some(ProviderKind::MailerSend),
-            (None, Some(_), None) => Some(ProviderKind::Mailgun),
-            (None, None, Some(_)) => Some(ProviderKind::Smtp),
+        let set = [
+            (self.mailersend.is_some(), ProviderKind::MailerSend),
+            (self.mailgun.is_some(), ProviderKind::Mailgun),
+            (self.smtp.is_some(), ProviderKind::Smtp),
+            (self.resend.is_some(), ProviderKind::Resend),
+        ];
+        let mut chosen = set.iter().filter(|(on, _)| *on).map(|(_, kind)| *kind);
+        match (chosen.next(), chosen.next()) {
+            (Some(kind), None) => Some(kind),
             _ => None,
         }
     }

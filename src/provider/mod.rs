@@ -13,8 +13,10 @@ use crate::message::OutgoingMessage;
 mod error;
 mod health;
 pub mod http;
+mod limits;
 pub mod mailersend;
 pub mod mailgun;
+pub mod resend;
 mod secret;
 pub mod smtp;
 
@@ -47,21 +49,75 @@ pub trait Provider: Send + Sync {
     async fn check_health(&self, timeout: Duration) -> HealthReport;
 }
 
-/// The Secret key a config needs, with the field path to name in messages.
+/// The first Secret key a config needs (see [`required_secrets`]), with the field path to
+/// name in messages.
 pub fn required_secret(spec: &EmailSenderConfigSpec) -> Option<(&'static str, &SecretKeyRef)> {
+    required_secrets(spec).into_iter().next()
+}
+
+/// Every Secret key a config needs, each with the field path that references it; the first
+/// one's value goes into [`Credentials::secret`], all of them into
+/// [`Credentials::by_field`]. Empty for configs that need none (SMTP without AUTH).
+pub fn required_secrets(spec: &EmailSenderConfigSpec) -> Vec<(&'static str, &SecretKeyRef)> {
+    let mut out = Vec::new();
     if let Some(ms) = &spec.mailersend {
-        return Some((
+        out.push((
             "spec.mailersend.apiTokenSecretRef",
             &ms.api_token_secret_ref,
         ));
     }
     if let Some(mg) = &spec.mailgun {
-        return Some(("spec.mailgun.apiKeySecretRef", &mg.api_key_secret_ref));
+        out.push(("spec.mailgun.apiKeySecretRef", &mg.api_key_secret_ref));
     }
-    spec.smtp
+    if let Some(r) = spec
+        .smtp
         .as_ref()
         .and_then(|s| s.password_secret_ref.as_ref())
-        .map(|r| ("spec.smtp.passwordSecretRef", r))
+    {
+        out.push(("spec.smtp.passwordSecretRef", r));
+    }
+    if let Some(rs) = &spec.resend {
+        out.push(("spec.resend.apiKeySecretRef", &rs.api_key_secret_ref));
+    }
+    out
+}
+
+/// Loads every Secret value a config needs through `read` (which gets the field and the
+/// reference and returns the raw bytes), for callers that have their own Secret source
+/// (the operator's cache, manifest files). A trailing line break is dropped from each value.
+/// Errors name the field and never contain a value.
+pub fn load_credentials<E>(
+    spec: &EmailSenderConfigSpec,
+    mut read: impl FnMut(&'static str, &SecretKeyRef) -> Result<Vec<u8>, E>,
+    not_text: impl Fn(&'static str, &SecretKeyRef) -> E,
+) -> Result<Credentials, E> {
+    let mut credentials = Credentials::default();
+    for (i, (field, reference)) in required_secrets(spec).into_iter().enumerate() {
+        let bytes = read(field, reference)?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| not_text(field, reference))?;
+        let value = secret::trim_secret_text(text);
+        if i == 0 {
+            credentials.secret = Some(SecretValue::new(value));
+        }
+        credentials = credentials.with(field, value);
+    }
+    Ok(credentials)
+}
+
+/// The value for `field`: from [`Credentials::by_field`], else `secret` when `field` is the
+/// config's first reference. Empty values count as missing.
+fn secret_for(
+    spec: &EmailSenderConfigSpec,
+    credentials: &Credentials,
+    field: &str,
+) -> Option<SecretValue> {
+    let first = required_secret(spec).map(|(f, _)| f);
+    credentials
+        .by_field
+        .get(field)
+        .or_else(|| credentials.secret.as_ref().filter(|_| first == Some(field)))
+        .filter(|s| !s.expose().trim().is_empty())
+        .cloned()
 }
 
 /// Builds the provider a config selects. Errors name the field to fix. SMTP connection pools
@@ -82,9 +138,16 @@ pub fn build_provider_with(
     smtp_timeouts: smtp::SmtpTimeouts,
 ) -> Result<Arc<dyn Provider>, ConfigError> {
     let kind = spec.provider_kind().ok_or_else(|| {
-        ConfigError::new("spec", "set exactly one of mailersend, mailgun or smtp")
+        ConfigError::new(
+            "spec",
+            "set exactly one of mailersend, mailgun, smtp or resend",
+        )
     })?;
-    let secret = credentials.secret.filter(|s| !s.expose().trim().is_empty());
+    let secret_of = |field: &str| secret_for(spec, &credentials, field);
+    let secret = credentials
+        .secret
+        .clone()
+        .filter(|s| !s.expose().trim().is_empty());
     let needs = |field: &str, what: &str| {
         ConfigError::new(
             field,
@@ -140,6 +203,20 @@ pub fn build_provider_with(
             };
             let redactor = Redactor::new(password.as_ref(), s.username.as_deref());
             let provider = smtp::Smtp::new(s, password, smtp_timeouts)?;
+            Ok(Arc::new(Redacting {
+                inner: provider,
+                redactor,
+            }))
+        }
+        ProviderKind::Resend => {
+            let rs = spec
+                .resend
+                .as_ref()
+                .ok_or_else(|| needs("spec.resend", "section"))?;
+            let field = "spec.resend.apiKeySecretRef";
+            let key = secret_of(field).ok_or_else(|| needs(field, "Resend API key"))?;
+            let redactor = Redactor::new(Some(&key), None);
+            let provider = resend::Resend::new(rs, &spec.sender.address, key, http.clone())?;
             Ok(Arc::new(Redacting {
                 inner: provider,
                 redactor,

@@ -62,7 +62,7 @@ pub fn load(
 ) -> Result<Loaded, CredentialsError> {
     let Some((field, reference)) = required_secret(spec) else {
         return Ok(Loaded {
-            credentials: Credentials { secret: None },
+            credentials: Credentials::default(),
             secret_version: None,
         });
     };
@@ -95,6 +95,7 @@ pub fn load(
             secret: Some(SecretValue::new(
                 text.trim_end_matches(['\r', '\n']).to_string(),
             )),
+            ..Credentials::default()
         },
         secret_version: secret.metadata.resource_version.clone(),
     })

@@ -1,0 +1,129 @@
+//! `kmailops send` and `kmailops check` through the binary for the providers added after the
+//! first three (Resend, Postmark, SendGrid, Amazon SES, SMTP with OAuth2), each against its
+//! local server from tests/support/.
+
+mod common;
+#[path = "support/mock_resend.rs"]
+mod mock_resend;
+
+use std::path::Path;
+use std::process::Output;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+async fn kmailops_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kmailops"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().await.expect("run kmailops")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, content).expect("write manifest");
+    path.display().to_string()
+}
+
+/// A Secret manifest with one key, its value followed by a newline (as `echo` leaves it).
+fn secret(name: &str, key: &str, value: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: mail}}\ndata: {{{key}: {}}}\n",
+        STANDARD.encode(format!("{value}\n"))
+    )
+}
+
+/// An EmailSenderConfig `mail/primary`, default, with `provider` as its provider section.
+fn sender(provider: &str) -> String {
+    format!(
+        "apiVersion: kmailops.io/v1alpha1\nkind: EmailSenderConfig\nmetadata: {{name: primary, namespace: mail}}\nspec:\n  sender: {{address: noreply@example.com, name: Example}}\n  default: true\n{provider}"
+    )
+}
+
+const EMAIL: &str = r#"
+apiVersion: kmailops.io/v1alpha1
+kind: Email
+metadata: {name: welcome, namespace: mail}
+spec:
+  to: ["Jane <jane@example.org>"]
+  cc: [carol@example.org]
+  subject: Welcome
+  text: Hello Jane
+  tags: [welcome]
+"#;
+
+async fn send_and_check(manifests: &str, env: &[(&str, &str)]) -> (Output, Output) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sender = write(dir.path(), "sender.yaml", manifests);
+    let email = write(dir.path(), "email.yaml", EMAIL);
+    let send = kmailops_env(&["send", "-f", &sender, "-f", &email], env).await;
+    let check = kmailops_env(&["check", "-f", &sender], env).await;
+    (send, check)
+}
+
+// --- Resend -------------------------------------------------------------------------------
+
+const RESEND_KEY: &str = "re_CLI_4b1d9e_distinctive";
+
+fn resend_manifests(base: &str) -> String {
+    format!(
+        "{}{}",
+        sender(&format!(
+            "  resend:\n    apiKeySecretRef: {{name: resend, key: apiKey}}\n    baseUrl: {base}\n"
+        )),
+        secret("resend", "apiKey", RESEND_KEY)
+    )
+}
+
+#[tokio::test]
+async fn resend_send_prints_the_email_id_and_check_finds_the_domain() {
+    let mock = mock_resend::MockResend::start(RESEND_KEY).await;
+    let (send, check) = send_and_check(&resend_manifests(&mock.url), &[]).await;
+    assert!(send.status.success(), "stderr: {}", text(&send.stderr));
+    let sent = mock.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(text(&send.stdout), format!("{}\n", sent[0].id));
+    assert!(
+        text(&send.stderr).contains("through mail/primary (Resend)"),
+        "{}",
+        text(&send.stderr)
+    );
+    assert_eq!(
+        sent[0].body["to"],
+        serde_json::json!(["Jane <jane@example.org>"])
+    );
+    assert_eq!(sent[0].body["cc"], serde_json::json!(["carol@example.org"]));
+    let key = sent[0].idempotency_key.clone().expect("an Idempotency-Key");
+    assert_eq!(key.len(), 64, "{key}");
+
+    assert!(check.status.success(), "stderr: {}", text(&check.stderr));
+    assert!(
+        text(&check.stdout).starts_with("mail/primary (Resend): Healthy: "),
+        "{}",
+        text(&check.stdout)
+    );
+}
+
+#[tokio::test]
+async fn resend_with_a_wrong_key_fails_with_exit_one_and_never_prints_the_key() {
+    let mock = mock_resend::MockResend::start("re_OTHER_key_on_the_server").await;
+    let (send, check) = send_and_check(&resend_manifests(&mock.url), &[]).await;
+    assert_eq!(send.status.code(), Some(1));
+    let stderr = text(&send.stderr);
+    assert!(
+        stderr.contains("send failed (Permanent, credentials refused, status 403)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("invalid_api_key"), "{stderr}");
+    assert!(!stderr.contains(RESEND_KEY), "{stderr}");
+    assert_eq!(check.status.code(), Some(1));
+    let stdout = text(&check.stdout);
+    assert!(stdout.contains("Unhealthy (AuthFailed)"), "{stdout}");
+    assert!(!stdout.contains(RESEND_KEY), "{stdout}");
+}
