@@ -3,8 +3,12 @@
 //! local server from tests/support/.
 
 mod common;
+#[path = "support/mock_postmark.rs"]
+mod mock_postmark;
 #[path = "support/mock_resend.rs"]
 mod mock_resend;
+#[path = "support/mock_sendgrid.rs"]
+mod mock_sendgrid;
 
 use std::path::Path;
 use std::process::Output;
@@ -126,4 +130,107 @@ async fn resend_with_a_wrong_key_fails_with_exit_one_and_never_prints_the_key() 
     let stdout = text(&check.stdout);
     assert!(stdout.contains("Unhealthy (AuthFailed)"), "{stdout}");
     assert!(!stdout.contains(RESEND_KEY), "{stdout}");
+}
+
+// --- Postmark -----------------------------------------------------------------------------
+
+const POSTMARK_TOKEN: &str = "pm-CLI-90d1a7-distinctive";
+
+fn postmark_manifests(base: &str) -> String {
+    format!(
+        "{}{}",
+        sender(&format!(
+            "  postmark:\n    serverTokenSecretRef: {{name: postmark, key: serverToken}}\n    baseUrl: {base}\n"
+        )),
+        secret("postmark", "serverToken", POSTMARK_TOKEN)
+    )
+}
+
+#[tokio::test]
+async fn postmark_send_prints_the_message_id_and_check_reads_the_server() {
+    let mock = mock_postmark::MockPostmark::start(POSTMARK_TOKEN).await;
+    let (send, check) = send_and_check(&postmark_manifests(&mock.url), &[]).await;
+    assert!(send.status.success(), "stderr: {}", text(&send.stderr));
+    assert_eq!(text(&send.stdout), "b7bc2f4a-e38e-4336-af7d-e6c390000001\n");
+    assert!(
+        text(&send.stderr).contains("(Postmark)"),
+        "{}",
+        text(&send.stderr)
+    );
+    let sent = mock.sent();
+    assert_eq!(sent[0]["To"], "Jane <jane@example.org>");
+    assert_eq!(sent[0]["Cc"], "carol@example.org");
+    assert_eq!(sent[0]["Tag"], "welcome");
+    assert_eq!(sent[0]["MessageStream"], "outbound");
+    assert!(check.status.success(), "stderr: {}", text(&check.stderr));
+    assert!(
+        text(&check.stdout).starts_with("mail/primary (Postmark): Healthy: "),
+        "{}",
+        text(&check.stdout)
+    );
+}
+
+#[tokio::test]
+async fn postmark_with_a_suppressed_recipient_fails_permanently_naming_it() {
+    let mock = mock_postmark::MockPostmark::start(POSTMARK_TOKEN).await;
+    mock.suppress("jane@example.org");
+    let (send, _check) = send_and_check(&postmark_manifests(&mock.url), &[]).await;
+    assert_eq!(send.status.code(), Some(1));
+    let stderr = text(&send.stderr);
+    assert!(
+        stderr.contains("send failed (Permanent, status 422)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("ErrorCode 406"), "{stderr}");
+    assert!(stderr.contains("jane@example.org"), "{stderr}");
+}
+
+// --- SendGrid -----------------------------------------------------------------------------
+
+const SENDGRID_KEY: &str = "SG.CLI-77a0.distinctive-key";
+
+fn sendgrid_manifests(base: &str) -> String {
+    format!(
+        "{}{}",
+        sender(&format!(
+            "  sendgrid:\n    apiKeySecretRef: {{name: sendgrid, key: apiKey}}\n    baseUrl: {base}\n"
+        )),
+        secret("sendgrid", "apiKey", SENDGRID_KEY)
+    )
+}
+
+#[tokio::test]
+async fn sendgrid_send_prints_the_x_message_id_and_check_needs_mail_send() {
+    let mock = mock_sendgrid::MockSendGrid::start(SENDGRID_KEY).await;
+    let (send, check) = send_and_check(&sendgrid_manifests(&mock.url), &[]).await;
+    assert!(send.status.success(), "stderr: {}", text(&send.stderr));
+    assert_eq!(text(&send.stdout), "14c5d75ce93.dfd.64b469.filter-0001\n");
+    let sent = mock.sent();
+    assert_eq!(
+        sent[0]["personalizations"][0]["cc"][0]["email"],
+        "carol@example.org"
+    );
+    assert_eq!(sent[0]["categories"], serde_json::json!(["welcome"]));
+    assert!(check.status.success(), "stderr: {}", text(&check.stderr));
+    assert!(
+        text(&check.stdout).starts_with("mail/primary (SendGrid): Healthy: "),
+        "{}",
+        text(&check.stdout)
+    );
+
+    mock.set_scopes(&["user.profile.read"]);
+    let (send, check) = send_and_check(&sendgrid_manifests(&mock.url), &[]).await;
+    assert_eq!(send.status.code(), Some(1));
+    assert!(
+        text(&send.stderr).contains("send failed (Permanent, credentials refused, status 403)"),
+        "{}",
+        text(&send.stderr)
+    );
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        text(&check.stdout).contains("Unhealthy (AuthFailed)"),
+        "{}",
+        text(&check.stdout)
+    );
+    assert!(!text(&send.stderr).contains(SENDGRID_KEY));
 }

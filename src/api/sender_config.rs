@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{AllowedNamespaces, NO_LINE_BREAKS, SecretKeyRef};
 
-/// One provider account (MailerSend, Mailgun, SMTP or Resend) and how to use it: sender identity,
+/// One provider account (MailerSend, Mailgun, SMTP, SendGrid, Postmark or Resend) and how to use it: sender identity,
 /// retries, rate limit, fallbacks, health checks, and who may reference it.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
@@ -19,7 +19,7 @@ use super::common::{AllowedNamespaces, NO_LINE_BREAKS, SecretKeyRef};
     shortname = "esc",
     category = "kmailops",
     derive = "PartialEq",
-    doc = "EmailSenderConfig is one email provider account (MailerSend, Mailgun, SMTP or Resend) that Emails are sent through.",
+    doc = "EmailSenderConfig is one email provider account (MailerSend, Mailgun, SMTP, SendGrid, Postmark or Resend) that Emails are sent through.",
     printcolumn(name = "Provider", type_ = "string", json_path = ".status.provider"),
     printcolumn(name = "Sender", type_ = "string", json_path = ".spec.sender.address"),
     printcolumn(name = "Default", type_ = "boolean", json_path = ".spec.default"),
@@ -41,8 +41,8 @@ use super::common::{AllowedNamespaces, NO_LINE_BREAKS, SecretKeyRef};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
-    "[has(self.mailersend), has(self.mailgun), has(self.smtp), has(self.resend)].filter(p, p).size() == 1"
-).message("exactly one of mailersend, mailgun, smtp or resend must be set"))]
+    "[has(self.mailersend), has(self.mailgun), has(self.smtp), has(self.resend), has(self.postmark), has(self.sendgrid)].filter(p, p).size() == 1"
+).message("exactly one of mailersend, mailgun, smtp, sendgrid, postmark or resend must be set"))]
 pub struct EmailSenderConfigSpec {
     /// The From identity of every Email sent through this config.
     pub sender: Sender,
@@ -70,6 +70,12 @@ pub struct EmailSenderConfigSpec {
     /// Send through the Resend HTTP API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resend: Option<ResendSpec>,
+    /// Send through the Postmark HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postmark: Option<PostmarkSpec>,
+    /// Send through the SendGrid v3 HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sendgrid: Option<SendGridSpec>,
     /// Retry policy for transient errors, per Email on this sender.
     #[serde(default)]
     pub retry: RetrySpec,
@@ -176,6 +182,65 @@ pub struct ResendSpec {
 
 /// The default Resend API base URL.
 pub const RESEND_BASE_URL: &str = "https://api.resend.com";
+
+/// Postmark server settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostmarkSpec {
+    /// Secret key holding the server token (same namespace); sent as `X-Postmark-Server-Token`.
+    pub server_token_secret_ref: SecretKeyRef,
+    /// The message stream to send through, e.g. `outbound` (transactional) or a broadcast
+    /// stream's ID.
+    #[serde(default = "default_postmark_stream")]
+    #[schemars(length(min = 1, max = 100))]
+    pub message_stream: String,
+    /// API base URL, for proxies and tests. Default `https://api.postmarkapp.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048))]
+    pub base_url: Option<String>,
+}
+
+fn default_postmark_stream() -> String {
+    "outbound".into()
+}
+
+/// The default Postmark API base URL.
+pub const POSTMARK_BASE_URL: &str = "https://api.postmarkapp.com";
+
+/// SendGrid account settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SendGridSpec {
+    /// Secret key holding the API key (`SG....`, same namespace); sent as a Bearer token.
+    pub api_key_secret_ref: SecretKeyRef,
+    /// Where the account's data lives; picks the API base URL.
+    #[serde(default)]
+    pub region: SendGridRegion,
+    /// API base URL; overrides `region`. For proxies and tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048))]
+    pub base_url: Option<String>,
+}
+
+/// SendGrid region.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SendGridRegion {
+    /// `https://api.sendgrid.com`
+    #[default]
+    Global,
+    /// `https://api.eu.sendgrid.com` (EU regional subusers)
+    EU,
+}
+
+impl SendGridRegion {
+    /// The API base URL of the region.
+    pub fn base_url(self) -> &'static str {
+        match self {
+            SendGridRegion::Global => "https://api.sendgrid.com",
+            SendGridRegion::EU => "https://api.eu.sendgrid.com",
+        }
+    }
+}
 
 /// SMTP server settings.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -341,6 +406,10 @@ pub enum ProviderKind {
     Smtp,
     /// Resend HTTP API.
     Resend,
+    /// Postmark HTTP API.
+    Postmark,
+    /// SendGrid v3 HTTP API.
+    SendGrid,
 }
 
 impl ProviderKind {
@@ -351,6 +420,8 @@ impl ProviderKind {
             ProviderKind::Mailgun => "Mailgun",
             ProviderKind::Smtp => "SMTP",
             ProviderKind::Resend => "Resend",
+            ProviderKind::Postmark => "Postmark",
+            ProviderKind::SendGrid => "SendGrid",
         }
     }
 }
@@ -370,6 +441,8 @@ impl EmailSenderConfigSpec {
             (self.mailgun.is_some(), ProviderKind::Mailgun),
             (self.smtp.is_some(), ProviderKind::Smtp),
             (self.resend.is_some(), ProviderKind::Resend),
+            (self.postmark.is_some(), ProviderKind::Postmark),
+            (self.sendgrid.is_some(), ProviderKind::SendGrid),
         ];
         let mut chosen = set.iter().filter(|(on, _)| *on).map(|(_, kind)| *kind);
         match (chosen.next(), chosen.next()) {

@@ -16,8 +16,10 @@ pub mod http;
 mod limits;
 pub mod mailersend;
 pub mod mailgun;
+pub mod postmark;
 pub mod resend;
 mod secret;
+pub mod sendgrid;
 pub mod smtp;
 
 pub use error::{ConfigError, ErrorClass, SendError};
@@ -78,6 +80,15 @@ pub fn required_secrets(spec: &EmailSenderConfigSpec) -> Vec<(&'static str, &Sec
     }
     if let Some(rs) = &spec.resend {
         out.push(("spec.resend.apiKeySecretRef", &rs.api_key_secret_ref));
+    }
+    if let Some(pm) = &spec.postmark {
+        out.push((
+            "spec.postmark.serverTokenSecretRef",
+            &pm.server_token_secret_ref,
+        ));
+    }
+    if let Some(sg) = &spec.sendgrid {
+        out.push(("spec.sendgrid.apiKeySecretRef", &sg.api_key_secret_ref));
     }
     out
 }
@@ -140,7 +151,7 @@ pub fn build_provider_with(
     let kind = spec.provider_kind().ok_or_else(|| {
         ConfigError::new(
             "spec",
-            "set exactly one of mailersend, mailgun, smtp or resend",
+            "set exactly one of mailersend, mailgun, smtp, sendgrid, postmark or resend",
         )
     })?;
     let secret_of = |field: &str| secret_for(spec, &credentials, field);
@@ -217,6 +228,34 @@ pub fn build_provider_with(
             let key = secret_of(field).ok_or_else(|| needs(field, "Resend API key"))?;
             let redactor = Redactor::new(Some(&key), None);
             let provider = resend::Resend::new(rs, &spec.sender.address, key, http.clone())?;
+            Ok(Arc::new(Redacting {
+                inner: provider,
+                redactor,
+            }))
+        }
+        ProviderKind::Postmark => {
+            let pm = spec
+                .postmark
+                .as_ref()
+                .ok_or_else(|| needs("spec.postmark", "section"))?;
+            let field = "spec.postmark.serverTokenSecretRef";
+            let token = secret_of(field).ok_or_else(|| needs(field, "Postmark server token"))?;
+            let redactor = Redactor::new(Some(&token), None);
+            let provider = postmark::Postmark::new(pm, token, http.clone())?;
+            Ok(Arc::new(Redacting {
+                inner: provider,
+                redactor,
+            }))
+        }
+        ProviderKind::SendGrid => {
+            let sg = spec
+                .sendgrid
+                .as_ref()
+                .ok_or_else(|| needs("spec.sendgrid", "section"))?;
+            let field = "spec.sendgrid.apiKeySecretRef";
+            let key = secret_of(field).ok_or_else(|| needs(field, "SendGrid API key"))?;
+            let redactor = Redactor::new(Some(&key), None);
+            let provider = sendgrid::SendGrid::new(sg, key, http.clone())?;
             Ok(Arc::new(Redacting {
                 inner: provider,
                 redactor,
