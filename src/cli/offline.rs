@@ -10,7 +10,7 @@ use crate::email::content::{TemplateUse, render_content, resolve_template};
 use crate::manifests::{Manifest, ManifestSet};
 use crate::message::RenderedContent;
 use crate::message::{AttachmentData, guess_content_type};
-use crate::provider::{Credentials, required_secret};
+use crate::provider::Credentials;
 use crate::template::{Builtins, TemplateSet};
 
 /// Finds one object by `name` or `namespace/name`; with no selector, the only one there is.
@@ -139,14 +139,20 @@ pub(crate) fn credentials(
     set: &ManifestSet,
     config: &Manifest<EmailSenderConfig>,
 ) -> anyhow::Result<Credentials> {
-    let Some((field, secret_ref)) = required_secret(&config.object.spec) else {
-        return Ok(Credentials::default());
-    };
-    let bytes = set
-        .secret_value(&config.namespace, &secret_ref.name, &secret_ref.key)
-        .with_context(|| format!("EmailSenderConfig {} {field}", config.key()))?;
-    Credentials::from_secret_bytes(&bytes)
-        .map_err(|e| anyhow!("EmailSenderConfig {} {field}: {e}", config.key()))
+    // Every Secret the config references (SES has two).
+    crate::provider::load_credentials(
+        &config.object.spec,
+        |field, secret_ref| {
+            set.secret_value(&config.namespace, &secret_ref.name, &secret_ref.key)
+                .with_context(|| format!("EmailSenderConfig {} {field}", config.key()))
+        },
+        |field, _| {
+            anyhow!(
+                "EmailSenderConfig {} {field}: the Secret value is not UTF-8 text",
+                config.key()
+            )
+        },
+    )
 }
 
 /// The Email's attachments, read from Secrets and ConfigMaps of its namespace.

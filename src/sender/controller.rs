@@ -329,7 +329,9 @@ pub fn senders_using_secret(
         .iter()
         .filter(|s| s.namespace().as_deref() == Some(ns))
         .filter(|s| {
-            crate::provider::required_secret(&s.spec).is_some_and(|(_, r)| r.name == secret_name)
+            crate::provider::required_secrets(&s.spec)
+                .iter()
+                .any(|(_, r)| r.name == secret_name)
         })
         .map(|s| ObjectRef::from_obj(&**s))
         .collect()

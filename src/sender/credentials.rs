@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::EmailSenderConfigSpec;
-use crate::provider::{Credentials, SecretValue, required_secret};
+use crate::provider::Credentials;
 
 /// Why credentials could not be loaded. Messages name the Secret, the field that points at it,
 /// and the fix; they never contain a secret value.
@@ -53,50 +53,47 @@ pub struct Loaded {
     pub secret_version: Option<String>,
 }
 
-/// Loads what `spec` needs from the cache of Secrets. A config that needs no Secret (SMTP
-/// without AUTH) gets empty credentials.
+/// Loads what `spec` needs from the cache of Secrets (every reference: SES has two). A config
+/// that needs no Secret (SMTP without AUTH) gets empty credentials.
 pub fn load(
     spec: &EmailSenderConfigSpec,
     namespace: &str,
     secrets: &Store<Secret>,
 ) -> Result<Loaded, CredentialsError> {
-    let Some((field, reference)) = required_secret(spec) else {
-        return Ok(Loaded {
-            credentials: Credentials::default(),
-            secret_version: None,
-        });
-    };
-    let secret = secrets
-        .get(&ObjectRef::new(&reference.name).within(namespace))
-        .ok_or_else(|| CredentialsError::SecretNotFound {
-            namespace: namespace.to_string(),
-            name: reference.name.clone(),
-            field,
-        })?;
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(&reference.key))
-        .ok_or_else(|| CredentialsError::KeyNotFound {
+    let mut versions = Vec::new();
+    let credentials = crate::provider::load_credentials(
+        spec,
+        |field, reference| {
+            let secret = secrets
+                .get(&ObjectRef::new(&reference.name).within(namespace))
+                .ok_or_else(|| CredentialsError::SecretNotFound {
+                    namespace: namespace.to_string(),
+                    name: reference.name.clone(),
+                    field,
+                })?;
+            versions.push(secret.metadata.resource_version.clone().unwrap_or_default());
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&reference.key))
+                .map(|b| b.0.clone())
+                .ok_or_else(|| CredentialsError::KeyNotFound {
+                    namespace: namespace.to_string(),
+                    name: reference.name.clone(),
+                    key: reference.key.clone(),
+                    field,
+                })
+        },
+        |field, reference| CredentialsError::NotText {
             namespace: namespace.to_string(),
             name: reference.name.clone(),
             key: reference.key.clone(),
             field,
-        })?;
-    let text = String::from_utf8(bytes.0.clone()).map_err(|_| CredentialsError::NotText {
-        namespace: namespace.to_string(),
-        name: reference.name.clone(),
-        key: reference.key.clone(),
-        field,
-    })?;
-    Ok(Loaded {
-        // Tokens pasted into Secrets often carry a trailing newline (`echo` without -n).
-        credentials: Credentials {
-            secret: Some(SecretValue::new(
-                text.trim_end_matches(['\r', '\n']).to_string(),
-            )),
-            ..Credentials::default()
         },
-        secret_version: secret.metadata.resource_version.clone(),
+    )?;
+    Ok(Loaded {
+        credentials,
+        // A rotated Secret (any of them) rebuilds the client.
+        secret_version: (!versions.is_empty()).then(|| versions.join(",")),
     })
 }
