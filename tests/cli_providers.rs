@@ -9,6 +9,8 @@ mod mock_postmark;
 mod mock_resend;
 #[path = "support/mock_sendgrid.rs"]
 mod mock_sendgrid;
+#[path = "support/mock_ses.rs"]
+mod mock_ses;
 
 use std::path::Path;
 use std::process::Output;
@@ -233,4 +235,202 @@ async fn sendgrid_send_prints_the_x_message_id_and_check_needs_mail_send() {
         text(&check.stdout)
     );
     assert!(!text(&send.stderr).contains(SENDGRID_KEY));
+}
+
+// --- Amazon SES ---------------------------------------------------------------------------
+
+const AWS_KEY_ID: &str = "AKIAIOSFODNN7CLITEST";
+const AWS_SECRET: &str = "cli/K7MDENG/bPxRfiCYzEXAMPLEKEY-distinctive";
+
+fn ses_section(base: &str, static_keys: bool) -> String {
+    let keys = if static_keys {
+        "    accessKeyIdSecretRef: {name: aws, key: accessKeyId}\n    secretAccessKeySecretRef: {name: aws, key: secretAccessKey}\n"
+    } else {
+        ""
+    };
+    sender(&format!(
+        "  ses:\n    region: {}\n    endpoint: {base}\n{keys}",
+        mock_ses::REGION
+    ))
+}
+
+/// Every AWS variable of the default chain, cleared, so the developer's own environment never
+/// leaks into a test.
+const AWS_VARS: [&str; 9] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+];
+
+async fn ses_send_and_check(manifests: &str, env: &[(&str, &str)]) -> (Output, Output) {
+    let mut all: Vec<(&str, &str)> = AWS_VARS.iter().map(|v| (*v, "")).collect();
+    all.extend_from_slice(env);
+    send_and_check(manifests, &all).await
+}
+
+#[tokio::test]
+async fn ses_with_keys_from_secrets_sends_and_checks() {
+    let mock = mock_ses::MockSes::start(AWS_KEY_ID, AWS_SECRET).await;
+    let manifests = format!(
+        "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: aws, namespace: mail}}\nstringData: {{accessKeyId: {AWS_KEY_ID}, secretAccessKey: \"{AWS_SECRET}\"}}\n",
+        ses_section(&mock.url, true)
+    );
+    let (send, check) = ses_send_and_check(&manifests, &[]).await;
+    assert!(send.status.success(), "stderr: {}", text(&send.stderr));
+    assert!(
+        text(&send.stdout).starts_with("0102019abcde0001-"),
+        "{}",
+        text(&send.stdout)
+    );
+    assert!(
+        text(&send.stderr).contains("(SES)"),
+        "{}",
+        text(&send.stderr)
+    );
+    let sent = mock.sent();
+    assert_eq!(
+        sent[0]["Destination"]["CcAddresses"][0],
+        "carol@example.org"
+    );
+    assert_eq!(sent[0]["EmailTags"][0]["Name"], "welcome");
+    assert!(check.status.success(), "stderr: {}", text(&check.stderr));
+    assert!(
+        text(&check.stdout).starts_with("mail/primary (SES): Healthy: "),
+        "{}",
+        text(&check.stdout)
+    );
+}
+
+#[tokio::test]
+async fn ses_without_keys_uses_the_environment() {
+    let mock = mock_ses::MockSes::start(AWS_KEY_ID, AWS_SECRET).await;
+    let (send, check) = ses_send_and_check(
+        &ses_section(&mock.url, false),
+        &[
+            ("AWS_ACCESS_KEY_ID", AWS_KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", AWS_SECRET),
+        ],
+    )
+    .await;
+    assert!(send.status.success(), "stderr: {}", text(&send.stderr));
+    assert!(check.status.success(), "stdout: {}", text(&check.stdout));
+    assert_eq!(mock.sent().len(), 1);
+
+    // A wrong secret in the environment: refused, and never printed.
+    let (send, _) = ses_send_and_check(
+        &ses_section(&mock.url, false),
+        &[
+            ("AWS_ACCESS_KEY_ID", AWS_KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", "env/WRONG-secret-distinctive"),
+        ],
+    )
+    .await;
+    assert_eq!(send.status.code(), Some(1));
+    let stderr = text(&send.stderr);
+    assert!(stderr.contains("InvalidSignatureException"), "{stderr}");
+    assert!(!stderr.contains("env/WRONG-secret-distinctive"), "{stderr}");
+}
+
+#[tokio::test]
+async fn ses_without_keys_uses_eks_pod_identity() {
+    let mock = mock_ses::MockSes::start(AWS_KEY_ID, AWS_SECRET).await;
+    mock.allow_container(
+        "pod-identity-token-distinctive",
+        "ASIAPODIDENTITY00001",
+        "pod/secret-distinctive-0001",
+        "pod-session-token-0001",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = write(
+        dir.path(),
+        "eks-pod-identity-token",
+        "pod-identity-token-distinctive\n",
+    );
+    let url = format!("{}/container-credentials", mock.url);
+    let (send, check) = ses_send_and_check(
+        &ses_section(&mock.url, false),
+        &[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &url),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file),
+        ],
+    )
+    .await;
+    assert!(send.status.success(), "stderr: {}", text(&send.stderr));
+    assert!(check.status.success(), "stdout: {}", text(&check.stdout));
+    assert_eq!(mock.sent().len(), 1);
+    assert!(
+        mock.signed_headers()
+            .iter()
+            .any(|h| h == "x-amz-security-token")
+    );
+}
+
+#[tokio::test]
+async fn ses_without_keys_uses_web_identity() {
+    let mock = mock_ses::MockSes::start(AWS_KEY_ID, AWS_SECRET).await;
+    mock.allow_web_identity(
+        "eyJhbGciOiJSUzI1NiJ9.irsa-token-distinctive",
+        "ASIAWEBIDENTITY00001",
+        "irsa/secret-distinctive-0001",
+        "irsa-session&token",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = write(
+        dir.path(),
+        "token",
+        "eyJhbGciOiJSUzI1NiJ9.irsa-token-distinctive",
+    );
+    let (send, check) = ses_send_and_check(
+        &ses_section(&mock.url, false),
+        &[
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", &token_file),
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/kmailops"),
+            ("AWS_ENDPOINT_URL_STS", &mock.url),
+        ],
+    )
+    .await;
+    assert!(send.status.success(), "stderr: {}", text(&send.stderr));
+    assert!(check.status.success(), "stdout: {}", text(&check.stdout));
+    assert_eq!(mock.sent().len(), 1);
+
+    // A token STS does not accept: a permanent error that names STS and the role.
+    std::fs::write(&token_file, "not-the-token").expect("write");
+    let (send, check) = ses_send_and_check(
+        &ses_section(&mock.url, false),
+        &[
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", &token_file),
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/kmailops"),
+            ("AWS_ENDPOINT_URL_STS", &mock.url),
+        ],
+    )
+    .await;
+    assert_eq!(send.status.code(), Some(1));
+    let stderr = text(&send.stderr);
+    assert!(stderr.contains("InvalidIdentityToken"), "{stderr}");
+    assert!(
+        stderr.contains("arn:aws:iam::123456789012:role/kmailops"),
+        "{stderr}"
+    );
+    assert!(
+        text(&check.stdout).contains("Unhealthy (AuthFailed)"),
+        "{}",
+        text(&check.stdout)
+    );
+}
+
+#[tokio::test]
+async fn ses_without_any_credentials_says_what_to_set() {
+    let mock = mock_ses::MockSes::start(AWS_KEY_ID, AWS_SECRET).await;
+    let (send, check) = ses_send_and_check(&ses_section(&mock.url, false), &[]).await;
+    assert_eq!(send.status.code(), Some(1));
+    let stderr = text(&send.stderr);
+    assert!(stderr.contains("no AWS credentials"), "{stderr}");
+    assert_eq!(check.status.code(), Some(1));
+    assert_eq!(mock.posts(), 0);
 }

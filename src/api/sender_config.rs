@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{AllowedNamespaces, NO_LINE_BREAKS, SecretKeyRef};
 
-/// One provider account (MailerSend, Mailgun, SMTP, SendGrid, Postmark or Resend) and how to use it: sender identity,
+/// One provider account (MailerSend, Mailgun, SMTP, Amazon SES, SendGrid, Postmark or Resend) and how to use it: sender identity,
 /// retries, rate limit, fallbacks, health checks, and who may reference it.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
@@ -19,7 +19,7 @@ use super::common::{AllowedNamespaces, NO_LINE_BREAKS, SecretKeyRef};
     shortname = "esc",
     category = "kmailops",
     derive = "PartialEq",
-    doc = "EmailSenderConfig is one email provider account (MailerSend, Mailgun, SMTP, SendGrid, Postmark or Resend) that Emails are sent through.",
+    doc = "EmailSenderConfig is one email provider account (MailerSend, Mailgun, SMTP, Amazon SES, SendGrid, Postmark or Resend) that Emails are sent through.",
     printcolumn(name = "Provider", type_ = "string", json_path = ".status.provider"),
     printcolumn(name = "Sender", type_ = "string", json_path = ".spec.sender.address"),
     printcolumn(name = "Default", type_ = "boolean", json_path = ".spec.default"),
@@ -41,8 +41,8 @@ use super::common::{AllowedNamespaces, NO_LINE_BREAKS, SecretKeyRef};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
-    "[has(self.mailersend), has(self.mailgun), has(self.smtp), has(self.resend), has(self.postmark), has(self.sendgrid)].filter(p, p).size() == 1"
-).message("exactly one of mailersend, mailgun, smtp, sendgrid, postmark or resend must be set"))]
+    "[has(self.mailersend), has(self.mailgun), has(self.smtp), has(self.resend), has(self.postmark), has(self.sendgrid), has(self.ses)].filter(p, p).size() == 1"
+).message("exactly one of mailersend, mailgun, smtp, ses, sendgrid, postmark or resend must be set"))]
 pub struct EmailSenderConfigSpec {
     /// The From identity of every Email sent through this config.
     pub sender: Sender,
@@ -76,6 +76,9 @@ pub struct EmailSenderConfigSpec {
     /// Send through the SendGrid v3 HTTP API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sendgrid: Option<SendGridSpec>,
+    /// Send through Amazon SES (API v2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ses: Option<SesSpec>,
     /// Retry policy for transient errors, per Email on this sender.
     #[serde(default)]
     pub retry: RetrySpec,
@@ -182,6 +185,34 @@ pub struct ResendSpec {
 
 /// The default Resend API base URL.
 pub const RESEND_BASE_URL: &str = "https://api.resend.com";
+
+/// Amazon SES (API v2) settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.accessKeyIdSecretRef) == has(self.secretAccessKeySecretRef)")
+    .message("ses.accessKeyIdSecretRef and ses.secretAccessKeySecretRef must be set together"))]
+pub struct SesSpec {
+    /// AWS region of the SES account, e.g. `eu-west-1`.
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9-]+$"))]
+    pub region: String,
+    /// Secret key holding the access key ID (same namespace); requires
+    /// secretAccessKeySecretRef. Neither: the AWS default credential chain (environment, web
+    /// identity / IRSA, EKS Pod Identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_secret_ref: Option<SecretKeyRef>,
+    /// Secret key holding the secret access key (same namespace); requires accessKeyIdSecretRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_secret_ref: Option<SecretKeyRef>,
+    /// SES configuration set for event publishing, dedicated IPs or suppression settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub configuration_set_name: Option<String>,
+    /// API base URL, for proxies, VPC endpoints and tests. Default
+    /// `https://email.<region>.amazonaws.com`. Requests are signed for the service `ses`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048))]
+    pub endpoint: Option<String>,
+}
 
 /// Postmark server settings.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -410,6 +441,9 @@ pub enum ProviderKind {
     Postmark,
     /// SendGrid v3 HTTP API.
     SendGrid,
+    /// Amazon SES (API v2).
+    #[serde(rename = "SES")]
+    Ses,
 }
 
 impl ProviderKind {
@@ -422,6 +456,7 @@ impl ProviderKind {
             ProviderKind::Resend => "Resend",
             ProviderKind::Postmark => "Postmark",
             ProviderKind::SendGrid => "SendGrid",
+            ProviderKind::Ses => "SES",
         }
     }
 }
@@ -443,6 +478,7 @@ impl EmailSenderConfigSpec {
             (self.resend.is_some(), ProviderKind::Resend),
             (self.postmark.is_some(), ProviderKind::Postmark),
             (self.sendgrid.is_some(), ProviderKind::SendGrid),
+            (self.ses.is_some(), ProviderKind::Ses),
         ];
         let mut chosen = set.iter().filter(|(on, _)| *on).map(|(_, kind)| *kind);
         match (chosen.next(), chosen.next()) {

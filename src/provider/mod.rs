@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::api::{EmailSenderConfigSpec, ProviderKind, SecretKeyRef};
 use crate::message::OutgoingMessage;
 
+mod aws_credentials;
 mod error;
 mod health;
 pub mod http;
@@ -20,6 +21,7 @@ pub mod postmark;
 pub mod resend;
 mod secret;
 pub mod sendgrid;
+pub mod ses;
 pub mod smtp;
 
 pub use error::{ConfigError, ErrorClass, SendError};
@@ -27,7 +29,7 @@ pub use health::{HealthReport, reason};
 pub use http::{HttpTimeouts, http_client, http_client_with};
 pub use secret::{Credentials, SecretValue};
 
-use secret::Redactor;
+use secret::{LearnedSecrets, Redactor};
 
 /// The provider accepted the message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +92,14 @@ pub fn required_secrets(spec: &EmailSenderConfigSpec) -> Vec<(&'static str, &Sec
     if let Some(sg) = &spec.sendgrid {
         out.push(("spec.sendgrid.apiKeySecretRef", &sg.api_key_secret_ref));
     }
+    if let Some(ses) = &spec.ses {
+        if let Some(r) = &ses.access_key_id_secret_ref {
+            out.push(("spec.ses.accessKeyIdSecretRef", r));
+        }
+        if let Some(r) = &ses.secret_access_key_secret_ref {
+            out.push(("spec.ses.secretAccessKeySecretRef", r));
+        }
+    }
     out
 }
 
@@ -151,7 +161,7 @@ pub fn build_provider_with(
     let kind = spec.provider_kind().ok_or_else(|| {
         ConfigError::new(
             "spec",
-            "set exactly one of mailersend, mailgun, smtp, sendgrid, postmark or resend",
+            "set exactly one of mailersend, mailgun, smtp, ses, sendgrid, postmark or resend",
         )
     })?;
     let secret_of = |field: &str| secret_for(spec, &credentials, field);
@@ -231,6 +241,54 @@ pub fn build_provider_with(
             Ok(Arc::new(Redacting {
                 inner: provider,
                 redactor,
+            }))
+        }
+        ProviderKind::Ses => {
+            let ses = spec
+                .ses
+                .as_ref()
+                .ok_or_else(|| needs("spec.ses", "section"))?;
+            let learned = LearnedSecrets::default();
+            let (credentials, redactor) = match (
+                &ses.access_key_id_secret_ref,
+                &ses.secret_access_key_secret_ref,
+            ) {
+                (Some(_), Some(_)) => {
+                    let id_field = "spec.ses.accessKeyIdSecretRef";
+                    let secret_field = "spec.ses.secretAccessKeySecretRef";
+                    let id =
+                        secret_of(id_field).ok_or_else(|| needs(id_field, "AWS access key ID"))?;
+                    let key = secret_of(secret_field)
+                        .ok_or_else(|| needs(secret_field, "AWS secret access key"))?;
+                    let redactor = Redactor::many(&[&key], None);
+                    let keys = aws_credentials::AwsKeys {
+                        access_key_id: id.expose().trim().to_string(),
+                        secret_access_key: key,
+                        session_token: None,
+                        expires: None,
+                        source: "spec.ses.accessKeyIdSecretRef and secretAccessKeySecretRef",
+                    };
+                    (aws_credentials::AwsCredentials::Static(keys), redactor)
+                }
+                (None, None) => (
+                    aws_credentials::AwsCredentials::Chain(aws_credentials::DefaultChain::new(
+                        http.clone(),
+                        &ses.region,
+                        learned.clone(),
+                    )),
+                    Redactor::default(),
+                ),
+                _ => {
+                    return Err(ConfigError::new(
+                        "spec.ses.accessKeyIdSecretRef",
+                        "set accessKeyIdSecretRef and secretAccessKeySecretRef together, or neither (for the AWS default credential chain)",
+                    ));
+                }
+            };
+            let provider = ses::Ses::new(ses, credentials, http.clone())?;
+            Ok(Arc::new(Redacting {
+                inner: provider,
+                redactor: redactor.with_learned(learned),
             }))
         }
         ProviderKind::Postmark => {

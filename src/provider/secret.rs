@@ -98,7 +98,6 @@ pub(crate) struct LearnedSecrets {
 }
 
 impl LearnedSecrets {
-    #[allow(dead_code)] // used by the providers that learn secrets (SES, SMTP OAuth2)
     /// Remembers a secret (kept bounded: old ones are only needed while errors about them
     /// can still come back).
     pub(crate) fn learn(&self, secret: &str) {
@@ -134,7 +133,6 @@ impl fmt::Debug for LearnedSecrets {
 }
 
 impl Redactor {
-    #[allow(dead_code)] // used by SES and SMTP OAuth2
     /// A redactor for several secrets at once (SES key pair, OAuth2 client secret).
     pub(crate) fn many(secrets: &[&SecretValue], user: Option<&str>) -> Self {
         let mut needles = Vec::new();
@@ -149,7 +147,6 @@ impl Redactor {
         }
     }
 
-    #[allow(dead_code)] // used by SES and SMTP OAuth2
     /// Also scrubs the secrets a provider learns while it runs.
     pub(crate) fn with_learned(mut self, learned: LearnedSecrets) -> Self {
         self.learned = learned;
