@@ -11,6 +11,8 @@ mod mock_resend;
 mod mock_sendgrid;
 #[path = "support/mock_ses.rs"]
 mod mock_ses;
+#[path = "support/smtp_oauth2.rs"]
+mod smtp_oauth2;
 
 use std::path::Path;
 use std::process::Output;
@@ -433,4 +435,62 @@ async fn ses_without_any_credentials_says_what_to_set() {
     assert!(stderr.contains("no AWS credentials"), "{stderr}");
     assert_eq!(check.status.code(), Some(1));
     assert_eq!(mock.posts(), 0);
+}
+
+// --- SMTP with OAuth2 ---------------------------------------------------------------------
+
+const OAUTH_CLIENT_SECRET: &str = "Q~cli.client-secret-5d2e-distinctive";
+
+fn smtp_oauth2_manifests(port: u16, ca_pem: &str, token_url: &str, client_secret: &str) -> String {
+    format!(
+        "{}{}",
+        sender(&format!(
+            "  smtp:\n    host: 127.0.0.1\n    port: {port}\n    tls: StartTLS\n    username: noreply@example.com\n    caBundle: {}\n    oauth2:\n      tokenUrl: {token_url}\n      clientId: {}\n      clientSecretSecretRef: {{name: m365-app, key: clientSecret}}\n      scope: {}\n",
+            serde_json::to_string(ca_pem).expect("json"),
+            smtp_oauth2::CLIENT_ID,
+            smtp_oauth2::SCOPE
+        )),
+        secret("m365-app", "clientSecret", client_secret)
+    )
+}
+
+#[tokio::test]
+async fn smtp_with_oauth2_sends_and_checks_through_the_binary() {
+    let pki = common::smtp_server::pki("cli-oauth2");
+    let tokens = smtp_oauth2::TokenServer::start(OAUTH_CLIENT_SECRET).await;
+    let server = smtp_oauth2::OAuthSmtpServer::start(&pki, "noreply@example.com", &tokens);
+    let manifests =
+        smtp_oauth2_manifests(server.port, &pki.ca_pem, &tokens.url, OAUTH_CLIENT_SECRET);
+    let (send, check) = send_and_check(&manifests, &[]).await;
+    assert!(send.status.success(), "stderr: {}", text(&send.stderr));
+    assert!(
+        text(&send.stderr).contains("(SMTP)"),
+        "{}",
+        text(&send.stderr)
+    );
+    let msgs = server.messages();
+    assert_eq!(msgs.len(), 1, "{:?}", server.events());
+    assert_eq!(msgs[0]["auth_user"], "noreply@example.com");
+    assert!(check.status.success(), "stdout: {}", text(&check.stdout));
+    assert!(
+        text(&check.stdout).contains("AUTH XOAUTH2"),
+        "{}",
+        text(&check.stdout)
+    );
+
+    let wrong = "Q~cli.WRONG-secret-distinctive";
+    tokens.echo_secret();
+    let manifests = smtp_oauth2_manifests(server.port, &pki.ca_pem, &tokens.url, wrong);
+    let (send, check) = send_and_check(&manifests, &[]).await;
+    assert_eq!(send.status.code(), Some(1));
+    let stderr = text(&send.stderr);
+    assert!(stderr.contains("invalid_client"), "{stderr}");
+    assert!(!stderr.contains(wrong), "{stderr}");
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        text(&check.stdout).contains("Unhealthy (AuthFailed)"),
+        "{}",
+        text(&check.stdout)
+    );
+    assert!(!text(&check.stdout).contains(wrong));
 }

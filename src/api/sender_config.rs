@@ -276,8 +276,12 @@ impl SendGridRegion {
 /// SMTP server settings.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.username) == has(self.passwordSecretRef)")
-    .message("smtp.username and smtp.passwordSecretRef must be set together"))]
+#[x_kube(
+    validation = Rule::new("has(self.oauth2) || has(self.username) == has(self.passwordSecretRef)")
+        .message("smtp.username and smtp.passwordSecretRef must be set together"),
+    validation = Rule::new("!has(self.oauth2) || (has(self.username) && !has(self.passwordSecretRef))")
+        .message("smtp.oauth2 needs smtp.username (the mailbox) and no smtp.passwordSecretRef")
+)]
 pub struct SmtpSpec {
     /// Server host name or IP address.
     #[schemars(length(min = 1, max = 253))]
@@ -298,6 +302,10 @@ pub struct SmtpSpec {
     /// Secret key holding the AUTH password (same namespace); requires username.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeyRef>,
+    /// AUTH XOAUTH2 with a token from the OAuth2 client-credentials grant, instead of a
+    /// password; `username` is the mailbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<SmtpOAuth2Spec>,
     /// Extra trusted root certificates, PEM, for servers with a private CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 262144))]
@@ -305,6 +313,25 @@ pub struct SmtpSpec {
     /// Accept any server certificate. Testing only: shown as a warning condition and Event.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+}
+
+/// OAuth2 client-credentials settings for SMTP AUTH XOAUTH2.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SmtpOAuth2Spec {
+    /// The token endpoint, e.g.
+    /// `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token`.
+    #[schemars(length(min = 8, max = 2048))]
+    pub token_url: String,
+    /// The application (client) ID.
+    #[schemars(length(min = 1, max = 256))]
+    pub client_id: String,
+    /// Secret key holding the client secret (same namespace).
+    pub client_secret_secret_ref: SecretKeyRef,
+    /// The scope to ask for, e.g. `https://outlook.office365.com/.default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub scope: Option<String>,
 }
 
 impl SmtpSpec {

@@ -80,6 +80,12 @@ pub fn required_secrets(spec: &EmailSenderConfigSpec) -> Vec<(&'static str, &Sec
     {
         out.push(("spec.smtp.passwordSecretRef", r));
     }
+    if let Some(o) = spec.smtp.as_ref().and_then(|s| s.oauth2.as_ref()) {
+        out.push((
+            "spec.smtp.oauth2.clientSecretSecretRef",
+            &o.client_secret_secret_ref,
+        ));
+    }
     if let Some(rs) = &spec.resend {
         out.push(("spec.resend.apiKeySecretRef", &rs.api_key_secret_ref));
     }
@@ -210,6 +216,34 @@ pub fn build_provider_with(
                 .smtp
                 .as_ref()
                 .ok_or_else(|| needs("spec.smtp", "section"))?;
+            if let Some(o) = &s.oauth2 {
+                if s.password_secret_ref.is_some() {
+                    return Err(ConfigError::new(
+                        "spec.smtp.passwordSecretRef",
+                        "set either passwordSecretRef or oauth2, not both",
+                    ));
+                }
+                let field = "spec.smtp.oauth2.clientSecretSecretRef";
+                let client_secret =
+                    secret_of(field).ok_or_else(|| needs(field, "OAuth2 client secret"))?;
+                let token_url = base_url_keep_path("spec.smtp.oauth2.tokenUrl", &o.token_url)?;
+                let learned = LearnedSecrets::default();
+                let redactor =
+                    Redactor::many(&[&client_secret], None).with_learned(learned.clone());
+                let tokens = smtp::oauth2::TokenSource::new(
+                    http.clone(),
+                    token_url,
+                    o.client_id.trim().to_string(),
+                    client_secret,
+                    o.scope.clone().filter(|s| !s.trim().is_empty()),
+                    learned,
+                );
+                let provider = smtp::Smtp::with_oauth2(s, tokens, smtp_timeouts)?;
+                return Ok(Arc::new(Redacting {
+                    inner: provider,
+                    redactor,
+                }));
+            }
             let password = match (&s.username, s.password_secret_ref.is_some()) {
                 (Some(_), true) => Some(
                     secret.ok_or_else(|| needs("spec.smtp.passwordSecretRef", "SMTP password"))?,
@@ -356,6 +390,13 @@ impl<P: Provider> Provider for Redacting<P> {
             .await
             .map_message(|m| self.redactor.scrub(&m))
     }
+}
+
+/// Validates a full endpoint URL (one that is called as is, like an OAuth2 token URL).
+fn base_url_keep_path(field: &str, raw: &str) -> Result<String, ConfigError> {
+    let example = "https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token";
+    base_url(field, raw, example)?;
+    Ok(raw.trim().to_string())
 }
 
 /// Validates an API base URL and removes a trailing slash so paths can be appended.
