@@ -273,7 +273,7 @@ fn health_condition(report: &HealthReport) -> Desired {
 fn validate(spec: &EmailSenderConfigSpec, own_name: &str) -> Option<String> {
     if spec.provider_kind().is_none() {
         return Some(
-            "exactly one of spec.mailersend, spec.mailgun or spec.smtp must be set".into(),
+            "exactly one of spec.mailersend, spec.mailgun, spec.smtp, spec.ses, spec.sendgrid, spec.postmark or spec.resend must be set".into(),
         );
     }
     let durations = [
