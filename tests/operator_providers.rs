@@ -9,8 +9,8 @@ mod mock_ses;
 mod support;
 
 use kube::Api;
-use support::{TestEnv, wait_for};
 use support::operator::*;
+use support::{TestEnv, wait_for};
 
 use kmailops::api::{Email, EmailPhase, EmailSenderConfig, ProviderKind};
 

@@ -230,4 +230,35 @@ mod tests {
         );
         assert_eq!(scrubbed.matches("<redacted>").count(), 3);
     }
+
+    #[test]
+    fn secrets_learned_at_run_time_are_scrubbed_raw_and_base64_encoded() {
+        let learned = LearnedSecrets::default();
+        let r = Redactor::many(&[&SecretValue::new("client-secret-1")], None)
+            .with_learned(learned.clone());
+        let xoauth2 = "user=a@b.c\x01auth=Bearer tok-abc-123\x01\x01";
+        let text = format!(
+            "secret client-secret-1, token tok-abc-123, AUTH XOAUTH2 {}",
+            STANDARD.encode(xoauth2)
+        );
+        // Before the provider learns the token, only the static secret goes.
+        assert!(r.scrub(&text).contains("tok-abc-123"));
+        learned.learn("tok-abc-123");
+        learned.learn(xoauth2);
+        let scrubbed = r.scrub(&text);
+        assert!(!scrubbed.contains("client-secret-1"), "{scrubbed}");
+        assert!(!scrubbed.contains("tok-abc-123"), "{scrubbed}");
+        assert!(!scrubbed.contains(&STANDARD.encode(xoauth2)), "{scrubbed}");
+        assert!(!format!("{learned:?} {r:?}").contains("tok-abc"));
+    }
+
+    #[test]
+    fn learned_secrets_stay_bounded() {
+        let learned = LearnedSecrets::default();
+        for i in 0..40 {
+            learned.learn(&format!("token-{i:04}"));
+        }
+        assert!(learned.scrub("token-0039").contains("<redacted>"));
+        assert_eq!(learned.scrub("token-0000"), "token-0000");
+    }
 }
