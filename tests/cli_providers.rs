@@ -494,3 +494,27 @@ async fn smtp_with_oauth2_sends_and_checks_through_the_binary() {
     );
     assert!(!text(&check.stdout).contains(wrong));
 }
+
+// --- validate ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn validate_names_every_missing_secret_of_a_sender_not_only_the_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifests = format!(
+        "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: aws, namespace: mail}}\nstringData: {{accessKeyId: {AWS_KEY_ID}}}\n",
+        ses_section("https://email.eu-west-1.amazonaws.com", true)
+    );
+    write(dir.path(), "sender.yaml", &manifests);
+    let out = kmailops_env(&["validate", &dir.path().display().to_string()], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("spec.ses.secretAccessKeySecretRef: Secret mail/aws")
+            && stdout.contains("has no key `secretAccessKey`"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("spec.ses.accessKeyIdSecretRef"),
+        "{stdout}"
+    );
+}
