@@ -219,6 +219,35 @@ async fn a_token_the_server_never_accepts_is_an_auth_error_naming_the_mailbox_ru
 }
 
 #[tokio::test]
+async fn a_gmail_style_challenge_on_a_refused_token_also_fetches_a_new_token() {
+    let pki = pki("oauth2-google");
+    let tokens = TokenServer::start(CLIENT_SECRET).await;
+    let smtp = OAuthSmtpServer::start_with(&pki, MAILBOX, &tokens, "google");
+    let spec = spec(smtp.port, &pki, &tokens.url);
+    let p = provider(&spec, CLIENT_SECRET);
+    assert!(p.check_health(Duration::from_secs(5)).await.is_healthy());
+    tokens.revoke_all();
+    p.send(&full_message(&spec))
+        .await
+        .expect("sent with a new token");
+    assert_eq!(tokens.requests(), 2);
+    assert_eq!(smtp.messages().len(), 1);
+
+    let mut other = spec.clone();
+    other.smtp.as_mut().unwrap().username = Some("other@example.com".into());
+    let err = provider(&other, CLIENT_SECRET)
+        .send(&full_message(&other))
+        .await
+        .expect_err("refused");
+    assert_eq!((err.class, err.auth), (ErrorClass::Permanent, true));
+    assert!(
+        err.message.contains("did not accept AUTH XOAUTH2"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
 async fn oauth2_needs_a_username_and_excludes_a_password() {
     let http = http_client_with(HttpTimeouts::default());
     let p = pki("cfg");

@@ -9,7 +9,8 @@ is written to --port-file once the server listens.
 
 With --xoauth2-token-file, AUTH XOAUTH2 is offered too (as Microsoft 365 does): the bearer
 token must be one of the lines of that file (read at each AUTH, so a test can revoke a token)
-and the user must be --user; a refusal is a plain 535, as Exchange Online answers.
+and the user must be --user; a refusal is a plain 535, as Exchange Online answers, or with
+--xoauth2-refusal google a 334 challenge carrying a JSON error first, as Gmail answers.
 
 Recipients steer unhappy paths: tempfail@... gets 451, reject@... gets 550, and a message
 to slow@... is answered only after --slow-seconds.
@@ -38,6 +39,7 @@ def parse_args():
     p.add_argument("--port-file", required=True)
     p.add_argument("--slow-seconds", type=float, default=3.0)
     p.add_argument("--xoauth2-token-file")
+    p.add_argument("--xoauth2-refusal", choices=["exchange", "google"], default="exchange")
     return p.parse_args()
 
 
@@ -126,10 +128,11 @@ class Handler:
 class OAuth2Handler(Handler):
     """Handler that also speaks AUTH XOAUTH2 (aiosmtpd offers every auth_* method)."""
 
-    def __init__(self, recorder, slow_seconds, user, token_file):
+    def __init__(self, recorder, slow_seconds, user, token_file, refusal):
         super().__init__(recorder, slow_seconds)
         self.user = user
         self.token_file = token_file
+        self.refusal = refusal
 
     async def auth_XOAUTH2(self, server, args):
         if len(args) > 1:
@@ -154,6 +157,10 @@ class OAuth2Handler(Handler):
         self.recorder.event(f"AUTH XOAUTH2 {'ok' if ok else 'refused'} user={user} token={token}")
         if ok:
             return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
+        if self.refusal == "google":
+            error = json.dumps({"status": "401", "schemes": "Bearer", "scope": "https://mail.google.com/"})
+            await server.challenge_auth(base64.b64encode(error.encode()).decode(), encode_to_b64=False)
+            return AuthResult(success=False, handled=False, message="535-5.7.8 Username and Password not accepted.")
         return AuthResult(success=False, handled=False, message="535 5.7.3 Authentication unsuccessful")
 
 
@@ -196,7 +203,9 @@ def main():
                 auth_require_tls=args.mode == "starttls",
             )
         if args.xoauth2_token_file:
-            handler = OAuth2Handler(recorder, args.slow_seconds, args.user, args.xoauth2_token_file)
+            handler = OAuth2Handler(
+                recorder, args.slow_seconds, args.user, args.xoauth2_token_file, args.xoauth2_refusal
+            )
         else:
             handler = Handler(recorder, args.slow_seconds)
         return Server(handler, **kwargs)

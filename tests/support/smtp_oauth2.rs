@@ -201,6 +201,11 @@ pub struct OAuthSmtpServer {
 
 impl OAuthSmtpServer {
     pub fn start(pki: &Pki, mailbox: &str, tokens: &TokenServer) -> Self {
+        Self::start_with(pki, mailbox, tokens, "exchange")
+    }
+
+    /// `refusal`: `exchange` (a plain 535) or `google` (a 334 challenge with a JSON error).
+    pub fn start_with(pki: &Pki, mailbox: &str, tokens: &TokenServer, refusal: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port_file = dir.path().join("port");
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
@@ -218,6 +223,7 @@ impl OAuthSmtpServer {
             .arg(&port_file)
             .arg("--xoauth2-token-file")
             .arg(&tokens.token_file)
+            .args(["--xoauth2-refusal", refusal])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

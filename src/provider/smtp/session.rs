@@ -308,12 +308,22 @@ impl Endpoint {
                 reason::TLS_ERROR,
             );
         }
+        if step == Step::Auth && self.uses_oauth2() {
+            // Gmail answers a refused token with a 334 challenge (a JSON error) that XOAUTH2
+            // clients can not answer; no mechanism in common ends here too.
+            return Failure::new(
+                SendError::permanent(format!(
+                    "SMTP server {addr} did not accept AUTH XOAUTH2: {detail}; either it refused the OAuth2 token even after a new one was fetched (Gmail answers a refused token with a challenge): check that spec.smtp.username is the mailbox and that the app may send as it, or it does not offer XOAUTH2 (most servers offer AUTH only after TLS)"
+                ))
+                .with_auth(),
+                reason::AUTH_FAILED,
+            );
+        }
         if step == Step::Auth {
             // e.g. no mechanism in common: a config problem of this sender.
             return Failure::new(
                 SendError::permanent(format!(
-                    "could not authenticate to SMTP server {addr}: {detail}; it must offer AUTH {} (most servers offer AUTH only after TLS)",
-                    if self.uses_oauth2() { "XOAUTH2" } else { "PLAIN or LOGIN" }
+                    "could not authenticate to SMTP server {addr}: {detail}; it must offer AUTH PLAIN or LOGIN (most servers offer AUTH only after TLS)"
                 ))
                 .with_auth(),
                 reason::AUTH_FAILED,
