@@ -649,7 +649,8 @@ async fn secrets_from_the_examples_read_back_with_their_string_data_decoded() {
 // 3. What the API server refuses: EmailSenderConfig
 // ---------------------------------------------------------------------------------------------
 
-const ONE_PROVIDER: &str = "exactly one of mailersend, mailgun or smtp must be set";
+const ONE_PROVIDER: &str =
+    "exactly one of mailersend, mailgun, smtp, ses, sendgrid, postmark or resend must be set";
 
 #[tokio::test]
 async fn a_sender_with_two_providers_is_rejected_with_the_rule_message() {

@@ -7,6 +7,11 @@ user. Every received message is saved as <n>.eml plus <n>.json (a summary parsed
 Python's email package), every SMTP event is appended to events.log, and the chosen port
 is written to --port-file once the server listens.
 
+With --xoauth2-token-file, AUTH XOAUTH2 is offered too (as Microsoft 365 does): the bearer
+token must be one of the lines of that file (read at each AUTH, so a test can revoke a token)
+and the user must be --user; a refusal is a plain 535, as Exchange Online answers, or with
+--xoauth2-refusal google a 334 challenge carrying a JSON error first, as Gmail answers.
+
 Recipients steer unhappy paths: tempfail@... gets 451, reject@... gets 550, and a message
 to slow@... is answered only after --slow-seconds.
 """
@@ -20,7 +25,7 @@ import os
 import socket
 import ssl
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
 
 def parse_args():
@@ -33,6 +38,8 @@ def parse_args():
     p.add_argument("--dir", required=True)
     p.add_argument("--port-file", required=True)
     p.add_argument("--slow-seconds", type=float, default=3.0)
+    p.add_argument("--xoauth2-token-file")
+    p.add_argument("--xoauth2-refusal", choices=["exchange", "google"], default="exchange")
     return p.parse_args()
 
 
@@ -118,6 +125,45 @@ class Handler:
         return "250 2.0.0 Message accepted for delivery"
 
 
+class OAuth2Handler(Handler):
+    """Handler that also speaks AUTH XOAUTH2 (aiosmtpd offers every auth_* method)."""
+
+    def __init__(self, recorder, slow_seconds, user, token_file, refusal):
+        super().__init__(recorder, slow_seconds)
+        self.user = user
+        self.token_file = token_file
+        self.refusal = refusal
+
+    async def auth_XOAUTH2(self, server, args):
+        if len(args) > 1:
+            raw = args[1]
+        else:
+            raw = await server.challenge_auth("", encode_to_b64=False)
+            if raw is MISSING:
+                return AuthResult(success=False, handled=True)
+        try:
+            text = base64.b64decode(raw).decode()
+        except Exception:
+            self.recorder.event("AUTH XOAUTH2 malformed")
+            return AuthResult(success=False, handled=False, message="501 5.5.2 Cannot decode response")
+        fields = dict(
+            f.split("=", 1) for f in text.split("\x01") if "=" in f
+        )
+        user = fields.get("user")
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        with open(self.token_file) as f:
+            valid = f.read().split()
+        ok = user == self.user and token in valid
+        self.recorder.event(f"AUTH XOAUTH2 {'ok' if ok else 'refused'} user={user} token={token}")
+        if ok:
+            return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
+        if self.refusal == "google":
+            error = json.dumps({"status": "401", "schemes": "Bearer", "scope": "https://mail.google.com/"})
+            await server.challenge_auth(base64.b64encode(error.encode()).decode(), encode_to_b64=False)
+            return AuthResult(success=False, handled=False, message="535-5.7.8 Username and Password not accepted.")
+        return AuthResult(success=False, handled=False, message="535 5.7.3 Authentication unsuccessful")
+
+
 def main():
     args = parse_args()
     recorder = Recorder(args.dir)
@@ -127,6 +173,9 @@ def main():
         context.load_cert_chain(args.cert, args.key)
 
     def authenticator(server, session, envelope, mechanism, auth_data):
+        if args.password is None:
+            recorder.event(f"AUTH {mechanism} refused")
+            return AuthResult(success=False, handled=False)
         ok = (
             isinstance(auth_data, LoginPassword)
             and auth_data.login == args.user.encode()
@@ -153,7 +202,13 @@ def main():
                 # start, and plaintext mode has none to require.
                 auth_require_tls=args.mode == "starttls",
             )
-        return Server(Handler(recorder, args.slow_seconds), **kwargs)
+        if args.xoauth2_token_file:
+            handler = OAuth2Handler(
+                recorder, args.slow_seconds, args.user, args.xoauth2_token_file, args.xoauth2_refusal
+            )
+        else:
+            handler = Handler(recorder, args.slow_seconds)
+        return Server(handler, **kwargs)
 
     async def serve():
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -195,6 +195,7 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
         &sender.spec,
         Credentials {
             secret: Some(SecretValue::new(mock_provider::TOKEN)),
+            ..Credentials::default()
         },
         &http_client(),
     )?;

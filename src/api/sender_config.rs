@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{AllowedNamespaces, NO_LINE_BREAKS, SecretKeyRef};
 
-/// One provider account (MailerSend, Mailgun or SMTP) and how to use it: sender identity,
+/// One provider account (MailerSend, Mailgun, SMTP, Amazon SES, SendGrid, Postmark or Resend) and how to use it: sender identity,
 /// retries, rate limit, fallbacks, health checks, and who may reference it.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
@@ -19,7 +19,7 @@ use super::common::{AllowedNamespaces, NO_LINE_BREAKS, SecretKeyRef};
     shortname = "esc",
     category = "kmailops",
     derive = "PartialEq",
-    doc = "EmailSenderConfig is one email provider account (MailerSend, Mailgun or SMTP) that Emails are sent through.",
+    doc = "EmailSenderConfig is one email provider account (MailerSend, Mailgun, SMTP, Amazon SES, SendGrid, Postmark or Resend) that Emails are sent through.",
     printcolumn(name = "Provider", type_ = "string", json_path = ".status.provider"),
     printcolumn(name = "Sender", type_ = "string", json_path = ".spec.sender.address"),
     printcolumn(name = "Default", type_ = "boolean", json_path = ".spec.default"),
@@ -41,8 +41,8 @@ use super::common::{AllowedNamespaces, NO_LINE_BREAKS, SecretKeyRef};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
-    "[has(self.mailersend), has(self.mailgun), has(self.smtp)].filter(p, p).size() == 1"
-).message("exactly one of mailersend, mailgun or smtp must be set"))]
+    "[has(self.mailersend), has(self.mailgun), has(self.smtp), has(self.resend), has(self.postmark), has(self.sendgrid), has(self.ses)].filter(p, p).size() == 1"
+).message("exactly one of mailersend, mailgun, smtp, ses, sendgrid, postmark or resend must be set"))]
 pub struct EmailSenderConfigSpec {
     /// The From identity of every Email sent through this config.
     pub sender: Sender,
@@ -67,6 +67,18 @@ pub struct EmailSenderConfigSpec {
     /// Send through an SMTP server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<SmtpSpec>,
+    /// Send through the Resend HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend: Option<ResendSpec>,
+    /// Send through the Postmark HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postmark: Option<PostmarkSpec>,
+    /// Send through the SendGrid v3 HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sendgrid: Option<SendGridSpec>,
+    /// Send through Amazon SES (API v2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ses: Option<SesSpec>,
     /// Retry policy for transient errors, per Email on this sender.
     #[serde(default)]
     pub retry: RetrySpec,
@@ -159,11 +171,117 @@ impl MailgunRegion {
     }
 }
 
+/// Resend account settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResendSpec {
+    /// Secret key holding the API key (`re_...`, same namespace); sent as a Bearer token.
+    pub api_key_secret_ref: SecretKeyRef,
+    /// API base URL, for proxies and tests. Default `https://api.resend.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048))]
+    pub base_url: Option<String>,
+}
+
+/// The default Resend API base URL.
+pub const RESEND_BASE_URL: &str = "https://api.resend.com";
+
+/// Amazon SES (API v2) settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.accessKeyIdSecretRef) == has(self.secretAccessKeySecretRef)")
+    .message("ses.accessKeyIdSecretRef and ses.secretAccessKeySecretRef must be set together"))]
+pub struct SesSpec {
+    /// AWS region of the SES account, e.g. `eu-west-1`.
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9-]+$"))]
+    pub region: String,
+    /// Secret key holding the access key ID (same namespace); requires
+    /// secretAccessKeySecretRef. Neither: the AWS default credential chain (environment, web
+    /// identity / IRSA, EKS Pod Identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_secret_ref: Option<SecretKeyRef>,
+    /// Secret key holding the secret access key (same namespace); requires accessKeyIdSecretRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_secret_ref: Option<SecretKeyRef>,
+    /// SES configuration set for event publishing, dedicated IPs or suppression settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub configuration_set_name: Option<String>,
+    /// API base URL, for proxies, VPC endpoints and tests. Default
+    /// `https://email.<region>.amazonaws.com`. Requests are signed for the service `ses`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048))]
+    pub endpoint: Option<String>,
+}
+
+/// Postmark server settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostmarkSpec {
+    /// Secret key holding the server token (same namespace); sent as `X-Postmark-Server-Token`.
+    pub server_token_secret_ref: SecretKeyRef,
+    /// The message stream to send through, e.g. `outbound` (transactional) or a broadcast
+    /// stream's ID.
+    #[serde(default = "default_postmark_stream")]
+    #[schemars(length(min = 1, max = 100))]
+    pub message_stream: String,
+    /// API base URL, for proxies and tests. Default `https://api.postmarkapp.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048))]
+    pub base_url: Option<String>,
+}
+
+fn default_postmark_stream() -> String {
+    "outbound".into()
+}
+
+/// The default Postmark API base URL.
+pub const POSTMARK_BASE_URL: &str = "https://api.postmarkapp.com";
+
+/// SendGrid account settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SendGridSpec {
+    /// Secret key holding the API key (`SG....`, same namespace); sent as a Bearer token.
+    pub api_key_secret_ref: SecretKeyRef,
+    /// Where the account's data lives; picks the API base URL.
+    #[serde(default)]
+    pub region: SendGridRegion,
+    /// API base URL; overrides `region`. For proxies and tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048))]
+    pub base_url: Option<String>,
+}
+
+/// SendGrid region.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SendGridRegion {
+    /// `https://api.sendgrid.com`
+    #[default]
+    Global,
+    /// `https://api.eu.sendgrid.com` (EU regional subusers)
+    EU,
+}
+
+impl SendGridRegion {
+    /// The API base URL of the region.
+    pub fn base_url(self) -> &'static str {
+        match self {
+            SendGridRegion::Global => "https://api.sendgrid.com",
+            SendGridRegion::EU => "https://api.eu.sendgrid.com",
+        }
+    }
+}
+
 /// SMTP server settings.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.username) == has(self.passwordSecretRef)")
-    .message("smtp.username and smtp.passwordSecretRef must be set together"))]
+#[x_kube(
+    validation = Rule::new("has(self.oauth2) || has(self.username) == has(self.passwordSecretRef)")
+        .message("smtp.username and smtp.passwordSecretRef must be set together"),
+    validation = Rule::new("!has(self.oauth2) || (has(self.username) && !has(self.passwordSecretRef))")
+        .message("smtp.oauth2 needs smtp.username (the mailbox) and no smtp.passwordSecretRef")
+)]
 pub struct SmtpSpec {
     /// Server host name or IP address.
     #[schemars(length(min = 1, max = 253))]
@@ -184,6 +302,10 @@ pub struct SmtpSpec {
     /// Secret key holding the AUTH password (same namespace); requires username.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeyRef>,
+    /// AUTH XOAUTH2 with a token from the OAuth2 client-credentials grant, instead of a
+    /// password; `username` is the mailbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<SmtpOAuth2Spec>,
     /// Extra trusted root certificates, PEM, for servers with a private CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 262144))]
@@ -191,6 +313,25 @@ pub struct SmtpSpec {
     /// Accept any server certificate. Testing only: shown as a warning condition and Event.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+}
+
+/// OAuth2 client-credentials settings for SMTP AUTH XOAUTH2.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SmtpOAuth2Spec {
+    /// The token endpoint, e.g.
+    /// `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token`.
+    #[schemars(length(min = 8, max = 2048))]
+    pub token_url: String,
+    /// The application (client) ID.
+    #[schemars(length(min = 1, max = 256))]
+    pub client_id: String,
+    /// Secret key holding the client secret (same namespace).
+    pub client_secret_secret_ref: SecretKeyRef,
+    /// The scope to ask for, e.g. `https://outlook.office365.com/.default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub scope: Option<String>,
 }
 
 impl SmtpSpec {
@@ -321,6 +462,15 @@ pub enum ProviderKind {
     /// An SMTP server.
     #[serde(rename = "SMTP")]
     Smtp,
+    /// Resend HTTP API.
+    Resend,
+    /// Postmark HTTP API.
+    Postmark,
+    /// SendGrid v3 HTTP API.
+    SendGrid,
+    /// Amazon SES (API v2).
+    #[serde(rename = "SES")]
+    Ses,
 }
 
 impl ProviderKind {
@@ -330,6 +480,10 @@ impl ProviderKind {
             ProviderKind::MailerSend => "MailerSend",
             ProviderKind::Mailgun => "Mailgun",
             ProviderKind::Smtp => "SMTP",
+            ProviderKind::Resend => "Resend",
+            ProviderKind::Postmark => "Postmark",
+            ProviderKind::SendGrid => "SendGrid",
+            ProviderKind::Ses => "SES",
         }
     }
 }
@@ -344,10 +498,18 @@ impl EmailSenderConfigSpec {
     /// The provider this config selects; `None` when the spec sets none (the CRD rejects that,
     /// but objects read from files or older servers may still carry it).
     pub fn provider_kind(&self) -> Option<ProviderKind> {
-        match (&self.mailersend, &self.mailgun, &self.smtp) {
-            (Some(_), None, None) => Some(ProviderKind::MailerSend),
-            (None, Some(_), None) => Some(ProviderKind::Mailgun),
-            (None, None, Some(_)) => Some(ProviderKind::Smtp),
+        let set = [
+            (self.mailersend.is_some(), ProviderKind::MailerSend),
+            (self.mailgun.is_some(), ProviderKind::Mailgun),
+            (self.smtp.is_some(), ProviderKind::Smtp),
+            (self.resend.is_some(), ProviderKind::Resend),
+            (self.postmark.is_some(), ProviderKind::Postmark),
+            (self.sendgrid.is_some(), ProviderKind::SendGrid),
+            (self.ses.is_some(), ProviderKind::Ses),
+        ];
+        let mut chosen = set.iter().filter(|(on, _)| *on).map(|(_, kind)| *kind);
+        match (chosen.next(), chosen.next()) {
+            (Some(kind), None) => Some(kind),
             _ => None,
         }
     }

@@ -21,7 +21,7 @@ use crate::controllers::template::preview;
 use crate::lookup::content::{render_content, resolve_template};
 use crate::manifests::{Manifest, ManifestError, ManifestSet, files_recursive};
 use crate::message::build_message;
-use crate::provider::required_secret;
+use crate::provider::required_secrets;
 use crate::template::{Builtins, Library};
 
 #[derive(Args, Debug)]
@@ -224,11 +224,10 @@ fn load_file(set: &mut ManifestSet, file: &std::path::Path, ns: &str, report: &m
 fn check_senders(set: &ManifestSet, skip_secrets: bool, report: &mut Report) {
     for m in &set.sender_configs {
         let spec = &m.object.spec;
-        if !skip_secrets
-            && let Some((field, r)) = required_secret(spec)
-            && let Err(e) = set.secret_value(&m.namespace, &r.name, &r.key)
-        {
-            report.add_for(m, "EmailSenderConfig", format!("{field}: {e}"));
+        for (field, r) in required_secrets(spec) {
+            if !skip_secrets && let Err(e) = set.secret_value(&m.namespace, &r.name, &r.key) {
+                report.add_for(m, "EmailSenderConfig", format!("{field}: {e}"));
+            }
         }
         for (i, name) in spec.fallback.iter().enumerate() {
             if set.sender_config(&m.namespace, name).is_none() {

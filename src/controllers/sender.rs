@@ -294,7 +294,7 @@ fn health_condition(report: &HealthReport) -> Desired {
 fn validate(spec: &EmailSenderConfigSpec, own_name: &str) -> Option<String> {
     if spec.provider_kind().is_none() {
         return Some(
-            "exactly one of spec.mailersend, spec.mailgun or spec.smtp must be set".into(),
+            "exactly one of spec.mailersend, spec.mailgun, spec.smtp, spec.ses, spec.sendgrid, spec.postmark or spec.resend must be set".into(),
         );
     }
     let durations = [
@@ -350,7 +350,9 @@ pub fn senders_using_secret(
         .iter()
         .filter(|s| s.namespace().as_deref() == Some(ns))
         .filter(|s| {
-            crate::provider::required_secret(&s.spec).is_some_and(|(_, r)| r.name == secret_name)
+            crate::provider::required_secrets(&s.spec)
+                .iter()
+                .any(|(_, r)| r.name == secret_name)
         })
         .map(|s| ObjectRef::from_obj(&**s))
         .collect()

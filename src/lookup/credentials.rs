@@ -1,7 +1,6 @@
 //! Reads a sender's credentials from the Secret in the sender's own namespace.
 
 use crate::api::EmailSenderConfigSpec;
-use crate::provider::{Credentials, SecretValue, required_secret};
 
 use super::{Found, Values};
 
@@ -48,51 +47,47 @@ impl CredentialsError {
     }
 }
 
-/// Loads what `spec` needs from the Secrets of `namespace` (the config's own). A config that
-/// needs no Secret (SMTP without AUTH) gets empty credentials.
+/// Loads what `spec` needs from the Secrets of `namespace` (the config's own; every
+/// reference: SES has two). A config that needs no Secret (SMTP without AUTH) gets empty
+/// credentials.
 pub fn load(
     spec: &EmailSenderConfigSpec,
     namespace: &str,
     values: &dyn Values,
 ) -> Result<Loaded, CredentialsError> {
-    let Some((field, reference)) = required_secret(spec) else {
-        return Ok(Loaded {
-            credentials: Credentials::default(),
-            secret_version: None,
-        });
-    };
-    let (name, key) = (&reference.name, &reference.key);
-    let bytes = match values.secret_key(namespace, name, key) {
-        Found::Value(v) => v,
-        Found::NoObject => {
-            return Err(CredentialsError::SecretNotFound {
-                namespace: namespace.to_string(),
-                name: name.clone(),
-                field,
-            });
-        }
-        Found::NoKey => {
-            return Err(CredentialsError::KeyNotFound {
-                namespace: namespace.to_string(),
-                name: name.clone(),
-                key: key.clone(),
-                field,
-            });
-        }
-    };
-    let text = String::from_utf8(bytes).map_err(|_| CredentialsError::NotText {
-        namespace: namespace.to_string(),
-        name: name.clone(),
-        key: key.clone(),
-        field,
-    })?;
-    Ok(Loaded {
-        // Tokens pasted into Secrets often carry a trailing newline (`echo` without -n).
-        credentials: Credentials {
-            secret: Some(SecretValue::new(
-                text.trim_end_matches(['\r', '\n']).to_string(),
-            )),
+    let mut versions = Vec::new();
+    let credentials = crate::provider::load_credentials(
+        spec,
+        |field, reference| {
+            let (name, key) = (&reference.name, &reference.key);
+            match values.secret_key(namespace, name, key) {
+                Found::Value(v) => {
+                    versions.push(values.secret_version(namespace, name).unwrap_or_default());
+                    Ok(v)
+                }
+                Found::NoObject => Err(CredentialsError::SecretNotFound {
+                    namespace: namespace.to_string(),
+                    name: name.clone(),
+                    field,
+                }),
+                Found::NoKey => Err(CredentialsError::KeyNotFound {
+                    namespace: namespace.to_string(),
+                    name: name.clone(),
+                    key: key.clone(),
+                    field,
+                }),
+            }
         },
-        secret_version: values.secret_version(namespace, name),
+        |field, reference| CredentialsError::NotText {
+            namespace: namespace.to_string(),
+            name: reference.name.clone(),
+            key: reference.key.clone(),
+            field,
+        },
+    )?;
+    Ok(Loaded {
+        credentials,
+        // A rotated Secret (any of them) rebuilds the client.
+        secret_version: (!versions.is_empty()).then(|| versions.join(",")),
     })
 }

@@ -9,11 +9,13 @@ use std::fmt;
 
 use crate::api::{EmailSenderConfigSpec, EmailSpec};
 
+mod delivery_key;
 mod hash;
 mod mailbox;
 pub mod preview;
 mod validate;
 
+pub use delivery_key::delivery_key;
 pub use mailbox::{AddressError, Mailbox};
 pub use validate::{MAX_ATTACHMENT_BYTES, guess_content_type};
 
@@ -65,6 +67,9 @@ pub struct OutgoingMessage {
     pub delivery_hash: String,
     /// `<{first 32 hex of the hash}@{sender domain}>`: equal for every attempt at this content.
     pub message_id: String,
+    /// A key computable from Git alone: hash of the Email's namespace, name, delivery hash
+    /// and retry token (see [`delivery_key()`]); providers that deduplicate use it.
+    pub delivery_key: Option<String>,
 }
 
 /// Why an Email can not become a message; `field` is the path a user fixes.
@@ -147,6 +152,7 @@ pub fn build_message(
         attachments,
         delivery_hash,
         message_id,
+        delivery_key: None,
     })
 }
 

@@ -14,6 +14,9 @@ use crate::message::OutgoingMessage;
 
 /// Mailgun keeps at most three `o:tag` values per message.
 const MAX_TAGS: usize = 3;
+/// The user variable (`v:<name>`) that carries the delivery key; Mailgun returns it in
+/// events as `user-variables`.
+pub const DELIVERY_KEY_VARIABLE: &str = "kmailops-delivery-key";
 
 /// A Mailgun sending domain.
 pub struct Mailgun {
@@ -71,6 +74,9 @@ impl Mailgun {
             form = form.text("h:Reply-To", reply_to.to_string());
         }
         form = form.text("h:Message-Id", msg.message_id.clone());
+        if let Some(key) = &msg.delivery_key {
+            form = form.text(format!("v:{DELIVERY_KEY_VARIABLE}"), key.clone());
+        }
         for (name, value) in &msg.headers {
             form = form.text(format!("h:{name}"), value.clone());
         }

@@ -10,13 +10,19 @@ use std::time::Duration;
 use crate::api::{EmailSenderConfigSpec, ProviderKind, SecretKeyRef};
 use crate::message::OutgoingMessage;
 
+mod aws_credentials;
 pub mod clients;
 mod error;
 mod health;
 pub mod http;
+mod limits;
 pub mod mailersend;
 pub mod mailgun;
+pub mod postmark;
+pub mod resend;
 mod secret;
+pub mod sendgrid;
+pub mod ses;
 pub mod smtp;
 
 pub use error::{ConfigError, ErrorClass, SendError};
@@ -24,7 +30,7 @@ pub use health::{HealthReport, reason};
 pub use http::{HttpTimeouts, http_client, http_client_with};
 pub use secret::{Credentials, Loaded, SecretValue};
 
-use secret::Redactor;
+use secret::{LearnedSecrets, Redactor};
 
 /// The provider accepted the message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,21 +54,98 @@ pub trait Provider: Send + Sync {
     async fn check_health(&self, timeout: Duration) -> HealthReport;
 }
 
-/// The Secret key a config needs, with the field path to name in messages.
+/// The first Secret key a config needs (see [`required_secrets`]), with the field path to
+/// name in messages.
 pub fn required_secret(spec: &EmailSenderConfigSpec) -> Option<(&'static str, &SecretKeyRef)> {
+    required_secrets(spec).into_iter().next()
+}
+
+/// Every Secret key a config needs, each with the field path that references it; the first
+/// one's value goes into [`Credentials::secret`], all of them into
+/// [`Credentials::by_field`]. Empty for configs that need none (SMTP without AUTH).
+pub fn required_secrets(spec: &EmailSenderConfigSpec) -> Vec<(&'static str, &SecretKeyRef)> {
+    let mut out = Vec::new();
     if let Some(ms) = &spec.mailersend {
-        return Some((
+        out.push((
             "spec.mailersend.apiTokenSecretRef",
             &ms.api_token_secret_ref,
         ));
     }
     if let Some(mg) = &spec.mailgun {
-        return Some(("spec.mailgun.apiKeySecretRef", &mg.api_key_secret_ref));
+        out.push(("spec.mailgun.apiKeySecretRef", &mg.api_key_secret_ref));
     }
-    spec.smtp
+    if let Some(r) = spec
+        .smtp
         .as_ref()
         .and_then(|s| s.password_secret_ref.as_ref())
-        .map(|r| ("spec.smtp.passwordSecretRef", r))
+    {
+        out.push(("spec.smtp.passwordSecretRef", r));
+    }
+    if let Some(o) = spec.smtp.as_ref().and_then(|s| s.oauth2.as_ref()) {
+        out.push((
+            "spec.smtp.oauth2.clientSecretSecretRef",
+            &o.client_secret_secret_ref,
+        ));
+    }
+    if let Some(rs) = &spec.resend {
+        out.push(("spec.resend.apiKeySecretRef", &rs.api_key_secret_ref));
+    }
+    if let Some(pm) = &spec.postmark {
+        out.push((
+            "spec.postmark.serverTokenSecretRef",
+            &pm.server_token_secret_ref,
+        ));
+    }
+    if let Some(sg) = &spec.sendgrid {
+        out.push(("spec.sendgrid.apiKeySecretRef", &sg.api_key_secret_ref));
+    }
+    if let Some(ses) = &spec.ses {
+        if let Some(r) = &ses.access_key_id_secret_ref {
+            out.push(("spec.ses.accessKeyIdSecretRef", r));
+        }
+        if let Some(r) = &ses.secret_access_key_secret_ref {
+            out.push(("spec.ses.secretAccessKeySecretRef", r));
+        }
+    }
+    out
+}
+
+/// Loads every Secret value a config needs through `read` (which gets the field and the
+/// reference and returns the raw bytes), for callers that have their own Secret source
+/// (the operator's cache, manifest files). A trailing line break is dropped from each value.
+/// Errors name the field and never contain a value.
+pub fn load_credentials<E>(
+    spec: &EmailSenderConfigSpec,
+    mut read: impl FnMut(&'static str, &SecretKeyRef) -> Result<Vec<u8>, E>,
+    not_text: impl Fn(&'static str, &SecretKeyRef) -> E,
+) -> Result<Credentials, E> {
+    let mut credentials = Credentials::default();
+    for (i, (field, reference)) in required_secrets(spec).into_iter().enumerate() {
+        let bytes = read(field, reference)?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| not_text(field, reference))?;
+        let value = secret::trim_secret_text(text);
+        if i == 0 {
+            credentials.secret = Some(SecretValue::new(value));
+        }
+        credentials = credentials.with(field, value);
+    }
+    Ok(credentials)
+}
+
+/// The value for `field`: from [`Credentials::by_field`], else `secret` when `field` is the
+/// config's first reference. Empty values count as missing.
+fn secret_for(
+    spec: &EmailSenderConfigSpec,
+    credentials: &Credentials,
+    field: &str,
+) -> Option<SecretValue> {
+    let first = required_secret(spec).map(|(f, _)| f);
+    credentials
+        .by_field
+        .get(field)
+        .or_else(|| credentials.secret.as_ref().filter(|_| first == Some(field)))
+        .filter(|s| !s.expose().trim().is_empty())
+        .cloned()
 }
 
 /// Builds the provider a config selects. Errors name the field to fix. SMTP connection pools
@@ -83,9 +166,16 @@ pub fn build_provider_with(
     smtp_timeouts: smtp::SmtpTimeouts,
 ) -> Result<Arc<dyn Provider>, ConfigError> {
     let kind = spec.provider_kind().ok_or_else(|| {
-        ConfigError::new("spec", "set exactly one of mailersend, mailgun or smtp")
+        ConfigError::new(
+            "spec",
+            "set exactly one of mailersend, mailgun, smtp, ses, sendgrid, postmark or resend",
+        )
     })?;
-    let secret = credentials.secret.filter(|s| !s.expose().trim().is_empty());
+    let secret_of = |field: &str| secret_for(spec, &credentials, field);
+    let secret = credentials
+        .secret
+        .clone()
+        .filter(|s| !s.expose().trim().is_empty());
     let needs = |field: &str, what: &str| {
         ConfigError::new(
             field,
@@ -127,6 +217,34 @@ pub fn build_provider_with(
                 .smtp
                 .as_ref()
                 .ok_or_else(|| needs("spec.smtp", "section"))?;
+            if let Some(o) = &s.oauth2 {
+                if s.password_secret_ref.is_some() {
+                    return Err(ConfigError::new(
+                        "spec.smtp.passwordSecretRef",
+                        "set either passwordSecretRef or oauth2, not both",
+                    ));
+                }
+                let field = "spec.smtp.oauth2.clientSecretSecretRef";
+                let client_secret =
+                    secret_of(field).ok_or_else(|| needs(field, "OAuth2 client secret"))?;
+                let token_url = base_url_keep_path("spec.smtp.oauth2.tokenUrl", &o.token_url)?;
+                let learned = LearnedSecrets::default();
+                let redactor =
+                    Redactor::many(&[&client_secret], None).with_learned(learned.clone());
+                let tokens = smtp::oauth2::TokenSource::new(
+                    http.clone(),
+                    token_url,
+                    o.client_id.trim().to_string(),
+                    client_secret,
+                    o.scope.clone().filter(|s| !s.trim().is_empty()),
+                    learned,
+                );
+                let provider = smtp::Smtp::with_oauth2(s, tokens, smtp_timeouts)?;
+                return Ok(Arc::new(Redacting {
+                    inner: provider,
+                    redactor,
+                }));
+            }
             let password = match (&s.username, s.password_secret_ref.is_some()) {
                 (Some(_), true) => Some(
                     secret.ok_or_else(|| needs("spec.smtp.passwordSecretRef", "SMTP password"))?,
@@ -141,6 +259,96 @@ pub fn build_provider_with(
             };
             let redactor = Redactor::new(password.as_ref(), s.username.as_deref());
             let provider = smtp::Smtp::new(s, password, smtp_timeouts)?;
+            Ok(Arc::new(Redacting {
+                inner: provider,
+                redactor,
+            }))
+        }
+        ProviderKind::Resend => {
+            let rs = spec
+                .resend
+                .as_ref()
+                .ok_or_else(|| needs("spec.resend", "section"))?;
+            let field = "spec.resend.apiKeySecretRef";
+            let key = secret_of(field).ok_or_else(|| needs(field, "Resend API key"))?;
+            let redactor = Redactor::new(Some(&key), None);
+            let provider = resend::Resend::new(rs, &spec.sender.address, key, http.clone())?;
+            Ok(Arc::new(Redacting {
+                inner: provider,
+                redactor,
+            }))
+        }
+        ProviderKind::Ses => {
+            let ses = spec
+                .ses
+                .as_ref()
+                .ok_or_else(|| needs("spec.ses", "section"))?;
+            let learned = LearnedSecrets::default();
+            let (credentials, redactor) = match (
+                &ses.access_key_id_secret_ref,
+                &ses.secret_access_key_secret_ref,
+            ) {
+                (Some(_), Some(_)) => {
+                    let id_field = "spec.ses.accessKeyIdSecretRef";
+                    let secret_field = "spec.ses.secretAccessKeySecretRef";
+                    let id =
+                        secret_of(id_field).ok_or_else(|| needs(id_field, "AWS access key ID"))?;
+                    let key = secret_of(secret_field)
+                        .ok_or_else(|| needs(secret_field, "AWS secret access key"))?;
+                    let redactor = Redactor::many(&[&key], None);
+                    let keys = aws_credentials::AwsKeys {
+                        access_key_id: id.expose().trim().to_string(),
+                        secret_access_key: key,
+                        session_token: None,
+                        expires: None,
+                        source: "spec.ses.accessKeyIdSecretRef and secretAccessKeySecretRef",
+                    };
+                    (aws_credentials::AwsCredentials::Static(keys), redactor)
+                }
+                (None, None) => (
+                    aws_credentials::AwsCredentials::Chain(aws_credentials::DefaultChain::new(
+                        http.clone(),
+                        &ses.region,
+                        learned.clone(),
+                    )),
+                    Redactor::default(),
+                ),
+                _ => {
+                    return Err(ConfigError::new(
+                        "spec.ses.accessKeyIdSecretRef",
+                        "set accessKeyIdSecretRef and secretAccessKeySecretRef together, or neither (for the AWS default credential chain)",
+                    ));
+                }
+            };
+            let provider = ses::Ses::new(ses, credentials, http.clone())?;
+            Ok(Arc::new(Redacting {
+                inner: provider,
+                redactor: redactor.with_learned(learned),
+            }))
+        }
+        ProviderKind::Postmark => {
+            let pm = spec
+                .postmark
+                .as_ref()
+                .ok_or_else(|| needs("spec.postmark", "section"))?;
+            let field = "spec.postmark.serverTokenSecretRef";
+            let token = secret_of(field).ok_or_else(|| needs(field, "Postmark server token"))?;
+            let redactor = Redactor::new(Some(&token), None);
+            let provider = postmark::Postmark::new(pm, token, http.clone())?;
+            Ok(Arc::new(Redacting {
+                inner: provider,
+                redactor,
+            }))
+        }
+        ProviderKind::SendGrid => {
+            let sg = spec
+                .sendgrid
+                .as_ref()
+                .ok_or_else(|| needs("spec.sendgrid", "section"))?;
+            let field = "spec.sendgrid.apiKeySecretRef";
+            let key = secret_of(field).ok_or_else(|| needs(field, "SendGrid API key"))?;
+            let redactor = Redactor::new(Some(&key), None);
+            let provider = sendgrid::SendGrid::new(sg, key, http.clone())?;
             Ok(Arc::new(Redacting {
                 inner: provider,
                 redactor,
@@ -183,6 +391,13 @@ impl<P: Provider> Provider for Redacting<P> {
             .await
             .map_message(|m| self.redactor.scrub(&m))
     }
+}
+
+/// Validates a full endpoint URL (one that is called as is, like an OAuth2 token URL).
+fn base_url_keep_path(field: &str, raw: &str) -> Result<String, ConfigError> {
+    let example = "https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token";
+    base_url(field, raw, example)?;
+    Ok(raw.trim().to_string())
 }
 
 /// Validates an API base URL and removes a trailing slash so paths can be appended.

@@ -1,6 +1,7 @@
 //! Secret values (API tokens, keys, SMTP passwords) and the guard that keeps them out of
 //! every message kmailops writes.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine;
@@ -33,18 +34,32 @@ impl fmt::Display for SecretValue {
     }
 }
 
-/// What a provider authenticates with, loaded from the config's Secret.
+/// What a provider authenticates with, loaded from the config's Secrets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Credentials {
-    /// MailerSend API token, Mailgun API key, or SMTP password.
+    /// The value of the first Secret reference of the config (see
+    /// [`crate::provider::required_secrets`]): the MailerSend API token, Mailgun or Resend
+    /// API key, SMTP password, or the SMTP OAuth2 client secret.
     pub secret: Option<SecretValue>,
+    /// Values keyed by the field that references them (`spec.ses.secretAccessKeySecretRef`),
+    /// for configs that reference more than one Secret key. A field missing here falls back
+    /// to `secret` when it is the config's first reference.
+    pub by_field: BTreeMap<String, SecretValue>,
 }
 
 impl Credentials {
     pub fn new(secret: impl Into<String>) -> Self {
         Credentials {
             secret: Some(SecretValue::new(secret)),
+            by_field: BTreeMap::new(),
         }
+    }
+
+    /// Adds the value of the Secret key that `field` references.
+    pub fn with(mut self, field: &str, value: impl Into<String>) -> Self {
+        self.by_field
+            .insert(field.to_string(), SecretValue::new(value));
+        self
     }
 
     /// From the bytes of a Secret key. A trailing line break (from `kubectl create secret
@@ -57,6 +72,11 @@ impl Credentials {
     }
 }
 
+/// Strips the line break an editor or `echo` leaves at the end of a Secret value.
+pub(crate) fn trim_secret_text(text: &str) -> &str {
+    text.trim_end_matches(['\n', '\r'])
+}
+
 /// Too short to redact without mangling ordinary text; real tokens are far longer.
 const MIN_REDACTABLE_LEN: usize = 4;
 
@@ -66,9 +86,73 @@ const MIN_REDACTABLE_LEN: usize = 4;
 #[derive(Clone, Default)]
 pub(crate) struct Redactor {
     needles: Vec<String>,
+    learned: LearnedSecrets,
+}
+
+/// Secrets that only appear while a provider runs (OAuth2 access tokens, AWS session
+/// credentials from the default chain): the provider adds them here as it learns them, and
+/// [`crate::provider`]'s wrapper scrubs them too.
+#[derive(Clone, Default)]
+pub(crate) struct LearnedSecrets {
+    inner: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl LearnedSecrets {
+    /// Remembers a secret (kept bounded: old ones are only needed while errors about them
+    /// can still come back).
+    pub(crate) fn learn(&self, secret: &str) {
+        if secret.len() < MIN_REDACTABLE_LEN {
+            return;
+        }
+        let mut all = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if !all.iter().any(|s| s == secret) {
+            all.push(secret.to_string());
+            let excess = all.len().saturating_sub(16);
+            all.drain(..excess);
+        }
+    }
+
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let all = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = text.to_string();
+        for secret in all.iter() {
+            for needle in [secret.clone(), STANDARD.encode(secret)] {
+                if out.contains(needle.as_str()) {
+                    out = out.replace(needle.as_str(), "<redacted>");
+                }
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Debug for LearnedSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LearnedSecrets(<redacted>)")
+    }
 }
 
 impl Redactor {
+    /// A redactor for several secrets at once (SES key pair, OAuth2 client secret).
+    pub(crate) fn many(secrets: &[&SecretValue], user: Option<&str>) -> Self {
+        let mut needles = Vec::new();
+        for s in secrets {
+            needles.extend(Redactor::new(Some(s), user).needles);
+        }
+        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        needles.dedup();
+        Redactor {
+            needles,
+            learned: LearnedSecrets::default(),
+        }
+    }
+
+    /// Also scrubs the secrets a provider learns while it runs.
+    pub(crate) fn with_learned(mut self, learned: LearnedSecrets) -> Self {
+        self.learned = learned;
+        self
+    }
+
     /// `user` is the Basic-auth or SMTP user name sent along with the secret.
     pub(crate) fn new(secret: Option<&SecretValue>, user: Option<&str>) -> Self {
         let Some(secret) = secret.map(SecretValue::expose) else {
@@ -87,11 +171,14 @@ impl Redactor {
         // Longest first, so a needle that contains another is replaced whole.
         needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
         needles.dedup();
-        Redactor { needles }
+        Redactor {
+            needles,
+            learned: LearnedSecrets::default(),
+        }
     }
 
     pub(crate) fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_string();
+        let mut out = self.learned.scrub(text);
         for needle in &self.needles {
             if out.contains(needle.as_str()) {
                 out = out.replace(needle.as_str(), "<redacted>");
@@ -148,5 +235,36 @@ mod tests {
             "{scrubbed}"
         );
         assert_eq!(scrubbed.matches("<redacted>").count(), 3);
+    }
+
+    #[test]
+    fn secrets_learned_at_run_time_are_scrubbed_raw_and_base64_encoded() {
+        let learned = LearnedSecrets::default();
+        let r = Redactor::many(&[&SecretValue::new("client-secret-1")], None)
+            .with_learned(learned.clone());
+        let xoauth2 = "user=a@b.c\x01auth=Bearer tok-abc-123\x01\x01";
+        let text = format!(
+            "secret client-secret-1, token tok-abc-123, AUTH XOAUTH2 {}",
+            STANDARD.encode(xoauth2)
+        );
+        // Before the provider learns the token, only the static secret goes.
+        assert!(r.scrub(&text).contains("tok-abc-123"));
+        learned.learn("tok-abc-123");
+        learned.learn(xoauth2);
+        let scrubbed = r.scrub(&text);
+        assert!(!scrubbed.contains("client-secret-1"), "{scrubbed}");
+        assert!(!scrubbed.contains("tok-abc-123"), "{scrubbed}");
+        assert!(!scrubbed.contains(&STANDARD.encode(xoauth2)), "{scrubbed}");
+        assert!(!format!("{learned:?} {r:?}").contains("tok-abc"));
+    }
+
+    #[test]
+    fn learned_secrets_stay_bounded() {
+        let learned = LearnedSecrets::default();
+        for i in 0..40 {
+            learned.learn(&format!("token-{i:04}"));
+        }
+        assert!(learned.scrub("token-0039").contains("<redacted>"));
+        assert_eq!(learned.scrub("token-0000"), "token-0000");
     }
 }

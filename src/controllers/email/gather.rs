@@ -187,14 +187,25 @@ impl Reconcile<'_> {
         content: &RenderedContent,
         attached: &[AttachmentData],
     ) -> Result<OutgoingMessage, Problem> {
-        build_message(
+        let mut message = build_message(
             &self.email.spec,
             &sender.config.spec,
             &sender.key,
             content.clone(),
             attached.to_vec(),
         )
-        .map_err(|e| Problem::new(reasons::INVALID_SPEC, e.to_string()))
+        .map_err(|e| Problem::new(reasons::INVALID_SPEC, e.to_string()))?;
+        // The same for every attempt of this delivery, and computable from Git alone:
+        // providers that deduplicate (Resend's Idempotency-Key) drop a repeat, never a
+        // different Email with equal content.
+        let token = super::decide::token_in_effect(&self.facts());
+        message.delivery_key = Some(crate::message::delivery_key(
+            &self.namespace,
+            &self.name,
+            &message.delivery_hash,
+            token.as_deref(),
+        ));
+        Ok(message)
     }
 
     fn sent_through_hash(

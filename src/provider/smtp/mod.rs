@@ -21,9 +21,10 @@ use crate::message::OutgoingMessage;
 use crate::provider::{ConfigError, HealthReport, Provider, SecretValue, SendError, SendReceipt};
 
 mod mime;
+pub(crate) mod oauth2;
 mod session;
 
-use session::{Endpoint, Step};
+use session::{Auth, Endpoint, Step};
 
 /// The RFC 5322 message exactly as SMTP hands it over (Bcc in the envelope only), for
 /// `kmailops render --format eml`.
@@ -77,6 +78,24 @@ impl Smtp {
         password: Option<SecretValue>,
         timeouts: SmtpTimeouts,
     ) -> Result<Self, ConfigError> {
+        Self::with_auth(spec, password, None, timeouts)
+    }
+
+    /// [`Smtp::new`] that authenticates with AUTH XOAUTH2 and tokens from `tokens`.
+    pub(crate) fn with_oauth2(
+        spec: &SmtpSpec,
+        tokens: oauth2::TokenSource,
+        timeouts: SmtpTimeouts,
+    ) -> Result<Self, ConfigError> {
+        Self::with_auth(spec, None, Some(tokens), timeouts)
+    }
+
+    fn with_auth(
+        spec: &SmtpSpec,
+        password: Option<SecretValue>,
+        tokens: Option<oauth2::TokenSource>,
+        timeouts: SmtpTimeouts,
+    ) -> Result<Self, ConfigError> {
         let host = spec.host.trim().to_string();
         if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
             return Err(ConfigError::new(
@@ -84,12 +103,22 @@ impl Smtp {
                 format!("`{}` is not a host name or IP address", spec.host),
             ));
         }
-        let credentials = match (&spec.username, password) {
-            (Some(user), Some(pw)) => Some(LettreCredentials::new(
+        let auth = match (&spec.username, password, tokens) {
+            (Some(user), None, Some(tokens)) => Some(Auth::OAuth2 {
+                user: user.clone(),
+                tokens: std::sync::Arc::new(tokens),
+            }),
+            (None, None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "spec.smtp.username",
+                    "smtp.oauth2 needs smtp.username: the mailbox to send as",
+                ));
+            }
+            (Some(user), Some(pw), None) => Some(Auth::Password(LettreCredentials::new(
                 user.clone(),
                 pw.expose().to_string(),
-            )),
-            (None, None) => None,
+            ))),
+            (None, None, None) => None,
             _ => {
                 return Err(ConfigError::new(
                     "spec.smtp.username",
@@ -112,7 +141,7 @@ impl Smtp {
                 host,
                 implicit_tls,
                 starttls,
-                credentials,
+                auth,
                 hello: ClientId::default(),
             },
             timeouts,
@@ -246,10 +275,10 @@ impl Provider for Smtp {
                 } else {
                     ""
                 },
-                if self.endpoint.credentials.is_some() {
-                    " and AUTH"
-                } else {
-                    ""
+                match &self.endpoint.auth {
+                    Some(Auth::OAuth2 { .. }) => " and AUTH XOAUTH2 with an OAuth2 token",
+                    Some(Auth::Password(_)) => " and AUTH",
+                    None => "",
                 },
             )),
             Ok(Ok(false)) => HealthReport::unhealthy(

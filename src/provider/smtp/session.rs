@@ -1,6 +1,7 @@
 //! One SMTP conversation, step by step, each step with its own time limit, so a failure
 //! says whether the message had been handed over.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::transport::smtp::Error as LettreError;
@@ -9,6 +10,7 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 
+use super::oauth2::TokenSource;
 use crate::provider::error::{chain, find_tls_error};
 use crate::provider::{SendError, reason};
 
@@ -53,24 +55,57 @@ impl Step {
     }
 }
 
+/// How to authenticate.
+pub(super) enum Auth {
+    /// AUTH PLAIN or LOGIN with a password.
+    Password(Credentials),
+    /// AUTH XOAUTH2 as `user` with a token from the client-credentials grant.
+    OAuth2 {
+        user: String,
+        tokens: Arc<TokenSource>,
+    },
+}
+
 /// Where to connect and how.
 pub(super) struct Endpoint {
     pub host: String,
     pub port: u16,
     pub implicit_tls: Option<TlsParameters>,
     pub starttls: Option<TlsParameters>,
-    pub credentials: Option<Credentials>,
+    pub auth: Option<Auth>,
     pub hello: ClientId,
 }
 
 impl Endpoint {
+    pub(super) fn uses_oauth2(&self) -> bool {
+        matches!(self.auth, Some(Auth::OAuth2 { .. }))
+    }
+
     fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
 
     /// Connects, upgrades (StartTLS is required when configured: a server that does not
     /// offer it gets nothing, least of all a password or a message) and authenticates.
+    /// With OAuth2, a refused token is dropped and the whole connection is tried once more
+    /// with a new one (a server may close the connection after a failed AUTH).
     pub(super) async fn open(
+        &self,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Result<AsyncSmtpConnection, Failure> {
+        match self.open_once(connect_timeout, command_timeout).await {
+            Err(f) if f.reason == reason::AUTH_FAILED => match &self.auth {
+                Some(Auth::OAuth2 { tokens, .. }) if tokens.invalidate().await => {
+                    self.open_once(connect_timeout, command_timeout).await
+                }
+                _ => Err(f),
+            },
+            other => other,
+        }
+    }
+
+    async fn open_once(
         &self,
         connect_timeout: Duration,
         command_timeout: Duration,
@@ -98,9 +133,38 @@ impl Endpoint {
             let upgrade = conn.starttls(params.clone(), &self.hello);
             self.step(Step::StartTls, command_timeout, upgrade).await?;
         }
-        if let Some(credentials) = &self.credentials {
-            let auth = conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials);
-            self.step(Step::Auth, command_timeout, auth).await?;
+        match &self.auth {
+            Some(Auth::Password(credentials)) => {
+                let auth = conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials);
+                self.step(Step::Auth, command_timeout, auth).await?;
+            }
+            Some(Auth::OAuth2 { user, tokens }) => {
+                let token = match tokio::time::timeout(command_timeout, tokens.token(user)).await {
+                    Ok(Ok(token)) => token,
+                    Ok(Err(e)) => {
+                        conn.abort().await;
+                        let reason = if e.auth {
+                            reason::AUTH_FAILED
+                        } else {
+                            reason::UNREACHABLE
+                        };
+                        return Err(Failure::new(e, reason));
+                    }
+                    Err(_) => {
+                        conn.abort().await;
+                        return Err(Failure::new(
+                            SendError::transient(format!(
+                                "the OAuth2 token endpoint did not answer within {command_timeout:?}; nothing was sent"
+                            )),
+                            reason::TIMEOUT,
+                        ));
+                    }
+                };
+                let credentials = Credentials::new(user.clone(), token.expose().to_string());
+                let auth = conn.auth(&[Mechanism::Xoauth2], &credentials);
+                self.step(Step::Auth, command_timeout, auth).await?;
+            }
+            None => {}
         }
         Ok(conn)
     }
@@ -212,12 +276,15 @@ impl Endpoint {
                     reason::PROVIDER_ERROR,
                 )
             } else if step == Step::Auth {
+                let hint = if self.uses_oauth2() {
+                    "the server refused the OAuth2 token even after fetching a new one: check that spec.smtp.username is the mailbox and that the app may send as it (Microsoft 365: SMTP.SendAsApp and a service principal with mailbox permission; Google: domain-wide delegation with the https://mail.google.com/ scope)"
+                } else {
+                    "check spec.smtp.username and the password in spec.smtp.passwordSecretRef"
+                };
                 Failure::new(
-                    SendError::permanent(format!(
-                        "{text}; check spec.smtp.username and the password in spec.smtp.passwordSecretRef"
-                    ))
-                    .with_auth()
-                    .with_status(code),
+                    SendError::permanent(format!("{text}; {hint}"))
+                        .with_auth()
+                        .with_status(code),
                     reason::AUTH_FAILED,
                 )
             } else {
@@ -239,6 +306,17 @@ impl Endpoint {
             return Failure::new(
                 SendError::permanent(format!("TLS with SMTP server {addr} failed: {tls}; {hint}")),
                 reason::TLS_ERROR,
+            );
+        }
+        if step == Step::Auth && self.uses_oauth2() {
+            // Gmail answers a refused token with a 334 challenge (a JSON error) that XOAUTH2
+            // clients can not answer; no mechanism in common ends here too.
+            return Failure::new(
+                SendError::permanent(format!(
+                    "SMTP server {addr} did not accept AUTH XOAUTH2: {detail}; either it refused the OAuth2 token even after a new one was fetched (Gmail answers a refused token with a challenge): check that spec.smtp.username is the mailbox and that the app may send as it, or it does not offer XOAUTH2 (most servers offer AUTH only after TLS)"
+                ))
+                .with_auth(),
+                reason::AUTH_FAILED,
             );
         }
         if step == Step::Auth {

@@ -1,0 +1,303 @@
+//! Postmark: `POST /email` with a JSON body and the `X-Postmark-Server-Token` header; health
+//! via `GET /server`.
+//!
+//! Postmark answers refusals with HTTP 422 and an `ErrorCode` that says what went wrong, so
+//! classification reads the code, not the status alone.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+use super::http::{self, Reply, quote_body};
+use super::limits::{self, RecipientLimits};
+use super::{ConfigError, HealthReport, Provider, SecretValue, SendError, SendReceipt, reason};
+use crate::api::ProviderKind;
+use crate::api::sender_config::{POSTMARK_BASE_URL, PostmarkSpec};
+use crate::message::{Mailbox, OutgoingMessage};
+
+/// Postmark takes at most 50 recipients (To, Cc and Bcc together) a message.
+pub const MAX_RECIPIENTS: usize = 50;
+/// Postmark refuses messages above 10 MB, attachments included.
+pub const MAX_BYTES: usize = 10 * 1024 * 1024;
+/// The `Metadata` key that carries the delivery key (Postmark keys are at most 20 characters).
+pub const DELIVERY_KEY_METADATA: &str = "kmailops-delivery";
+
+const HEADER: &str = "X-Postmark-Server-Token";
+
+/// A Postmark server (Postmark's unit of sending, with its own token).
+pub struct Postmark {
+    base: String,
+    token: SecretValue,
+    stream: String,
+    http: reqwest::Client,
+}
+
+impl Postmark {
+    pub fn new(
+        spec: &PostmarkSpec,
+        token: SecretValue,
+        http: reqwest::Client,
+    ) -> Result<Self, ConfigError> {
+        let base = super::base_url(
+            "spec.postmark.baseUrl",
+            spec.base_url.as_deref().unwrap_or(POSTMARK_BASE_URL),
+            POSTMARK_BASE_URL,
+        )?;
+        let stream = spec.message_stream.trim().to_string();
+        if stream.is_empty() {
+            return Err(ConfigError::new(
+                "spec.postmark.messageStream",
+                "name a message stream, e.g. outbound",
+            ));
+        }
+        Ok(Postmark {
+            base,
+            token,
+            stream,
+            http,
+        })
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Header<'a> {
+    name: &'a str,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Attachment<'a> {
+    name: &'a str,
+    content: String,
+    content_type: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct EmailBody<'a> {
+    from: String,
+    to: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cc: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bcc: Option<String>,
+    subject: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text_body: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    html_body: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tag: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<Header<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attachments: Vec<Attachment<'a>>,
+    message_stream: &'a str,
+}
+
+/// Postmark's address lists are one comma-separated string.
+fn joined(ms: &[Mailbox]) -> Option<String> {
+    (!ms.is_empty()).then(|| {
+        ms.iter()
+            .map(Mailbox::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
+impl Postmark {
+    fn body<'a>(&'a self, msg: &'a OutgoingMessage, warnings: &mut Vec<String>) -> EmailBody<'a> {
+        if msg.tags.len() > 1 {
+            warnings.push(format!(
+                "Postmark keeps one tag per message; sent `{}`, not: {}",
+                msg.tags[0],
+                msg.tags[1..].join(", ")
+            ));
+        }
+        let mut metadata = BTreeMap::new();
+        if let Some(key) = &msg.delivery_key {
+            metadata.insert(DELIVERY_KEY_METADATA, key.as_str());
+        }
+        EmailBody {
+            from: msg.from.to_string(),
+            to: joined(&msg.to).unwrap_or_default(),
+            cc: joined(&msg.cc),
+            bcc: joined(&msg.bcc),
+            subject: &msg.subject,
+            text_body: msg.text.as_deref(),
+            html_body: msg.html.as_deref(),
+            reply_to: msg.reply_to.as_ref().map(Mailbox::to_string),
+            tag: msg.tags.first().map(String::as_str),
+            metadata,
+            headers: msg
+                .headers
+                .iter()
+                .map(|(name, value)| Header { name, value })
+                .collect(),
+            attachments: msg
+                .attachments
+                .iter()
+                .map(|a| Attachment {
+                    name: &a.filename,
+                    content: STANDARD.encode(&a.content),
+                    content_type: &a.content_type,
+                })
+                .collect(),
+            message_stream: &self.stream,
+        }
+    }
+}
+
+/// `{"ErrorCode": 406, "Message": "..."}`
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Answer {
+    #[serde(default)]
+    error_code: Option<i64>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default, rename = "MessageID")]
+    message_id: Option<String>,
+}
+
+fn answer(reply: &Reply) -> Answer {
+    serde_json::from_str(&reply.body).unwrap_or_default()
+}
+
+fn explain(reply: &Reply) -> String {
+    let a = answer(reply);
+    match (a.error_code, a.message) {
+        (Some(code), Some(message)) => format!("ErrorCode {code}: {message}"),
+        (None, Some(message)) => message,
+        _ => quote_body(&reply.body),
+    }
+}
+
+const CHECK_TOKEN: &str = "check the server token in spec.postmark.serverTokenSecretRef";
+
+fn refused(reply: &Reply) -> SendError {
+    let status = reply.status;
+    let code = answer(reply).error_code;
+    let text = format!("Postmark answered {status}: {}", explain(reply));
+    let err = match (status, code) {
+        (401, _) | (_, Some(10)) => {
+            SendError::permanent(format!("{text}; {CHECK_TOKEN}")).with_auth()
+        }
+        // The account or server can not send (out of credits, pending approval, sending
+        // disabled): the sender's fault, so fail over like an auth error.
+        (_, Some(405 | 412 | 413)) => SendError::permanent(format!(
+            "{text}; this Postmark account or server may not send now"
+        ))
+        .with_auth(),
+        (_, Some(406)) => SendError::permanent(format!(
+            "{text}; Postmark suppresses this recipient (hard bounce, spam complaint or manual suppression) and never retries it"
+        )),
+        (429, _) | (_, Some(429)) => SendError::transient(format!("{text}; rate limit reached"))
+            .with_retry_after(http::retry_after(&reply.headers, jiff::Timestamp::now())),
+        (403, _) => SendError::permanent(text).with_auth(),
+        (408 | 421, _) => SendError::transient(text),
+        (500..=599, _) => SendError::ambiguous(format!(
+            "{text}; Postmark may still have sent the message, so it is not resent automatically"
+        )),
+        _ => SendError::permanent(text),
+    };
+    err.with_status(status)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Server {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl Provider for Postmark {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Postmark
+    }
+
+    async fn send(&self, msg: &OutgoingMessage) -> Result<SendReceipt, SendError> {
+        limits::recipients(
+            "Postmark",
+            msg,
+            RecipientLimits {
+                total: Some(MAX_RECIPIENTS),
+                to: None,
+            },
+        )?;
+        limits::size("Postmark", msg, MAX_BYTES)?;
+        let mut warnings = Vec::new();
+        let body = self.body(msg, &mut warnings);
+        let req = self
+            .http
+            .post(format!("{}/email", self.base))
+            .header(HEADER, self.token.expose())
+            .header("Accept", "application/json")
+            .json(&body);
+        let reply = http::send(req, "Postmark").await?;
+        if !(200..300).contains(&reply.status) {
+            return Err(refused(&reply));
+        }
+        let a = answer(&reply);
+        if a.error_code.is_some_and(|c| c != 0) {
+            return Err(refused(&reply));
+        }
+        let message_id = a
+            .message_id
+            .filter(|id| !id.trim().is_empty())
+            .unwrap_or_else(|| {
+                warnings.push(
+                    "Postmark returned no MessageID; recorded our own Message-ID instead".into(),
+                );
+                msg.message_id.clone()
+            });
+        Ok(SendReceipt {
+            message_id,
+            warnings,
+        })
+    }
+
+    async fn check_health(&self, timeout: Duration) -> HealthReport {
+        let req = self
+            .http
+            .get(format!("{}/server", self.base))
+            .header(HEADER, self.token.expose())
+            .header("Accept", "application/json")
+            .timeout(timeout);
+        let reply = match http::probe(req, "Postmark").await {
+            Ok(reply) => reply,
+            Err(report) => return report,
+        };
+        let text = format!("Postmark answered {}: {}", reply.status, explain(&reply));
+        let code = answer(&reply).error_code;
+        match (reply.status, code) {
+            (200..=299, _) => {
+                let name = serde_json::from_str::<Server>(&reply.body)
+                    .ok()
+                    .and_then(|s| s.name)
+                    .unwrap_or_else(|| "?".into());
+                HealthReport::healthy(format!(
+                    "the server token was accepted (server `{name}`, message stream `{}`)",
+                    self.stream
+                ))
+            }
+            (401, _) | (_, Some(10)) => {
+                HealthReport::unhealthy(reason::AUTH_FAILED, format!("{text}; {CHECK_TOKEN}"))
+            }
+            (_, Some(412 | 413)) => HealthReport::unhealthy(reason::PROVIDER_ERROR, text),
+            (429, _) | (_, Some(429)) => HealthReport::unknown(reason::RATE_LIMITED, text),
+            (500..=599, _) => HealthReport::unhealthy(reason::PROVIDER_ERROR, text),
+            _ => HealthReport::unknown(reason::UNEXPECTED_RESPONSE, text),
+        }
+    }
+}
