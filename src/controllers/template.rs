@@ -102,7 +102,13 @@ async fn reconcile_inner(template: &EmailTemplate, ctx: &Context) -> Result<Acti
         Arc::new(ctx.stores.templates.clone()),
         ctx.builtin_templates.current(),
     );
-    let result = preview(&library, &name, &template.spec);
+    let spec = template.spec.clone();
+    let what = format!("EmailTemplate {namespace}/{name}");
+    let template_name = name.clone();
+    let result =
+        crate::template::sandbox::run(what, move || preview(&library, &template_name, &spec))
+            .await
+            .and_then(|r| r);
     let desired = desired_status(template, &result, &Time(jiff::Timestamp::now()));
     let object = format!("{namespace}/{name}");
     if template.status.as_ref() != Some(&desired) {

@@ -22,6 +22,7 @@ fn environment(library: &Library, root: Part) -> Environment<'static> {
     env.set_debug(true);
     env.set_fuel(Some(FUEL));
     env.set_recursion_limit(RECURSION_LIMIT);
+    super::bounded::install(&mut env);
     // Escaping follows the part being rendered, not file names: whatever an html part
     // includes ends up in HTML, and whatever a text part includes ends up in plain text.
     let escape = if root == Part::Html {
@@ -66,8 +67,30 @@ impl io::Write for Capped {
     }
 }
 
-/// Renders one part of template `template` whose source is `source`, with `context`.
+/// Renders one part of template `template` whose source is `source`, with `context`. A panic
+/// inside the render (an argument a filter does not expect) is an error of this template,
+/// never of the process.
 pub fn render_part(
+    library: &Library,
+    template: &str,
+    part: Part,
+    source: &str,
+    context: &Value,
+) -> Result<String, RenderError> {
+    let run = || render_part_unguarded(library, template, part, source, context);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|_| {
+        Err(RenderError::new(
+            super::error::reasons::TEMPLATE_ERROR,
+            crate::api::TemplateErrorDetail {
+                template: Some(part_name(template, part)),
+                message: "the renderer failed on this template (a filter given an argument far out of range?); simplify the template".into(),
+                ..Default::default()
+            },
+        ))
+    })
+}
+
+fn render_part_unguarded(
     library: &Library,
     template: &str,
     part: Part,

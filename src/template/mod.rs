@@ -18,6 +18,7 @@
 //! Not bounded: the memory of intermediate values (`{% set s = s ~ s %}` repeated). The
 //! output limit stops what reaches the message; run the operator with a memory limit.
 
+pub mod bounded;
 pub mod builtins;
 pub mod engine;
 pub mod error;
@@ -25,6 +26,7 @@ pub mod library;
 pub mod limits;
 pub mod names;
 pub mod render;
+pub mod sandbox;
 
 pub use builtins::{Builtins, SharedBuiltins};
 pub use error::{RenderError, reasons};

@@ -373,3 +373,33 @@ fn a_template_that_fills_only_the_content_block_of_the_built_in_layouts_renders(
     );
     assert!(out.html.unwrap().contains("<p>Hello Grace</p>"));
 }
+
+#[test]
+fn filters_that_would_build_huge_strings_fail_naming_the_limit_and_small_ones_work() {
+    let lib = library(vec![], Builtins::default());
+    let bombs = [
+        // Aborted the process (allocation failure) before the bound.
+        "{{ 'x' | indent(100000000000) }}",
+        // Panicked (capacity overflow) before the bound.
+        "{{ 'x' | indent(18446744073709551615) }}",
+        "{{ 'x\nx' | indent(width=5000) }}",
+        "{{ ('ab' * 1000000) | replace('a', 'aaaaaaaaaa') }}",
+        "{{ ('ab' * 100000) | replace('', 'xxxxxxxxxxxxxxxxxxxxxxxx') }}",
+    ];
+    for source in bombs {
+        let s = spec(None, Some(source), None);
+        let err = render_all(&lib, "bomb", &s, json!({})).expect_err(source);
+        assert!(
+            err.message.contains("over the limit") || err.message.contains("limit of"),
+            "{source}: {}",
+            err.message
+        );
+    }
+    let s = spec(
+        None,
+        Some("{{ 'a\nb' | indent(2, true) }}|{{ 'hello' | replace('l', 'L') }}"),
+        None,
+    );
+    let out = render_all(&lib, "ok", &s, json!({})).unwrap();
+    assert_eq!(out.text.as_deref(), Some("  a\n  b|heLLo"));
+}

@@ -75,14 +75,22 @@ impl Reconcile<'_> {
             &spec.attachments,
         )
         .await?;
-        let rendered = content::render_for_email(
-            spec,
-            &self.namespace,
-            &stores.templates,
-            &self.ctx.builtin_templates,
-            &labels,
-        )
-        .and_then(|c| {
+        let content = {
+            let (spec, namespace, templates, builtins, labels) = (
+                spec.clone(),
+                self.namespace.clone(),
+                stores.templates.clone(),
+                self.ctx.builtin_templates.clone(),
+                labels.clone(),
+            );
+            crate::template::sandbox::run(format!("Email {}", self.id), move || {
+                content::render_for_email(&spec, &namespace, &templates, &builtins, &labels)
+            })
+            .await
+            .map_err(|e| Problem::new(e.reason, e.message))
+            .and_then(|r| r)
+        };
+        let rendered = content.and_then(|c| {
             Ok((
                 c,
                 attachments::load(&self.namespace, &spec.attachments, &values)?,
