@@ -258,6 +258,8 @@ fn the_base_installs_the_crds_namespace_rbac_deployment_and_metrics_service() {
     kinds.sort();
     let mut expected: Vec<(String, String)> = [
         ("ClusterRole", "kmailops"),
+        ("ClusterRole", "kmailops-edit"),
+        ("ClusterRole", "kmailops-view"),
         ("ClusterRoleBinding", "kmailops"),
         ("CustomResourceDefinition", "emaildeliveries.kmailops.io"),
         ("CustomResourceDefinition", "emails.kmailops.io"),
@@ -363,8 +365,47 @@ fn the_roles_grant_nothing_the_code_does_not_use() {
     );
     assert_eq!(
         objects("ClusterRole").len() + objects("Role").len(),
-        2,
-        "no other roles"
+        4,
+        "no other roles than the operator's two and the users' two"
+    );
+}
+
+#[test]
+fn users_may_read_the_ledger_but_never_write_it_nor_any_status() {
+    for name in ["kmailops-view", "kmailops-edit"] {
+        let role = object("ClusterRole", name);
+        for rule in role["rules"].as_array().unwrap() {
+            let resources: Vec<&str> = rule["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|r| r.as_str())
+                .collect();
+            let verbs: Vec<&str> = rule["verbs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect();
+            assert!(
+                resources.iter().all(|r| !r.contains('/')),
+                "{name} grants a subresource: {resources:?}"
+            );
+            if resources.contains(&"emaildeliveries") {
+                assert!(
+                    verbs.iter().all(|v| ["get", "list", "watch"].contains(v)),
+                    "{name} may write the ledger: {verbs:?}"
+                );
+            }
+        }
+        assert_eq!(
+            role["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"], "true",
+            "{name} aggregates into edit"
+        );
+    }
+    assert_eq!(
+        object("ClusterRole", "kmailops-view")["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"],
+        "true"
     );
 }
 

@@ -34,6 +34,10 @@ pub enum AddressError {
     UnterminatedQuote,
     #[error("display name is longer than {MAX_NAME_LEN} characters")]
     NameTooLong,
+    #[error(
+        "the display name holds an '@' or a ',', so it reads as another address; quote it (`\"Last, First\" <user@example.com>`) or write one address per list entry"
+    )]
+    AmbiguousName,
     #[error("`{0}` is not an email address like user@example.com")]
     InvalidAddress(String),
     #[error("address is longer than {MAX_ADDRESS_LEN} characters")]
@@ -77,7 +81,14 @@ impl Mailbox {
         if !rest[close + 1..].trim().is_empty() {
             return Err(AddressError::TrailingText);
         }
-        let name = unquote_name(s[..open].trim())?;
+        let raw_name = s[..open].trim();
+        // `a@example.org, Evil <evil@x.example>` is one mailbox, evil@x.example, that a reader
+        // (and a list column) would take for a@example.org: a name that looks like an
+        // address or a list must be quoted to count as a name.
+        if !raw_name.starts_with('"') && raw_name.contains(['@', ',']) {
+            return Err(AddressError::AmbiguousName);
+        }
+        let name = unquote_name(raw_name)?;
         Mailbox::new(name, &rest[..close])
     }
 
@@ -227,6 +238,21 @@ mod tests {
             Mailbox::parse(r#""Doe, Jane \"JD\"" <jane@example.com>"#).unwrap(),
             mb(Some(r#"Doe, Jane "JD""#), "jane@example.com")
         );
+    }
+
+    #[test]
+    fn a_display_name_that_reads_as_an_address_or_a_list_must_be_quoted() {
+        assert_eq!(
+            Mailbox::parse("a@example.org, Evil <evil@x.example>"),
+            Err(AddressError::AmbiguousName)
+        );
+        assert_eq!(
+            Mailbox::parse("Lovelace, Ada <ada@example.org>"),
+            Err(AddressError::AmbiguousName)
+        );
+        let quoted = Mailbox::parse("\"Lovelace, Ada\" <ada@example.org>").unwrap();
+        assert_eq!(quoted.name.as_deref(), Some("Lovelace, Ada"));
+        assert!(Mailbox::parse("Ada Lovelace <ada@example.org>").is_ok());
     }
 
     #[test]

@@ -299,6 +299,18 @@ fn invalid_input_is_refused_naming_the_field() {
         "spec.headers[\"X-Evil\"]"
     );
     assert_eq!(with(|e| e.tags.push(String::new())), "spec.tags[2]");
+    // Names differ only in case: both would be hashed, one sent. (The map is sorted, so the
+    // lower-case twin comes second.)
+    assert_eq!(
+        with(|e| {
+            e.headers.insert("x-campaign".into(), "autumn".into());
+        }),
+        "spec.headers[\"x-campaign\"]"
+    );
+    assert_eq!(
+        with(|e| e.to[0] = "a@example.org, Evil <evil@x.example>".into()),
+        "spec.to[0]"
+    );
 
     let e = base_email();
     let err = error_of(

@@ -119,8 +119,17 @@ pub(super) fn headers(headers: &BTreeMap<String, String>) -> Result<(), InvalidM
             ),
         ));
     }
+    let mut seen = std::collections::HashSet::new();
     for (name, value) in headers {
         let field = format!("spec.headers[{name:?}]");
+        // Header names are case-insensitive: two that differ only in case would both be
+        // hashed, but a provider sends one of them.
+        if !seen.insert(name.to_ascii_lowercase()) {
+            return Err(InvalidMessage::new(
+                field,
+                "differs from another header only in case, and header names ignore case: keep one of them",
+            ));
+        }
         let printable = |c: char| c.is_ascii_graphic() && c != ':';
         if name.is_empty() || name.len() > MAX_HEADER_NAME || !name.chars().all(printable) {
             return Err(InvalidMessage::new(

@@ -568,7 +568,17 @@ impl Reconcile<'_> {
                         })
                         .inc();
                 }
-                self.ctx.record_send(&p.sender.key, Some(e.message.clone()));
+                // A shared sender's status is read by its owners, not by the tenant whose
+                // Email failed: the error (which may name a recipient) stays on the Email.
+                let shown = if p.sender.namespace == self.namespace {
+                    e.message.clone()
+                } else {
+                    format!(
+                        "a send for an Email of another namespace failed ({}); its status has the details",
+                        e.class
+                    )
+                };
+                self.ctx.record_send(&p.sender.key, Some(shown));
             }
         }
     }
