@@ -35,6 +35,8 @@ pub struct Settings {
     pub instance_id: String,
     /// Folder of built-in templates (`layouts/base.html`, ...), watched for changes.
     pub templates_dir: Option<std::path::PathBuf>,
+    /// Namespaces whose `default: true` senders may serve Emails of other namespaces.
+    pub shared_sender_namespaces: Vec<String>,
 }
 
 impl Default for Settings {
@@ -45,7 +47,23 @@ impl Default for Settings {
             delivery_retention: Duration::from_secs(720 * 3600),
             instance_id: default_instance_id(),
             templates_dir: None,
+            shared_sender_namespaces: shared_sender_namespaces_default(),
         }
+    }
+}
+
+/// `KMAILOPS_SHARED_SENDER_NAMESPACES` (comma-separated), else the operator's own namespace
+/// (`POD_NAMESPACE`, else `kmailops-system`). The offline commands use it too, so they choose
+/// senders as the operator does.
+pub fn shared_sender_namespaces_default() -> Vec<String> {
+    match std::env::var("KMAILOPS_SHARED_SENDER_NAMESPACES") {
+        Ok(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Err(_) => vec![std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "kmailops-system".into())],
     }
 }
 

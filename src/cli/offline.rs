@@ -107,6 +107,7 @@ pub(crate) fn sender_chain(
         email.object.spec.sender_config_ref.as_ref(),
         &FileSenders::new(set),
         &admit,
+        &crate::context::shared_sender_namespaces_default(),
     );
     warnings.extend(notes.into_inner());
     let chain = chain.map_err(|p| anyhow!("{p}"))?;

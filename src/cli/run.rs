@@ -47,6 +47,15 @@ pub struct RunArgs {
     /// Default: `templates` in the working directory, if it exists.
     #[arg(long, env = "KMAILOPS_TEMPLATES_DIR", value_name = "DIR")]
     pub templates_dir: Option<std::path::PathBuf>,
+    /// Namespaces whose `default: true` EmailSenderConfigs may serve Emails of other
+    /// namespaces (those they admit). Repeatable. Default: the operator's own namespace. A
+    /// tenant's `default: true` always serves its own namespace only.
+    #[arg(
+        long = "shared-sender-namespace",
+        env = "KMAILOPS_SHARED_SENDER_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub shared_sender_namespaces: Vec<String>,
     /// Log format.
     #[arg(long, env = "KMAILOPS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -65,6 +74,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             delivery_retention: args.delivery_retention,
             instance_id: default_instance_id(),
             templates_dir: crate::template::builtins::folder(args.templates_dir),
+            shared_sender_namespaces: if args.shared_sender_namespaces.is_empty() {
+                crate::context::shared_sender_namespaces_default()
+            } else {
+                args.shared_sender_namespaces
+            },
         },
         namespace: args.namespace,
         metrics_addr: match args.metrics_addr.as_str() {

@@ -57,18 +57,24 @@ pub struct Chain {
     pub skipped: Vec<String>,
 }
 
+/// Namespaces whose `default: true` senders may serve other namespaces (step 3). A tenant's
+/// `default: true` applies to its own namespace only: otherwise any tenant could become every
+/// namespace's default sender, or break theirs with `AmbiguousDefault`.
+pub type Trusted<'a> = &'a [String];
+
 /// Picks the senders for an Email in `email_ns`, in the order to try them.
 pub fn resolve(
     email_ns: &str,
     reference: Option<&SpecRef>,
     senders: &dyn Senders,
     admit: &Admit<'_>,
+    trusted: Trusted<'_>,
 ) -> Result<Chain, Problem> {
     let chosen = match reference {
         Some(r) => by_reference(email_ns, r, senders, admit)?,
-        None => by_default(email_ns, senders, admit)?,
+        None => by_default(email_ns, senders, admit, trusted)?,
     };
-    usable_chain(chosen, senders)
+    usable_chain(chosen, senders, email_ns, admit)
 }
 
 /// Whether resolving for this Email may need the namespace's labels (so the caller reads them
@@ -112,6 +118,7 @@ fn by_default(
     email_ns: &str,
     senders: &dyn Senders,
     admit: &Admit<'_>,
+    trusted: Trusted<'_>,
 ) -> Result<Arc<EmailSenderConfig>, Problem> {
     let defaults: Vec<Arc<EmailSenderConfig>> = senders
         .all()
@@ -130,7 +137,7 @@ fn by_default(
         .into_iter()
         .filter(|s| {
             let owner = s.namespace().unwrap_or_default();
-            owner != email_ns && admit(s, &owner)
+            owner != email_ns && trusted.contains(&owner) && admit(s, &owner)
         })
         .collect();
     single(elsewhere, "admitting namespace", email_ns)?.ok_or_else(|| {
@@ -182,7 +189,12 @@ pub fn missing_fallbacks(config: &EmailSenderConfig, senders: &dyn Senders) -> V
 
 /// The chosen config and its fallbacks (which live in its namespace), without the ones that
 /// are disabled, unhealthy or missing.
-fn usable_chain(primary: Arc<EmailSenderConfig>, senders: &dyn Senders) -> Result<Chain, Problem> {
+fn usable_chain(
+    primary: Arc<EmailSenderConfig>,
+    senders: &dyn Senders,
+    email_ns: &str,
+    admit: &Admit<'_>,
+) -> Result<Chain, Problem> {
     let ns = primary.namespace().unwrap_or_default();
     let mut chain: Vec<ResolvedSender> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
@@ -203,8 +215,16 @@ fn usable_chain(primary: Arc<EmailSenderConfig>, senders: &dyn Senders) -> Resul
         if chain.iter().any(|c| c.key == resolved.key) {
             continue;
         }
+        // A fallback serves the Email only if it admits the Email's namespace itself: the
+        // primary's admission does not extend to the configs it falls back to.
+        let admitted =
+            resolved.namespace == email_ns || admit(&resolved.config, &resolved.namespace);
         match unusable(&resolved.config) {
             Some(why) => skipped.push(format!("{} ({why})", resolved.key)),
+            None if !admitted => skipped.push(format!(
+                "{} (does not admit namespace {email_ns})",
+                resolved.key
+            )),
             None => chain.push(resolved),
         }
     }
@@ -233,4 +253,71 @@ fn unusable(config: &EmailSenderConfig) -> Option<&'static str> {
         crate::conditions::find(&s.conditions, "Healthy").is_some_and(|c| c.status == "False")
     });
     unhealthy.then_some("unhealthy")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lookup::files::FileSenders;
+    use crate::manifests::ManifestSet;
+
+    fn senders(yaml: &str) -> FileSenders {
+        let mut set = ManifestSet::default();
+        set.add_str(yaml, "test", "default")
+            .expect("valid manifests");
+        FileSenders::new(&set)
+    }
+
+    fn config(ns: &str, name: &str, extra: &str) -> String {
+        format!(
+            "apiVersion: kmailops.io/v1alpha1\nkind: EmailSenderConfig\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  sender: {{address: a@example.com}}\n  smtp: {{host: mail, port: 25}}\n{extra}\n---\n"
+        )
+    }
+
+    fn all_namespaces(_: &EmailSenderConfig, _: &str) -> bool {
+        true
+    }
+
+    #[test]
+    fn a_default_elsewhere_serves_other_namespaces_only_from_a_trusted_namespace() {
+        let open = "  default: true\n  allowedNamespaces: {from: All}";
+        let s = senders(&(config("platform", "shared", open) + &config("tenant-a", "grab", open)));
+        let trusted = vec!["platform".to_string()];
+        let chain = resolve("shop", None, &s, &all_namespaces, &trusted).unwrap();
+        assert_eq!(chain.senders[0].key, "platform/shared");
+        // Without trust, no tenant's default reaches another namespace.
+        let err = resolve("shop", None, &s, &all_namespaces, &[]).unwrap_err();
+        assert_eq!(err.reason, reasons::NO_SENDER);
+        // A tenant's default still serves its own namespace.
+        let own = resolve("tenant-a", None, &s, &all_namespaces, &trusted).unwrap();
+        assert_eq!(own.senders[0].key, "tenant-a/grab");
+    }
+
+    #[test]
+    fn a_fallback_that_does_not_admit_the_emails_namespace_is_skipped() {
+        let s = senders(
+            &(config(
+                "platform",
+                "primary",
+                "  disabled: true\n  fallback: [private, open]\n  allowedNamespaces: {from: All}",
+            ) + &config("platform", "private", "")
+                + &config("platform", "open", "  allowedNamespaces: {from: All}")),
+        );
+        let admit = |c: &EmailSenderConfig, owner: &str| {
+            crate::admission::admits(&c.spec.allowed_namespaces, owner, "shop", None)
+        };
+        let r = SpecRef {
+            name: "primary".into(),
+            namespace: Some("platform".into()),
+        };
+        let chain = resolve("shop", Some(&r), &s, &admit, &[]).unwrap();
+        let keys: Vec<&str> = chain.senders.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, ["platform/open"]);
+        assert!(
+            chain
+                .skipped
+                .iter()
+                .any(|x| x.contains("platform/private (does not admit"))
+        );
+    }
 }

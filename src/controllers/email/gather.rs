@@ -67,6 +67,7 @@ impl Reconcile<'_> {
             spec.sender_config_ref.as_ref(),
             &stores.senders,
             &admit,
+            &self.ctx.settings.shared_sender_namespaces,
         );
         let values = ClusterValues::for_attachments(
             &stores.secrets,
