@@ -2,8 +2,8 @@
 //! and `/readyz`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -74,7 +74,15 @@ pub struct Metrics {
     pub sender_status: Family<SenderOnly, Gauge>,
     pub reconcile_duration: Family<KindLabels, Histogram, fn() -> Histogram>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
+    /// 1 while this process leads (runs the controllers), 0 on a standby.
+    pub leader: Gauge,
     registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
 }
 
 impl Default for Metrics {
@@ -95,6 +103,7 @@ impl Metrics {
         let reconcile_duration =
             Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let leader = Gauge::default();
 
         let mut r = Registry::with_prefix("kmailops");
         r.register(
@@ -137,6 +146,11 @@ impl Metrics {
             "Reconciles that failed (and were retried), by kind and reason",
             reconcile_errors.clone(),
         );
+        r.register(
+            "leader",
+            "1 on the replica that leads (runs the controllers), 0 on a standby",
+            leader.clone(),
+        );
         // Error series exist from the start at 0, so alerts on rate() work before the first error.
         for kind in ["Email", "EmailSenderConfig", "EmailTemplate"] {
             reconcile_errors
@@ -155,6 +169,7 @@ impl Metrics {
             sender_status,
             reconcile_duration,
             reconcile_errors,
+            leader,
             registry: Arc::new(r),
         }
     }
@@ -183,38 +198,76 @@ impl Metrics {
     }
 }
 
-/// Whether the operator is ready: its caches are filled and its controllers run.
+/// Whether this replica is ready, and why (or why not), for `/readyz`. A standby is ready:
+/// it can take over. The leader is ready once its caches are filled; a replica that stops is
+/// not.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<ReadyState>);
+
+#[derive(Default)]
+struct ReadyState {
+    ready: AtomicBool,
+    why: Mutex<&'static str>,
+}
 
 impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed);
+    pub fn set(&self, ready: bool, why: &'static str) {
+        *self.0.why.lock().unwrap_or_else(|p| p.into_inner()) = why;
+        self.0.ready.store(ready, Ordering::Relaxed);
     }
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.ready.load(Ordering::Relaxed)
+    }
+    fn why(&self) -> &'static str {
+        let why = *self.0.why.lock().unwrap_or_else(|p| p.into_inner());
+        if why.is_empty() { "starting" } else { why }
     }
 }
 
-#[derive(Clone)]
-struct Endpoints {
-    metrics: Metrics,
-    ready: Readiness,
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("ready", &self.get())
+            .field("why", &self.why())
+            .finish()
+    }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Metrics, ready: Readiness) -> anyhow::Result<()> {
+/// What `/metrics`, `/healthz` and `/readyz` report: one per process, made at its start and
+/// shared by the leader election and the controllers.
+#[derive(Clone, Debug, Default)]
+pub struct Endpoints {
+    pub metrics: Metrics,
+    pub ready: Readiness,
+}
+
+/// The endpoint server; stops when dropped.
+pub struct Server(tokio::task::JoinHandle<()>);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Binds `addr` and serves `/metrics`, `/healthz` and `/readyz` there until the returned
+/// [`Server`] is dropped. Binding fails at once (a taken port is a configuration error the
+/// pod's probes would otherwise only report as a restart loop).
+pub async fn serve(addr: SocketAddr, endpoints: Endpoints) -> anyhow::Result<Server> {
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(Endpoints { metrics, ready });
+        .with_state(endpoints);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding the metrics address {addr}: {e}"))?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-    axum::serve(listener, app).await?;
-    Ok(())
+    Ok(Server(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics endpoint stopped");
+        }
+    })))
 }
 
 async fn metrics_text(State(e): State<Endpoints>) -> impl IntoResponse {
@@ -228,9 +281,10 @@ async fn metrics_text(State(e): State<Endpoints>) -> impl IntoResponse {
 }
 
 async fn readyz(State(e): State<Endpoints>) -> impl IntoResponse {
-    if e.ready.get() {
-        (StatusCode::OK, "ready")
+    let code = if e.ready.get() {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not ready")
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, e.ready.why())
 }
