@@ -1,6 +1,7 @@
 //! Prometheus metrics (prefix `kmailops_`) and the HTTP endpoints `/metrics`, `/healthz`
 //! and `/readyz`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,18 @@ pub struct FailureLabels {
     pub provider: String,
     pub reason: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfiguredLabels {
+    pub sender: String,
+    pub provider: String,
+    /// `enabled` or `disabled`.
+    pub status: String,
+}
+
+/// The `sender` and `provider` label of a failure that happened before a sender (or its
+/// provider) was resolved.
+pub const NONE: &str = "none";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
@@ -76,6 +89,10 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// 1 while this process leads (runs the controllers), 0 on a standby.
     pub leader: Gauge,
+    sender_configured: Family<ConfiguredLabels, Gauge>,
+    /// The series of `sender_configured` each sender has now, so a change of provider or of
+    /// `disabled` replaces it instead of leaving the old one at 1.
+    configured: Arc<Mutex<HashMap<String, ConfiguredLabels>>>,
     registry: Arc<Registry>,
 }
 
@@ -104,6 +121,7 @@ impl Metrics {
             Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let leader = Gauge::default();
+        let sender_configured = Family::<ConfiguredLabels, Gauge>::default();
 
         let mut r = Registry::with_prefix("kmailops");
         r.register(
@@ -151,6 +169,11 @@ impl Metrics {
             "1 on the replica that leads (runs the controllers), 0 on a standby",
             leader.clone(),
         );
+        r.register(
+            "sender_configured",
+            "1 per existing EmailSenderConfig, by provider and status (enabled or disabled)",
+            sender_configured.clone(),
+        );
         // Error series exist from the start at 0, so alerts on rate() work before the first error.
         for kind in ["Email", "EmailSenderConfig", "EmailTemplate"] {
             reconcile_errors
@@ -170,6 +193,8 @@ impl Metrics {
             reconcile_duration,
             reconcile_errors,
             leader,
+            sender_configured,
+            configured: Arc::default(),
             registry: Arc::new(r),
         }
     }
@@ -186,6 +211,45 @@ impl Metrics {
         self.reconcile_duration
             .get_or_create(&KindLabels { kind: kind.into() })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts an Email that came to rest in Failed or Unknown. `sender` and `provider` are
+    /// [`NONE`] when the failure came before either was resolved.
+    pub fn email_failed(&self, sender: Option<&str>, provider: Option<&str>, reason: &str) {
+        self.emails_failed
+            .get_or_create(&FailureLabels {
+                sender: sender.unwrap_or(NONE).to_string(),
+                provider: provider.unwrap_or(NONE).to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records that the sender `key` (`namespace/name`) exists with this provider and state.
+    pub fn sender_configured(&self, key: &str, provider: Option<&str>, disabled: bool) {
+        let labels = ConfiguredLabels {
+            sender: key.to_string(),
+            provider: provider.unwrap_or(NONE).to_string(),
+            status: if disabled { "disabled" } else { "enabled" }.to_string(),
+        };
+        let mut configured = self.configured.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = configured.insert(key.to_string(), labels.clone())
+            && old != labels
+        {
+            self.sender_configured.remove(&old);
+        }
+        self.sender_configured.get_or_create(&labels).set(1);
+    }
+
+    /// The sender `key` was deleted: its series go (`sender_configured`, `sender_status`).
+    pub fn sender_deleted(&self, key: &str) {
+        let mut configured = self.configured.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = configured.remove(key) {
+            self.sender_configured.remove(&old);
+        }
+        self.sender_status.remove(&SenderOnly {
+            sender: key.to_string(),
+        });
     }
 
     pub fn reconcile_error(&self, kind: &str, reason: &str) {

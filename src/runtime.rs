@@ -214,6 +214,7 @@ pub async fn run_with(
                         sender.name_any()
                     );
                     ctx.providers.forget(&key);
+                    ctx.metrics.sender_deleted(&key);
                 }
                 // Which Emails a config affects depends on defaults and admission rules, so every
                 // Email still waiting to be sent is looked at again (a cheap, read-only check).

@@ -459,5 +459,20 @@ async fn after_a_kill_9_of_the_leader_the_standby_leads_once_the_lease_lapses_an
     // Only what the killed leader had claimed can be Unknown (at most its concurrency).
     assert!(unknown.len() <= 8, "{unknown:?}");
 
+    // The new leader counted each of them as a failed Email, by reason.
+    let text = second.metrics().await.unwrap();
+    let counted: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("kmailops_emails_failed_total{")
+                && l.contains("reason=\"OutcomeUnknown\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(counted, unknown.len() as f64, "{unknown:?}: {text}");
+    eprintln!(
+        "after kill -9: {} Unknown, counted {counted}",
+        unknown.len()
+    );
     let _ = second.terminate().await;
 }

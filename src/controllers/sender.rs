@@ -71,6 +71,8 @@ async fn run(
     key: &str,
 ) -> Result<Action, kube::Error> {
     let spec = &sender.spec;
+    ctx.metrics
+        .sender_configured(key, spec.provider_kind().map(|p| p.as_str()), spec.disabled);
     let previous = sender.status.clone().unwrap_or_default();
     let mut desired: Vec<Desired> = Vec::new();
     let mut status = EmailSenderConfigStatus {
