@@ -730,3 +730,131 @@ async fn every_sender_is_counted_as_configured_by_provider_and_status_until_it_i
     assert_eq!(configured(&text, &main, "enabled"), 1.0);
     op.stop().await;
 }
+
+/// A MailerSend health endpoint that answers 200 or, during an "outage", 503.
+async fn switchable_quota_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let down = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = down.clone();
+    let app = axum::Router::new().route(
+        "/v1/api-quota",
+        axum::routing::get(move || {
+            let down = flag.load(Ordering::SeqCst);
+            async move {
+                if down {
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        r#"{"message":"Service Unavailable"}"#,
+                    )
+                } else {
+                    (
+                        axum::http::StatusCode::OK,
+                        r#"{"quota":3000,"remaining":2999,"reset":"2026-12-01T00:00:00Z"}"#,
+                    )
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/v1"), down)
+}
+
+#[tokio::test]
+async fn a_provider_outage_changes_healthy_never_ready_and_a_disabled_sender_is_ready() {
+    kmailops::provider::http::install_crypto_provider();
+    let env = TestEnv::get().await;
+    let ns = env.unique_namespace("ready-healthy").await;
+    let client = env.client();
+    secret(&client, &ns, "mailersend-token", "token", "test-token").await;
+    let (base_url, down) = switchable_quota_server().await;
+    let checks = "  healthCheck: {interval: 1s, unhealthyInterval: 1s, timeout: 2s}";
+    env.apply_yaml(&ns, &sender_yaml("mailersend", &base_url, checks))
+        .await;
+    let senders: Api<EmailSenderConfig> = Api::namespaced(client.clone(), &ns);
+    let op = Operator::start(client.clone(), &ns);
+    let is = |type_: &'static str, status: &'static str| {
+        move |s: &EmailSenderConfig| sender_condition(s, type_).is_some_and(|c| c.0 == status)
+    };
+
+    let ok = wait_for(&senders, "mailersend", is("Healthy", "True"), WAIT).await;
+    assert_eq!(
+        sender_condition(&ok, "Ready"),
+        Some(("True".into(), "Ready".into()))
+    );
+
+    // The provider goes down: Healthy turns, Ready stays (Flux and Argo CD keep syncing).
+    down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let outage = wait_for(
+        &senders,
+        "mailersend",
+        |s: &EmailSenderConfig| sender_condition(s, "Healthy").is_some_and(|c| c.0 != "True"),
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        sender_condition(&outage, "Ready"),
+        Some(("True".into(), "Ready".into())),
+        "a provider outage must not change Ready"
+    );
+    let ready_since = |s: &EmailSenderConfig| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.last_transition_time.clone())
+    };
+    assert_eq!(
+        ready_since(&outage),
+        ready_since(&ok),
+        "Ready never flipped"
+    );
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let back = wait_for(&senders, "mailersend", is("Healthy", "True"), WAIT).await;
+    assert_eq!(ready_since(&back), ready_since(&ok));
+
+    // Disabled: in its desired state, so Ready=True with reason Disabled.
+    env.apply_yaml(
+        &ns,
+        &sender_yaml(
+            "mailersend",
+            &base_url,
+            &format!("{checks}\n  disabled: true\n  displayName: Shop notifications"),
+        ),
+    )
+    .await;
+    let disabled = wait_for(
+        &senders,
+        "mailersend",
+        |s: &EmailSenderConfig| {
+            sender_condition(s, "Ready").is_some_and(|c| c.1 == "Disabled")
+                && s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
+        },
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        sender_condition(&disabled, "Ready"),
+        Some(("True".into(), "Disabled".into()))
+    );
+    assert_eq!(
+        disabled.spec.display_name.as_deref(),
+        Some("Shop notifications")
+    );
+
+    // A fallback that names no config stays Ready=False: the config itself is wrong.
+    env.apply_yaml(
+        &ns,
+        &sender_yaml("lonely", &base_url, "  fallback: [ghost]")
+            .replace("default: true", "default: false"),
+    )
+    .await;
+    let lonely = wait_for(&senders, "lonely", is("Ready", "False"), WAIT).await;
+    assert_eq!(
+        sender_condition(&lonely, "Ready").map(|c| c.1),
+        Some("FallbackNotFound".into())
+    );
+    op.stop().await;
+}
