@@ -1,9 +1,10 @@
 //! Prometheus metrics (prefix `kmailops_`) and the HTTP endpoints `/metrics`, `/healthz`
 //! and `/readyz`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,6 +31,18 @@ pub struct FailureLabels {
     pub provider: String,
     pub reason: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfiguredLabels {
+    pub sender: String,
+    pub provider: String,
+    /// `enabled` or `disabled`.
+    pub status: String,
+}
+
+/// The `sender` and `provider` label of a failure that happened before a sender (or its
+/// provider) was resolved.
+pub const NONE: &str = "none";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
@@ -74,7 +87,19 @@ pub struct Metrics {
     pub sender_status: Family<SenderOnly, Gauge>,
     pub reconcile_duration: Family<KindLabels, Histogram, fn() -> Histogram>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
+    /// 1 while this process leads (runs the controllers), 0 on a standby.
+    pub leader: Gauge,
+    sender_configured: Family<ConfiguredLabels, Gauge>,
+    /// The series of `sender_configured` each sender has now, so a change of provider or of
+    /// `disabled` replaces it instead of leaving the old one at 1.
+    configured: Arc<Mutex<HashMap<String, ConfiguredLabels>>>,
     registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
 }
 
 impl Default for Metrics {
@@ -95,6 +120,8 @@ impl Metrics {
         let reconcile_duration =
             Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let leader = Gauge::default();
+        let sender_configured = Family::<ConfiguredLabels, Gauge>::default();
 
         let mut r = Registry::with_prefix("kmailops");
         r.register(
@@ -137,6 +164,16 @@ impl Metrics {
             "Reconciles that failed (and were retried), by kind and reason",
             reconcile_errors.clone(),
         );
+        r.register(
+            "leader",
+            "1 on the replica that leads (runs the controllers), 0 on a standby",
+            leader.clone(),
+        );
+        r.register(
+            "sender_configured",
+            "1 per existing EmailSenderConfig, by provider and status (enabled or disabled)",
+            sender_configured.clone(),
+        );
         // Error series exist from the start at 0, so alerts on rate() work before the first error.
         for kind in ["Email", "EmailSenderConfig", "EmailTemplate"] {
             reconcile_errors
@@ -155,6 +192,9 @@ impl Metrics {
             sender_status,
             reconcile_duration,
             reconcile_errors,
+            leader,
+            sender_configured,
+            configured: Arc::default(),
             registry: Arc::new(r),
         }
     }
@@ -173,6 +213,45 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Counts an Email that came to rest in Failed or Unknown. `sender` and `provider` are
+    /// [`NONE`] when the failure came before either was resolved.
+    pub fn email_failed(&self, sender: Option<&str>, provider: Option<&str>, reason: &str) {
+        self.emails_failed
+            .get_or_create(&FailureLabels {
+                sender: sender.unwrap_or(NONE).to_string(),
+                provider: provider.unwrap_or(NONE).to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records that the sender `key` (`namespace/name`) exists with this provider and state.
+    pub fn sender_configured(&self, key: &str, provider: Option<&str>, disabled: bool) {
+        let labels = ConfiguredLabels {
+            sender: key.to_string(),
+            provider: provider.unwrap_or(NONE).to_string(),
+            status: if disabled { "disabled" } else { "enabled" }.to_string(),
+        };
+        let mut configured = self.configured.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = configured.insert(key.to_string(), labels.clone())
+            && old != labels
+        {
+            self.sender_configured.remove(&old);
+        }
+        self.sender_configured.get_or_create(&labels).set(1);
+    }
+
+    /// The sender `key` was deleted: its series go (`sender_configured`, `sender_status`).
+    pub fn sender_deleted(&self, key: &str) {
+        let mut configured = self.configured.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = configured.remove(key) {
+            self.sender_configured.remove(&old);
+        }
+        self.sender_status.remove(&SenderOnly {
+            sender: key.to_string(),
+        });
+    }
+
     pub fn reconcile_error(&self, kind: &str, reason: &str) {
         self.reconcile_errors
             .get_or_create(&ErrorLabels {
@@ -183,38 +262,76 @@ impl Metrics {
     }
 }
 
-/// Whether the operator is ready: its caches are filled and its controllers run.
+/// Whether this replica is ready, and why (or why not), for `/readyz`. A standby is ready:
+/// it can take over. The leader is ready once its caches are filled; a replica that stops is
+/// not.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<ReadyState>);
+
+#[derive(Default)]
+struct ReadyState {
+    ready: AtomicBool,
+    why: Mutex<&'static str>,
+}
 
 impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed);
+    pub fn set(&self, ready: bool, why: &'static str) {
+        *self.0.why.lock().unwrap_or_else(|p| p.into_inner()) = why;
+        self.0.ready.store(ready, Ordering::Relaxed);
     }
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.ready.load(Ordering::Relaxed)
+    }
+    fn why(&self) -> &'static str {
+        let why = *self.0.why.lock().unwrap_or_else(|p| p.into_inner());
+        if why.is_empty() { "starting" } else { why }
     }
 }
 
-#[derive(Clone)]
-struct Endpoints {
-    metrics: Metrics,
-    ready: Readiness,
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("ready", &self.get())
+            .field("why", &self.why())
+            .finish()
+    }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Metrics, ready: Readiness) -> anyhow::Result<()> {
+/// What `/metrics`, `/healthz` and `/readyz` report: one per process, made at its start and
+/// shared by the leader election and the controllers.
+#[derive(Clone, Debug, Default)]
+pub struct Endpoints {
+    pub metrics: Metrics,
+    pub ready: Readiness,
+}
+
+/// The endpoint server; stops when dropped.
+pub struct Server(tokio::task::JoinHandle<()>);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Binds `addr` and serves `/metrics`, `/healthz` and `/readyz` there until the returned
+/// [`Server`] is dropped. Binding fails at once (a taken port is a configuration error the
+/// pod's probes would otherwise only report as a restart loop).
+pub async fn serve(addr: SocketAddr, endpoints: Endpoints) -> anyhow::Result<Server> {
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(Endpoints { metrics, ready });
+        .with_state(endpoints);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding the metrics address {addr}: {e}"))?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-    axum::serve(listener, app).await?;
-    Ok(())
+    Ok(Server(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics endpoint stopped");
+        }
+    })))
 }
 
 async fn metrics_text(State(e): State<Endpoints>) -> impl IntoResponse {
@@ -228,9 +345,10 @@ async fn metrics_text(State(e): State<Endpoints>) -> impl IntoResponse {
 }
 
 async fn readyz(State(e): State<Endpoints>) -> impl IntoResponse {
-    if e.ready.get() {
-        (StatusCode::OK, "ready")
+    let code = if e.ready.get() {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not ready")
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, e.ready.why())
 }

@@ -21,7 +21,7 @@ use crate::controllers::email;
 use crate::controllers::sender as sender_controller;
 use crate::controllers::template::{self as template_controller, TemplateWatch};
 use crate::ledger::index::LedgerIndex;
-use crate::metrics::{Metrics, Readiness};
+use crate::metrics::Endpoints;
 use crate::template::{self, Builtins};
 use crate::tolerant;
 use kube::core::DeserializeGuard;
@@ -106,13 +106,40 @@ where
     }
 }
 
-/// Runs the Email controller until `shutdown` resolves. In-flight reconciles (and so sends)
-/// finish and record their outcome before this returns.
+/// Runs the Email controller until `shutdown` resolves, as the only replica (no leader
+/// election), serving `/metrics`, `/healthz` and `/readyz` on `config.metrics_addr`. In-flight
+/// reconciles (and so sends) finish and record their outcome before this returns.
 pub async fn run(
     client: Client,
     config: RunConfig,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
+    let endpoints = Endpoints::default();
+    let _server = match config.metrics_addr {
+        Some(addr) => Some(crate::metrics::serve(addr, endpoints.clone()).await?),
+        None => None,
+    };
+    endpoints.metrics.leader.set(1);
+    let result = run_with(client, config, endpoints.clone(), shutdown).await;
+    endpoints.metrics.leader.set(0);
+    result
+}
+
+/// Runs the controllers until `shutdown` resolves, reporting through `endpoints` (served by
+/// the caller, from the process start: see `leader::run_as_leader`). Not ready until the
+/// caches are filled, and not ready again once shutdown begins.
+pub async fn run_with(
+    client: Client,
+    config: RunConfig,
+    endpoints: Endpoints,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let Endpoints {
+        metrics,
+        ready: readiness,
+    } = endpoints;
+    readiness.set(false, "leading: filling the caches");
+
     // Answers nested deeper than a parser takes are cut down to their metadata first.
     let client = tolerant::depth::DepthGuard::client(client);
     // Objects our types reject are left out of the caches and reported by one task.
@@ -142,17 +169,7 @@ pub async fn run(
     );
     let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Email>>();
     let (sender_tx, sender_rx) = mpsc::unbounded_channel::<ObjectRef<EmailSenderConfig>>();
-    let metrics = Metrics::new();
-    let readiness = Readiness::default();
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(addr) = config.metrics_addr {
-        let (metrics, readiness) = (metrics.clone(), readiness.clone());
-        tasks.spawn(async move {
-            if let Err(e) = crate::metrics::serve(addr, metrics, readiness).await {
-                tracing::error!(error = %e, "the metrics endpoint stopped");
-            }
-        });
-    }
 
     let (senders, senders_writer) = reflector::store::<EmailSenderConfig>();
     let (deliveries, deliveries_writer) = reflector::store::<EmailDelivery>();
@@ -212,11 +229,13 @@ pub async fn run(
                     let _ = sender_tx.send(other);
                 }
                 if deleted {
-                    ctx.providers.forget(&format!(
+                    let key = format!(
                         "{}/{}",
                         sender.namespace().unwrap_or_default(),
                         sender.name_any()
-                    ));
+                    );
+                    ctx.providers.forget(&key);
+                    ctx.metrics.sender_deleted(&key);
                 }
                 // Which Emails a config affects depends on defaults and admission rules, so every
                 // Email still waiting to be sent is looked at again (a cheap, read-only check).
@@ -321,7 +340,7 @@ pub async fn run(
     wait_ready(&templates, "EmailTemplate").await?;
     template_watch.trigger_all();
     tracing::info!(namespace = config.namespace.as_deref().unwrap_or("<all>"), instance = %config.settings.instance_id, "caches ready; starting the controllers");
-    readiness.set(true);
+    readiness.set(true, "leading: caches filled, the controllers run");
 
     let (sender_stop_tx, sender_stop_rx) = tokio::sync::oneshot::channel::<()>();
     // Every sender once at start; after that, the sender watch above asks for each change.
@@ -361,9 +380,10 @@ pub async fn run(
         shutdown.clone(),
     );
     let stopping = {
-        let ctx = ctx.clone();
+        let (ctx, readiness) = (ctx.clone(), readiness.clone());
         async move {
             shutdown.await;
+            readiness.set(false, "stopping: finishing the sends under way");
             tracing::info!("shutting down: finishing the sends under way, starting no new ones");
             ctx.begin_shutdown();
         }
@@ -379,7 +399,7 @@ pub async fn run(
             }
         });
     futures::join!(emails_controller, templates_controller);
-    readiness.set(false);
+    readiness.set(false, "stopped");
     let _ = sender_stop_tx.send(());
     tasks.abort_all();
     Ok(())

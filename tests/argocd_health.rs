@@ -248,7 +248,7 @@ fn a_ready_sender_whose_check_is_not_permitted_stays_healthy_and_says_so() {
 }
 
 #[test]
-fn a_sender_that_is_not_ready_or_fails_its_health_check_is_degraded() {
+fn a_sender_that_is_not_ready_is_degraded_with_the_reason() {
     let not_ready = sender(
         vec![condition(
             "Ready",
@@ -265,26 +265,62 @@ fn a_sender_that_is_not_ready_or_fails_its_health_check_is_degraded() {
             "Secret shop/mailersend does not exist".into()
         )
     );
-    let unhealthy = sender(
-        vec![
-            condition("Ready", "True", "Ready", "credentials loaded"),
-            condition("Healthy", "False", "AuthFailed", "401 Unauthenticated"),
-        ],
+    let missing_fallback = sender(
+        vec![condition(
+            "Ready",
+            "False",
+            "FallbackNotFound",
+            "spec.fallback names backup that do not exist in namespace shop",
+        )],
         false,
     );
     assert_eq!(
-        health("emailsenderconfig.lua", &unhealthy),
-        ("Degraded".into(), "401 Unauthenticated".into())
+        status_of("emailsenderconfig.lua", &missing_fallback),
+        "Degraded"
     );
 }
 
 #[test]
-fn a_disabled_sender_is_suspended() {
+fn a_provider_outage_keeps_a_ready_sender_healthy_and_the_message_says_so() {
+    let unhealthy = sender(
+        vec![
+            condition("Ready", "True", "Ready", "ready to send"),
+            condition("Healthy", "False", "AuthFailed", "401 Unauthenticated"),
+        ],
+        false,
+    );
+    let (status, message) = health("emailsenderconfig.lua", &unhealthy);
+    assert_eq!(status, "Healthy", "an outage must not hold a sync");
+    assert!(message.contains("provider is unhealthy"), "{message}");
+    assert!(message.contains("401 Unauthenticated"), "{message}");
+}
+
+#[test]
+fn a_disabled_sender_is_healthy_and_says_it_is_disabled() {
     let s = sender(
+        vec![
+            condition("Ready", "True", "Disabled", "spec.disabled is true"),
+            condition(
+                "Healthy",
+                "Unknown",
+                "Disabled",
+                "not checked while disabled",
+            ),
+        ],
+        true,
+    );
+    let (status, message) = health("emailsenderconfig.lua", &s);
+    assert_eq!(status, "Healthy");
+    assert!(message.starts_with("Disabled"), "{message}");
+    // As earlier versions wrote it: Ready=False, reason Disabled.
+    let old = sender(
         vec![condition("Ready", "False", "Disabled", "disabled")],
         true,
     );
-    assert_eq!(status_of("emailsenderconfig.lua", &s), "Suspended");
+    assert_eq!(
+        health("emailsenderconfig.lua", &old),
+        ("Healthy".into(), message)
+    );
 }
 
 #[test]

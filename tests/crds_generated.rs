@@ -126,7 +126,15 @@ fn printer_columns_match_the_api_contract() {
     };
     assert_eq!(
         columns("emailsenderconfigs"),
-        ["PROVIDER", "SENDER", "DEFAULT", "READY", "HEALTHY", "AGE"]
+        [
+            "DISPLAY-NAME",
+            "PROVIDER",
+            "SENDER",
+            "DEFAULT",
+            "READY",
+            "HEALTHY",
+            "AGE"
+        ]
     );
     assert_eq!(
         columns("emails"),

@@ -408,3 +408,453 @@ async fn every_metric_is_served_over_http_and_moves_when_it_should() {
     );
     op.stop().await;
 }
+
+/// A sender that no Email uses (not the default), to watch `kmailops_sender_configured`.
+fn spare_sender_yaml(name: &str, base_url: &str, disabled: bool) -> String {
+    format!(
+        r#"
+apiVersion: kmailops.io/v1alpha1
+kind: EmailSenderConfig
+metadata:
+  name: {name}
+spec:
+  disabled: {disabled}
+  sender: {{address: spare@example.com}}
+  mailersend:
+    apiTokenSecretRef: {{name: mailersend-token, key: token}}
+    baseUrl: {base_url}
+"#
+    )
+}
+
+/// The Ready reason and sender of an Email, as its status says.
+fn reason_and_sender(e: &Email) -> (String, Option<String>) {
+    (
+        ready_reason(e).unwrap_or_default(),
+        e.status.as_ref().and_then(|s| s.sender_config.clone()),
+    )
+}
+
+#[tokio::test]
+async fn every_email_that_comes_to_rest_failed_or_unknown_is_counted_once_by_the_reason_its_status_gives()
+ {
+    kmailops::provider::http::install_crypto_provider();
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "failcount").await;
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let client = env.client();
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+    // A short claim: a provider call that outlasts 80% of it is cut off as ambiguous (Unknown).
+    let settings = Settings {
+        claim_ttl: Duration::from_secs(3),
+        ..Settings::default()
+    };
+    let op = Operator::start_full(client.clone(), &ns, settings, Some(addr));
+    let sender = format!("{ns}/mailersend");
+
+    // Failures before any provider call: no such sender, no such template, a sender whose
+    // Secret is missing (its credentials never load).
+    env.apply_yaml(
+        &ns,
+        r#"
+apiVersion: kmailops.io/v1alpha1
+kind: EmailSenderConfig
+metadata:
+  name: secretless
+spec:
+  sender: {address: shop@example.com}
+  mailersend:
+    apiTokenSecretRef: {name: no-such-secret, key: token}
+"#,
+    )
+    .await;
+    env.apply_yaml(
+        &ns,
+        &email_yaml("no-sender", "x", "  senderConfigRef: {name: nobody}"),
+    )
+    .await;
+    env.apply_yaml(
+        &ns,
+        r#"
+apiVersion: kmailops.io/v1alpha1
+kind: Email
+metadata:
+  name: no-template
+spec:
+  to: ["ada@example.org"]
+  templateRef: {name: nothing-here}
+"#,
+    )
+    .await;
+    env.apply_yaml(
+        &ns,
+        &email_yaml("no-secret", "x", "  senderConfigRef: {name: secretless}"),
+    )
+    .await;
+    // Failures from the provider: a 422, and a call that outlasts its claim (Unknown).
+    mock.script([Reply::Status(
+        422,
+        r#"{"message":"The to.0.email must be a valid email address."}"#.into(),
+        vec![],
+    )]);
+    env.apply_yaml(&ns, &email_yaml("rejected", "Rejected", ""))
+        .await;
+    wait_for(&emails, "rejected", phase_is(EmailPhase::Failed), WAIT).await;
+    mock.script([Reply::Slow(Duration::from_secs(4))]);
+    env.apply_yaml(&ns, &email_yaml("timed-out", "Timed out", ""))
+        .await;
+    wait_for(&emails, "timed-out", phase_is(EmailPhase::Unknown), WAIT).await;
+
+    let failing = [
+        "no-sender",
+        "no-template",
+        "no-secret",
+        "rejected",
+        "timed-out",
+    ];
+    let mut expected: std::collections::BTreeMap<(String, String), f64> = Default::default();
+    for name in failing {
+        let e = wait_for(
+            &emails,
+            name,
+            |e: &Email| {
+                matches!(
+                    e.status.as_ref().and_then(|s| s.phase),
+                    Some(EmailPhase::Failed) | Some(EmailPhase::Unknown)
+                )
+            },
+            WAIT,
+        )
+        .await;
+        let (reason, sender) = reason_and_sender(&e);
+        *expected
+            .entry((reason, sender.unwrap_or_else(|| "none".into())))
+            .or_default() += 1.0;
+    }
+    let reasons: Vec<&str> = expected.keys().map(|(r, _)| r.as_str()).collect();
+    for reason in [
+        "SenderNotFound",
+        "TemplateNotFound",
+        "ProviderRejected",
+        "OutcomeUnknown",
+    ] {
+        assert!(reasons.contains(&reason), "{reason} in {expected:?}");
+    }
+    // Whatever the missing Secret is called in the status, it is counted as such.
+    assert_eq!(expected.len(), 5, "{expected:?}");
+
+    let check = |text: &str| {
+        for ((reason, sender), n) in &expected {
+            assert_eq!(
+                metric(
+                    text,
+                    "kmailops_emails_failed_total",
+                    &[("reason", reason), ("sender", sender)]
+                ),
+                *n,
+                "{reason} through {sender}: {text}"
+            );
+        }
+        assert_eq!(
+            metric(text, "kmailops_emails_failed_total", &[]),
+            5.0,
+            "{text}"
+        );
+    };
+    let (_, text) = scrape(addr, "/metrics").await;
+    check(&text);
+    assert_eq!(
+        metric(
+            &text,
+            "kmailops_emails_failed_total",
+            &[
+                ("reason", "ProviderRejected"),
+                ("sender", &sender),
+                ("provider", "MailerSend")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "kmailops_emails_failed_total",
+            &[
+                ("reason", "SenderNotFound"),
+                ("sender", "none"),
+                ("provider", "none")
+            ]
+        ),
+        1.0
+    );
+
+    // Looked at again (a label change wakes each one): the same failures, not counted again.
+    for name in failing {
+        emails
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"labels": {"touched": "yes"}}})),
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    check(&scrape(addr, "/metrics").await.1);
+
+    // A retry that fails the same way again is another failed delivery, counted once more.
+    mock.script([Reply::Status(
+        422,
+        r#"{"message":"The to.0.email must be a valid email address."}"#.into(),
+        vec![],
+    )]);
+    emails
+        .patch(
+            "rejected",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"annotations": {"kmailops.io/retry": "1"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        &emails,
+        "rejected",
+        |e: &Email| {
+            e.status
+                .as_ref()
+                .is_some_and(|s| s.last_handled_retry.as_deref() == Some("1"))
+                && phase_is(EmailPhase::Failed)(e)
+        },
+        WAIT,
+    )
+    .await;
+    let (_, text) = scrape(addr, "/metrics").await;
+    assert_eq!(
+        metric(
+            &text,
+            "kmailops_emails_failed_total",
+            &[("reason", "ProviderRejected"), ("sender", &sender)]
+        ),
+        2.0,
+        "{text}"
+    );
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn every_sender_is_counted_as_configured_by_provider_and_status_until_it_is_deleted() {
+    kmailops::provider::http::install_crypto_provider();
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "configured").await;
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let client = env.client();
+    let senders: Api<EmailSenderConfig> = Api::namespaced(client.clone(), &ns);
+    let op = Operator::start_full(client.clone(), &ns, Settings::default(), Some(addr));
+    env.apply_yaml(&ns, &spare_sender_yaml("spare", &mock.base_url, false))
+        .await;
+    let (main, spare) = (format!("{ns}/mailersend"), format!("{ns}/spare"));
+    let configured = |text: &str, sender: &str, status: &str| {
+        metric(
+            text,
+            "kmailops_sender_configured",
+            &[
+                ("sender", sender),
+                ("provider", "MailerSend"),
+                ("status", status),
+            ],
+        )
+    };
+    let scrape_until = |what: &'static str, ok: Box<dyn Fn(&str) -> bool>| async move {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (_, text) = scrape(addr, "/metrics").await;
+            if ok(&text) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "{what}: {text}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+
+    let (m, s) = (main.clone(), spare.clone());
+    let text = scrape_until(
+        "both senders enabled",
+        Box::new(move |t| {
+            configured(t, &m, "enabled") == 1.0 && configured(t, &s, "enabled") == 1.0
+        }),
+    )
+    .await;
+    assert_eq!(configured(&text, &spare, "disabled"), 0.0);
+
+    // Disabled: the series moves, the old one goes.
+    env.apply_yaml(&ns, &spare_sender_yaml("spare", &mock.base_url, true))
+        .await;
+    let s = spare.clone();
+    let text = scrape_until(
+        "the spare sender disabled",
+        Box::new(move |t| configured(t, &s, "disabled") == 1.0),
+    )
+    .await;
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("kmailops_sender_configured{")
+                && l.contains(&format!("sender=\"{spare}\""))
+                && l.contains("status=\"enabled\"")),
+        "{text}"
+    );
+    assert_eq!(configured(&text, &main, "enabled"), 1.0);
+
+    // Deleted: neither its configured nor its status series is left.
+    senders.delete("spare", &Default::default()).await.unwrap();
+    let s = spare.clone();
+    let text = scrape_until(
+        "the spare sender deleted",
+        Box::new(move |t| {
+            !t.lines().any(|l| {
+                (l.starts_with("kmailops_sender_configured{")
+                    || l.starts_with("kmailops_sender_status{"))
+                    && l.contains(&format!("sender=\"{s}\""))
+            })
+        }),
+    )
+    .await;
+    assert_eq!(configured(&text, &main, "enabled"), 1.0);
+    op.stop().await;
+}
+
+/// A MailerSend health endpoint that answers 200 or, during an "outage", 503.
+async fn switchable_quota_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let down = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = down.clone();
+    let app = axum::Router::new().route(
+        "/v1/api-quota",
+        axum::routing::get(move || {
+            let down = flag.load(Ordering::SeqCst);
+            async move {
+                if down {
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        r#"{"message":"Service Unavailable"}"#,
+                    )
+                } else {
+                    (
+                        axum::http::StatusCode::OK,
+                        r#"{"quota":3000,"remaining":2999,"reset":"2026-12-01T00:00:00Z"}"#,
+                    )
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/v1"), down)
+}
+
+#[tokio::test]
+async fn a_provider_outage_changes_healthy_never_ready_and_a_disabled_sender_is_ready() {
+    kmailops::provider::http::install_crypto_provider();
+    let env = TestEnv::get().await;
+    let ns = env.unique_namespace("ready-healthy").await;
+    let client = env.client();
+    secret(&client, &ns, "mailersend-token", "token", "test-token").await;
+    let (base_url, down) = switchable_quota_server().await;
+    let checks = "  healthCheck: {interval: 1s, unhealthyInterval: 1s, timeout: 2s}";
+    env.apply_yaml(&ns, &sender_yaml("mailersend", &base_url, checks))
+        .await;
+    let senders: Api<EmailSenderConfig> = Api::namespaced(client.clone(), &ns);
+    let op = Operator::start(client.clone(), &ns);
+    let is = |type_: &'static str, status: &'static str| {
+        move |s: &EmailSenderConfig| sender_condition(s, type_).is_some_and(|c| c.0 == status)
+    };
+
+    let ok = wait_for(&senders, "mailersend", is("Healthy", "True"), WAIT).await;
+    assert_eq!(
+        sender_condition(&ok, "Ready"),
+        Some(("True".into(), "Ready".into()))
+    );
+
+    // The provider goes down: Healthy turns, Ready stays (Flux and Argo CD keep syncing).
+    down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let outage = wait_for(
+        &senders,
+        "mailersend",
+        |s: &EmailSenderConfig| sender_condition(s, "Healthy").is_some_and(|c| c.0 != "True"),
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        sender_condition(&outage, "Ready"),
+        Some(("True".into(), "Ready".into())),
+        "a provider outage must not change Ready"
+    );
+    let ready_since = |s: &EmailSenderConfig| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.last_transition_time.clone())
+    };
+    assert_eq!(
+        ready_since(&outage),
+        ready_since(&ok),
+        "Ready never flipped"
+    );
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let back = wait_for(&senders, "mailersend", is("Healthy", "True"), WAIT).await;
+    assert_eq!(ready_since(&back), ready_since(&ok));
+
+    // Disabled: in its desired state, so Ready=True with reason Disabled.
+    env.apply_yaml(
+        &ns,
+        &sender_yaml(
+            "mailersend",
+            &base_url,
+            &format!("{checks}\n  disabled: true\n  displayName: Shop notifications"),
+        ),
+    )
+    .await;
+    let disabled = wait_for(
+        &senders,
+        "mailersend",
+        |s: &EmailSenderConfig| {
+            sender_condition(s, "Ready").is_some_and(|c| c.1 == "Disabled")
+                && s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
+        },
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        sender_condition(&disabled, "Ready"),
+        Some(("True".into(), "Disabled".into()))
+    );
+    assert_eq!(
+        disabled.spec.display_name.as_deref(),
+        Some("Shop notifications")
+    );
+
+    // A fallback that names no config stays Ready=False: the config itself is wrong.
+    env.apply_yaml(
+        &ns,
+        &sender_yaml("lonely", &base_url, "  fallback: [ghost]")
+            .replace("default: true", "default: false"),
+    )
+    .await;
+    let lonely = wait_for(&senders, "lonely", is("Ready", "False"), WAIT).await;
+    assert_eq!(
+        sender_condition(&lonely, "Ready").map(|c| c.1),
+        Some("FallbackNotFound".into())
+    );
+    op.stop().await;
+}

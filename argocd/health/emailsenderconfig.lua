@@ -1,6 +1,8 @@
 -- Argo CD health of a kmailops.io EmailSenderConfig (Lua 5.1, as Argo CD runs it).
--- Ready=False or Healthy=False is Degraded; Ready=True is Healthy; a config with
--- `disabled: true` is Suspended (it is kept on purpose and sends nothing).
+-- Ready=True is Healthy: the spec is valid and the credentials are loaded. A config with
+-- `disabled: true` is Ready too (kept on purpose, it sends nothing). The provider's own
+-- health never makes it Degraded, so an outage does not hold a sync or a later wave; the
+-- message says when the provider is unhealthy or the sender disabled. Ready=False is Degraded.
 local hs = {}
 
 local function condition(status, type)
@@ -34,24 +36,21 @@ if status == nil or status.observedGeneration == nil or status.observedGeneratio
   return hs
 end
 
-if obj.spec ~= nil and obj.spec.disabled == true then
-  hs.status = "Suspended"
-  hs.message = "Disabled: Emails move on to the fallback senders"
-  return hs
-end
-
 local ready = condition(status, "Ready")
 local healthy = condition(status, "Healthy")
-if ready ~= nil and ready.status == "False" then
+-- Earlier kmailops versions wrote Ready=False, reason Disabled, for a disabled sender.
+local disabled = ready ~= nil and ready.reason == "Disabled"
+if ready ~= nil and ready.status == "False" and not disabled then
   hs.status = "Degraded"
   hs.message = describe(ready, "Not ready")
-elseif healthy ~= nil and healthy.status == "False" then
-  hs.status = "Degraded"
-  hs.message = describe(healthy, "Health check failed")
-elseif ready ~= nil and ready.status == "True" then
+elseif ready ~= nil and (ready.status == "True" or disabled) then
   hs.status = "Healthy"
-  if healthy ~= nil and healthy.status == "True" then
+  if disabled then
+    hs.message = "Disabled: nothing is sent through it; Emails use its fallbacks"
+  elseif healthy ~= nil and healthy.status == "True" then
     hs.message = describe(healthy, "Ready and healthy")
+  elseif healthy ~= nil and healthy.status == "False" then
+    hs.message = "Ready, but the provider is unhealthy: " .. describe(healthy, "health check failed")
   elseif healthy ~= nil then
     hs.message = "Ready; health not known yet: " .. describe(healthy, "no check result")
   else

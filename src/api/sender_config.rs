@@ -20,6 +20,11 @@ use super::common::{AllowedNamespaces, NO_LINE_BREAKS, SecretKeyRef};
     category = "kmailops",
     derive = "PartialEq",
     doc = "EmailSenderConfig is one email provider account (MailerSend, Mailgun, SMTP, Amazon SES, SendGrid, Postmark or Resend) that Emails are sent through.",
+    printcolumn(
+        name = "Display-Name",
+        type_ = "string",
+        json_path = ".spec.displayName"
+    ),
     printcolumn(name = "Provider", type_ = "string", json_path = ".status.provider"),
     printcolumn(name = "Sender", type_ = "string", json_path = ".spec.sender.address"),
     printcolumn(name = "Default", type_ = "boolean", json_path = ".spec.default"),
@@ -44,6 +49,11 @@ use super::common::{AllowedNamespaces, NO_LINE_BREAKS, SecretKeyRef};
     "[has(self.mailersend), has(self.mailgun), has(self.smtp), has(self.resend), has(self.postmark), has(self.sendgrid), has(self.ses)].filter(p, p).size() == 1"
 ).message("exactly one of mailersend, mailgun, smtp, ses, sendgrid, postmark or resend must be set"))]
 pub struct EmailSenderConfigSpec {
+    /// A human name for this sender, e.g. `Shop notifications (EU)`; shown by `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100))]
+    #[x_kube(validation = Rule::new(NO_LINE_BREAKS).message("displayName must not contain CR or LF"))]
+    pub display_name: Option<String>,
     /// The From identity of every Email sent through this config.
     pub sender: Sender,
     /// Default Reply-To mailbox (`a@b.c` or `Name <a@b.c>`); an Email's own replyTo wins.
@@ -526,8 +536,9 @@ pub struct EmailSenderConfigStatus {
     /// The provider in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderKind>,
-    /// `Ready` (valid, credentials loaded, not disabled), `Healthy` (last check passed),
-    /// `CredentialsLoaded`, and warnings such as `InsecureTransport`.
+    /// `Ready` (spec valid and credentials loaded; reason `Disabled` when disabled; a provider
+    /// outage never changes it), `Healthy` (last check passed), `CredentialsLoaded`, and
+    /// warnings such as `InsecureTransport`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

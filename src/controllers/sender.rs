@@ -1,9 +1,10 @@
 //! The EmailSenderConfig reconciler: validate -> load credentials -> build the client ->
 //! health-check when due -> status.
 //!
-//! Conditions: `Ready` (valid, credentials loaded, not disabled), `CredentialsLoaded`,
-//! `Healthy` (last check passed; Unknown when the check cannot tell), and `InsecureTransport`
-//! as a standing warning for `tls: None` or `insecureSkipVerify`.
+//! Conditions: `Ready` (spec valid and credentials loaded; reason `Disabled` when
+//! `disabled: true`; never moved by the provider's health), `CredentialsLoaded`, `Healthy`
+//! (last check passed; Unknown when the check cannot tell), and `InsecureTransport` as a
+//! standing warning for `tls: None` or `insecureSkipVerify`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +38,12 @@ pub mod condition_types {
 
 /// Ready=False reason: `spec.fallback` names a config that does not exist.
 pub const FALLBACK_NOT_FOUND: &str = "FallbackNotFound";
+/// Ready=False reason: the spec is wrong in a way the CRD schema cannot tell.
+pub const INVALID_CONFIG: &str = "InvalidConfig";
+/// Ready=True reason (and Healthy=Unknown reason) of a sender with `disabled: true`.
+pub const DISABLED: &str = "Disabled";
+const DISABLED_MESSAGE: &str =
+    "spec.disabled is true: nothing is sent through this config; Emails use its fallbacks";
 use condition_types::{CREDENTIALS_LOADED, HEALTHY, INSECURE_TRANSPORT};
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +78,8 @@ async fn run(
     key: &str,
 ) -> Result<Action, kube::Error> {
     let spec = &sender.spec;
+    ctx.metrics
+        .sender_configured(key, spec.provider_kind().map(|p| p.as_str()), spec.disabled);
     let previous = sender.status.clone().unwrap_or_default();
     let mut desired: Vec<Desired> = Vec::new();
     let mut status = EmailSenderConfigStatus {
@@ -95,9 +104,9 @@ async fn run(
     let provider = match (&invalid, loaded) {
         (None, Ok(l)) => match ctx.providers.get(key, spec, l) {
             Ok(p) => Ok(p),
-            Err(e) => Err(("InvalidConfig", e.to_string())),
+            Err(e) => Err((INVALID_CONFIG, e.to_string())),
         },
-        (Some(msg), _) => Err(("InvalidConfig", msg.clone())),
+        (Some(msg), _) => Err((INVALID_CONFIG, msg.clone())),
         (None, Err(e)) => Err((e.reason(), e.to_string())),
     };
     // A fallback that names nothing is the config's own error, also when it can send:
@@ -114,15 +123,20 @@ async fn run(
         other => other,
     };
 
+    // Ready is about the object, never the provider's health: a valid spec with its
+    // credentials loaded is Ready whether or not the provider answers (that is `Healthy`), so
+    // an outage never holds a Flux or Argo CD sync. A disabled sender is in its desired state:
+    // Ready, reason Disabled, unless its spec itself is wrong.
     desired.push(match (&provider, spec.disabled) {
-        (Err((reason, msg)), _) if *reason == FALLBACK_NOT_FOUND => {
+        (Err((reason, msg)), _) if *reason == FALLBACK_NOT_FOUND || *reason == INVALID_CONFIG => {
             Desired::new(types::READY, Status::False, *reason, msg.clone())
         }
-        (_, true) => Desired::new(
+        (Ok(_), true) => Desired::new(types::READY, Status::True, DISABLED, DISABLED_MESSAGE),
+        (Err((_, msg)), true) => Desired::new(
             types::READY,
-            Status::False,
-            "Disabled",
-            "spec.disabled is true: nothing is sent through this config; Emails use its fallbacks",
+            Status::True,
+            DISABLED,
+            format!("{DISABLED_MESSAGE}; before enabling it, fix: {msg}"),
         ),
         (Ok(_), false) => Desired::new(types::READY, Status::True, "Ready", "ready to send"),
         (Err((reason, msg)), false) => {
@@ -158,7 +172,7 @@ async fn run(
             desired.push(Desired::new(
                 HEALTHY,
                 Status::Unknown,
-                "Disabled",
+                DISABLED,
                 "not checked while disabled",
             ));
         }

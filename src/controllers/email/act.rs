@@ -13,7 +13,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::api::{DeliveryPhase, EmailDelivery, EmailDeliveryStatus};
 use crate::ledger::{self, Claim, EntryState};
-use crate::metrics::{FailureLabels, ProviderLabels, SenderLabels};
+use crate::metrics::{ProviderLabels, SenderLabels};
 use crate::provider::{ErrorClass, SendError, SendReceipt};
 
 use super::decide::{Decision, Entry};
@@ -542,32 +542,23 @@ impl Reconcile<'_> {
         result: &Result<SendReceipt, SendError>,
         outcome: &EmailDeliveryStatus,
     ) {
-        let metrics = &self.ctx.metrics;
-        let provider = p.provider.kind().to_string();
         match result {
             Ok(r) => {
                 tracing::info!(email = %self.id, sender = %p.sender.key, attempt, message_id = %r.message_id, "sent");
-                metrics
+                self.ctx
+                    .metrics
                     .emails_sent
                     .get_or_create(&SenderLabels {
                         sender: p.sender.key.clone(),
-                        provider,
+                        provider: p.provider.kind().to_string(),
                     })
                     .inc();
                 self.ctx.record_send(&p.sender.key, None);
             }
             Err(e) => {
-                tracing::warn!(email = %self.id, sender = %p.sender.key, attempt, class = ?e.class, retry_after = ?e.retry_after, error = %e.message, "send failed");
-                if let Some(reason) = &outcome.reason {
-                    metrics
-                        .emails_failed
-                        .get_or_create(&FailureLabels {
-                            sender: p.sender.key.clone(),
-                            provider,
-                            reason: reason.clone(),
-                        })
-                        .inc();
-                }
+                // Counted in emails_failed_total when the Email comes to rest (`status::apply`),
+                // not per attempt: a retried or failed-over attempt is no failed Email.
+                tracing::warn!(email = %self.id, sender = %p.sender.key, attempt, class = ?e.class, retry_after = ?e.retry_after, reason = ?outcome.reason, error = %e.message, "send failed");
                 // A shared sender's status is read by its owners, not by the tenant whose
                 // Email failed: the error (which may name a recipient) stays on the Email.
                 let shown = if p.sender.namespace == self.namespace {

@@ -127,19 +127,62 @@ pub enum Applied {
     Gone,
 }
 
-/// Writes `update.status` when it differs from the Email's, and publishes its Event.
+/// Writes `update.status` when it differs from the Email's, and publishes its Event. A write
+/// that brings the Email to rest in Failed or Unknown is counted in
+/// `kmailops_emails_failed_total` here, and only here: every failure, whatever found it
+/// (a missing Secret, a template error, a provider's answer, a lapsed claim after a crash),
+/// ends in this write.
 pub async fn apply(
     ctx: &EmailContext,
     email: &Email,
     update: Update,
 ) -> Result<Applied, kube::Error> {
     let applied = write(ctx, email, &update.status).await?;
+    if applied == Applied::Written
+        && let Some(reason) = failure_to_count(email.status.as_ref(), &update.status)
+    {
+        let provider = update.status.provider.map(|p| p.as_str());
+        ctx.metrics
+            .email_failed(update.status.sender_config.as_deref(), provider, reason);
+    }
     if applied != Applied::Gone
         && let Some(note) = update.event
     {
         event(ctx, email, note).await;
     }
     Ok(applied)
+}
+
+/// The reason to count when `after` replaces `before`: `after` rests in Failed or Unknown and
+/// is a new resting state, not a rewrite of the one the Email showed (an observed generation,
+/// a preview beside it, a restart of the operator). New means another phase or reason, or
+/// another delivery: new content (delivery hash) or a new `kmailops.io/retry` token that
+/// ended the same way as the last one.
+pub fn failure_to_count<'a>(
+    before: Option<&EmailStatus>,
+    after: &'a EmailStatus,
+) -> Option<&'a str> {
+    if !matches!(after.phase, Some(EmailPhase::Failed | EmailPhase::Unknown)) {
+        return None;
+    }
+    let reason = ready_reason(after).unwrap_or_else(|| {
+        after
+            .phase
+            .map(EmailPhase::as_str)
+            .unwrap_or(reasons::OUTCOME_UNKNOWN)
+    });
+    let Some(before) = before else {
+        return Some(reason);
+    };
+    let same = before.phase == after.phase
+        && ready_reason(before) == Some(reason)
+        && before.delivery_hash == after.delivery_hash
+        && before.last_handled_retry == after.last_handled_retry;
+    (!same).then_some(reason)
+}
+
+fn ready_reason(status: &EmailStatus) -> Option<&str> {
+    conditions::find(&status.conditions, types::READY).map(|c| c.reason.as_str())
 }
 
 async fn write(
@@ -230,4 +273,60 @@ pub fn current_reason(email: &Email) -> Option<String> {
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, types::READY))
         .map(|c| c.reason.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(phase: EmailPhase, reason: &str) -> EmailStatus {
+        let email: Email = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kmailops.io/v1alpha1",
+            "kind": "Email",
+            "metadata": {"name": "e", "namespace": "shop", "generation": 1},
+            "spec": {"to": ["a@example.org"], "text": "t"},
+        }))
+        .unwrap();
+        let mut status = EmailStatus::default();
+        settle(&email, &mut status, phase, reason, "m", Vec::new());
+        status
+    }
+
+    #[test]
+    fn a_failure_is_counted_when_the_email_comes_to_rest_in_it_and_not_on_a_rewrite() {
+        let failed = status(EmailPhase::Failed, "SecretNotFound");
+        assert_eq!(failure_to_count(None, &failed), Some("SecretNotFound"));
+        let pending = status(EmailPhase::Pending, "Pending");
+        assert_eq!(
+            failure_to_count(Some(&pending), &failed),
+            Some("SecretNotFound")
+        );
+        // The same failure written again (a new generation observed, a restart).
+        let mut again = failed.clone();
+        again.observed_generation = Some(7);
+        assert_eq!(failure_to_count(Some(&failed), &again), None);
+        // Another reason is another failure.
+        let other = status(EmailPhase::Failed, "TemplateError");
+        assert_eq!(
+            failure_to_count(Some(&failed), &other),
+            Some("TemplateError")
+        );
+        // Unknown after Failed, and a retry token that ended the same way.
+        let unknown = status(EmailPhase::Unknown, reasons::OUTCOME_UNKNOWN);
+        assert_eq!(
+            failure_to_count(Some(&failed), &unknown),
+            Some(reasons::OUTCOME_UNKNOWN)
+        );
+        let mut retried = unknown.clone();
+        retried.last_handled_retry = Some("2".into());
+        assert_eq!(
+            failure_to_count(Some(&unknown), &retried),
+            Some(reasons::OUTCOME_UNKNOWN)
+        );
+        // Resting states that are not failures are never counted.
+        let sent = status(EmailPhase::Sent, "Sent");
+        assert_eq!(failure_to_count(Some(&failed), &sent), None);
+        let retrying = status(EmailPhase::Retrying, reasons::TRANSIENT_ERROR);
+        assert_eq!(failure_to_count(None, &retrying), None);
+    }
 }
