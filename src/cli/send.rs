@@ -58,16 +58,11 @@ pub async fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
     let attachments = offline::attachments(&set, email)?;
     let builtins = offline::builtins(args.templates_dir.clone())?;
     let content = offline::content(&set, email, spec, builtins, &mut warnings)?;
-    let mut msg = build_message(spec, &config.config.spec, &config.key, content, attachments)
-        .with_context(|| format!("Email {}", email.key()))?;
-    // The key of the operator's first delivery of this Email: a provider that deduplicates
-    // sends it once, by whichever path.
-    msg.delivery_key = Some(crate::message::delivery_key(
-        &email.namespace,
-        &email.name,
-        &msg.delivery_hash,
-        None,
-    ));
+    // Tied to the operator's first delivery of this Email: a provider that deduplicates sends
+    // it once, by whichever path.
+    let msg = build_message(spec, &config.config.spec, &config.key, content, attachments)
+        .with_context(|| format!("Email {}", email.key()))?
+        .for_delivery(&email.namespace, &email.name, None);
     let provider = build_provider(&config.config.spec, credentials, &http_client())
         .with_context(|| format!("EmailSenderConfig {}", config.key))?;
     for w in &warnings {

@@ -65,11 +65,24 @@ pub struct OutgoingMessage {
     pub attachments: Vec<AttachmentData>,
     /// Hex SHA-256 over what the recipients get (see [`build_message`]).
     pub delivery_hash: String,
-    /// `<{first 32 hex of the hash}@{sender domain}>`: equal for every attempt at this content.
+    /// `<{first 32 hex of the delivery key, else of the hash}@{sender domain}>`: equal for every
+    /// attempt of one delivery, different for two Emails of equal content (mail stores that
+    /// deduplicate by Message-ID would drop the second).
     pub message_id: String,
     /// A key computable from Git alone: hash of the Email's namespace, name, delivery hash
     /// and retry token (see [`delivery_key()`]); providers that deduplicate use it.
     pub delivery_key: Option<String>,
+}
+
+impl OutgoingMessage {
+    /// Ties the message to one delivery of one Email (see [`delivery_key()`]): the key
+    /// providers deduplicate by, and the Message-ID derived from it.
+    pub fn for_delivery(mut self, namespace: &str, name: &str, retry_token: Option<&str>) -> Self {
+        let key = delivery_key(namespace, name, &self.delivery_hash, retry_token);
+        self.message_id = hash::message_id(&key, &self.from);
+        self.delivery_key = Some(key);
+        self
+    }
 }
 
 /// Why an Email can not become a message; `field` is the path a user fixes.

@@ -393,3 +393,21 @@ fn content_types_are_guessed_from_the_extension() {
     assert_eq!(guess_content_type("data.csv"), "text/csv");
     assert_eq!(guess_content_type("noext"), "application/octet-stream");
 }
+
+#[test]
+fn two_emails_of_equal_content_get_different_message_ids_and_one_email_keeps_its_own() {
+    let e = base_email();
+    let m = || build(&e, &sender(), content());
+    let a = m().for_delivery("shop", "alert-1", None);
+    let b = m().for_delivery("shop", "alert-2", None);
+    assert_eq!(a.delivery_hash, b.delivery_hash, "equal content");
+    assert_ne!(a.message_id, b.message_id);
+    assert_ne!(a.delivery_key, b.delivery_key);
+    // Every attempt of one delivery carries the same id; a retry token makes a new one.
+    assert_eq!(a.message_id, m().for_delivery("shop", "alert-1", None).message_id);
+    assert_ne!(
+        a.message_id,
+        m().for_delivery("shop", "alert-1", Some("2")).message_id
+    );
+    assert!(a.message_id.ends_with("@example.com>"), "{}", a.message_id);
+}

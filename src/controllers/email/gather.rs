@@ -196,7 +196,7 @@ impl Reconcile<'_> {
         content: &RenderedContent,
         attached: &[AttachmentData],
     ) -> Result<OutgoingMessage, Problem> {
-        let mut message = build_message(
+        let message = build_message(
             &self.email.spec,
             &sender.config.spec,
             &sender.key,
@@ -208,13 +208,7 @@ impl Reconcile<'_> {
         // providers that deduplicate (Resend's Idempotency-Key) drop a repeat, never a
         // different Email with equal content.
         let token = super::decide::token_in_effect(&self.facts());
-        message.delivery_key = Some(crate::message::delivery_key(
-            &self.namespace,
-            &self.name,
-            &message.delivery_hash,
-            token.as_deref(),
-        ));
-        Ok(message)
+        Ok(message.for_delivery(&self.namespace, &self.name, token.as_deref()))
     }
 
     fn sent_through_hash(
