@@ -377,7 +377,8 @@ async fn two_operator_processes_hand_over_on_sigterm_within_seconds_without_send
     // The Lease was released: the standby leads within seconds, not after the lease duration.
     let led = second.wait_leading(WAIT).await;
     assert!(
-        led - exited < Duration::from_secs(6),
+        // Well under the 15 s Lease duration, with room for a loaded CI machine.
+        led - exited < Duration::from_secs(10),
         "the standby took {:?} to lead after the leader released the Lease",
         led - exited
     );
