@@ -404,7 +404,10 @@ fn two_emails_of_equal_content_get_different_message_ids_and_one_email_keeps_its
     assert_ne!(a.message_id, b.message_id);
     assert_ne!(a.delivery_key, b.delivery_key);
     // Every attempt of one delivery carries the same id; a retry token makes a new one.
-    assert_eq!(a.message_id, m().for_delivery("shop", "alert-1", None).message_id);
+    assert_eq!(
+        a.message_id,
+        m().for_delivery("shop", "alert-1", None).message_id
+    );
     assert_ne!(
         a.message_id,
         m().for_delivery("shop", "alert-1", Some("2")).message_id
