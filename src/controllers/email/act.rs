@@ -16,7 +16,7 @@ use crate::ledger::{self, Claim, EntryState};
 use crate::metrics::{ProviderLabels, SenderLabels};
 use crate::provider::{ErrorClass, SendError, SendReceipt};
 
-use super::decide::{Decision, Entry};
+use super::decide::Decision;
 use super::gather::{Gathered, Prepared};
 use super::outcome::{LedgerOutcome, SentVia};
 use super::status::{self, Applied, Note, Update};
@@ -27,7 +27,6 @@ impl Reconcile<'_> {
         &self,
         decision: Decision,
         g: &Gathered,
-        ledger: &[Entry],
     ) -> Result<Action, kube::Error> {
         let token = super::decide::token_in_effect(&self.facts());
         match decision {
@@ -62,7 +61,7 @@ impl Reconcile<'_> {
                 Ok(Action::await_change())
             }
             Decision::ChangedAfterSend { entry: Some(name) } => {
-                self.mirror_entry(&name, ledger, token.as_deref(), SentVia::ChangedAfterSend)
+                self.mirror_entry(&name, token.as_deref(), SentVia::ChangedAfterSend)
                     .await
             }
             Decision::Recover { entry } => {
@@ -71,11 +70,10 @@ impl Reconcile<'_> {
                 } else {
                     SentVia::Delivery
                 };
-                self.mirror_entry(&entry, ledger, token.as_deref(), via)
-                    .await
+                self.mirror_entry(&entry, token.as_deref(), via).await
             }
             Decision::MirrorUnknown { entry } => {
-                self.mirror_entry(&entry, ledger, token.as_deref(), SentVia::Delivery)
+                self.mirror_entry(&entry, token.as_deref(), SentVia::Delivery)
                     .await
             }
             Decision::Expired => {
@@ -110,12 +108,11 @@ impl Reconcile<'_> {
     async fn mirror_entry(
         &self,
         name: &str,
-        ledger: &[Entry],
         token: Option<&str>,
         via: SentVia,
     ) -> Result<Action, kube::Error> {
         let Some(entry) = self.deliveries.get_opt(name).await? else {
-            tracing::debug!(email = %self.id, entry = name, known = ledger.len(), "ledger entry gone; looking again");
+            tracing::debug!(email = %self.id, entry = name, "ledger entry gone; looking again");
             return Ok(Action::requeue(Duration::from_secs(1)));
         };
         let empty = EmailDeliveryStatus::default();

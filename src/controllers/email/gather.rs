@@ -293,7 +293,7 @@ impl Reconcile<'_> {
     ///
     /// The cache shows every entry but those made in the last moments (the watch's lag); an
     /// entry that is missing here is still guarded by the claim's atomic create.
-    pub(super) async fn ledger_entries(&self, _g: &Gathered) -> Result<Vec<Entry>, kube::Error> {
+    pub(super) async fn ledger_entries(&self) -> Result<Vec<Entry>, kube::Error> {
         if !super::decide::needs_ledger(&self.facts())
             || !self
                 .ctx

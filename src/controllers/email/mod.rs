@@ -158,11 +158,11 @@ impl Reconcile<'_> {
             return Ok(Action::requeue(STALE_RECHECK));
         }
         let gathered = self.gather().await?;
-        let ledger = self.ledger_entries(&gathered).await?;
+        let ledger = self.ledger_entries().await?;
         let facts = self.facts();
         let decision = decide::decide(&facts, &gathered.readiness, &ledger, jiff::Timestamp::now());
         tracing::debug!(email = %self.id, ?decision, "decided");
-        self.act(decision, &gathered, &ledger).await
+        self.act(decision, &gathered).await
     }
 
     /// This version was already acted on by a status write of this process (see
