@@ -1,5 +1,5 @@
 //! When to try again after a transient error: exponential backoff with jitter, capped, and
-//! never sooner than the provider asked (Retry-After).
+//! never sooner than the provider asked (Retry-After), up to the same cap.
 
 use std::time::Duration;
 
@@ -26,7 +26,9 @@ pub fn delay(retry: &RetrySpec, attempts: i32, retry_after: Option<Duration>) ->
     let jitter = half.mul_f64(rand::random::<f64>());
     let backoff = half + jitter;
     match retry_after {
-        Some(asked) => backoff.min(max).max(asked),
+        // Honoured up to the sender's own maxBackoff: a provider (or anything posing as one at
+        // the sender's baseUrl) cannot park an Email for days with `Retry-After: 999999999`.
+        Some(asked) => backoff.min(max).max(asked.min(max)),
         None => backoff,
     }
 }
@@ -74,6 +76,13 @@ mod tests {
     fn retry_after_from_the_provider_is_a_floor() {
         let s = spec("1s", "10m");
         assert!(delay(&s, 1, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn retry_after_beyond_max_backoff_is_capped_there() {
+        let s = spec("1s", "10m");
+        let asked = Duration::from_secs(999_999_999);
+        assert_eq!(delay(&s, 1, Some(asked)), Duration::from_secs(600));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::provider::Provider;
 use crate::provider::clients::ProviderCache;
 use crate::rate_limit::RateLimiters;
+use crate::send_slots::SlotLimits;
 use crate::template::SharedBuiltins;
 
 pub use crate::api::FIELD_MANAGER;
@@ -23,8 +24,8 @@ pub use crate::api::FIELD_MANAGER;
 /// Settings of one operator process.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// At most this many provider calls run at once.
-    pub max_concurrent_sends: usize,
+    /// Provider calls allowed at once: in all, per sender and per namespace.
+    pub sends: SlotLimits,
     /// How long a claimed delivery may stay without an outcome before another reconcile may
     /// call it `Unknown`: longer than any provider call can take.
     pub claim_ttl: Duration,
@@ -42,7 +43,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            max_concurrent_sends: 16,
+            sends: SlotLimits::from_total(16),
             claim_ttl: Duration::from_secs(120),
             delivery_retention: Duration::from_secs(720 * 3600),
             instance_id: default_instance_id(),

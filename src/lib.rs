@@ -20,6 +20,7 @@ pub mod problem;
 pub mod provider;
 pub mod rate_limit;
 pub mod runtime;
+pub mod send_slots;
 pub mod telemetry;
 pub mod template;
 pub mod tolerant;

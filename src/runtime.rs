@@ -163,8 +163,7 @@ pub async fn run_with(
     .applied_objects();
     let controller = Controller::for_stream(email_watch, email_store.clone()).with_config(
         ControllerConfig::default().concurrency(
-            u16::try_from(config.settings.max_concurrent_sends.saturating_mul(2))
-                .unwrap_or(u16::MAX),
+            u16::try_from(config.settings.sends.total.saturating_mul(2)).unwrap_or(u16::MAX),
         ),
     );
     let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Email>>();

@@ -209,7 +209,7 @@ async fn a_rate_limited_sender_never_lets_more_through_than_its_limit_in_any_win
     .await;
     let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
     let settings = Settings {
-        max_concurrent_sends: 32,
+        sends: kmailops::send_slots::SlotLimits::from_total(32),
         ..Settings::default()
     };
     let op = Operator::start_with(client.clone(), &ns, settings);

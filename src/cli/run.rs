@@ -9,6 +9,7 @@ use clap::Args;
 use crate::context::{Settings, default_instance_id};
 use crate::leader::{LeaderElection, run_as_leader};
 use crate::runtime::{RunConfig, run as run_controller};
+use crate::send_slots::SlotLimits;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Args, Debug)]
@@ -19,6 +20,14 @@ pub struct RunArgs {
     /// Provider calls allowed at once across all Emails.
     #[arg(long, env = "KMAILOPS_MAX_CONCURRENT_SENDS", default_value_t = 16)]
     pub max_concurrent_sends: usize,
+    /// Provider calls allowed at once through one EmailSenderConfig (default: a quarter of
+    /// --max-concurrent-sends), so one stuck provider cannot hold every slot.
+    #[arg(long, env = "KMAILOPS_MAX_CONCURRENT_SENDS_PER_SENDER")]
+    pub max_concurrent_sends_per_sender: Option<usize>,
+    /// Provider calls allowed at once for the Emails of one namespace (default: half of
+    /// --max-concurrent-sends). Freed slots go to waiting namespaces in turn.
+    #[arg(long, env = "KMAILOPS_MAX_CONCURRENT_SENDS_PER_NAMESPACE")]
+    pub max_concurrent_sends_per_namespace: Option<usize>,
     /// How long EmailDeliveries are kept after their Email is deleted (e.g. 720h).
     #[arg(long, env = "KMAILOPS_DELIVERY_RETENTION", default_value = "720h", value_parser = humantime::parse_duration)]
     pub delivery_retention: Duration,
@@ -69,7 +78,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("connecting to Kubernetes (KUBECONFIG or the in-cluster service account)")?;
     let config = RunConfig {
         settings: Settings {
-            max_concurrent_sends: args.max_concurrent_sends.max(1),
+            sends: {
+                let derived = SlotLimits::from_total(args.max_concurrent_sends);
+                SlotLimits {
+                    per_sender: args
+                        .max_concurrent_sends_per_sender
+                        .unwrap_or(derived.per_sender),
+                    per_namespace: args
+                        .max_concurrent_sends_per_namespace
+                        .unwrap_or(derived.per_namespace),
+                    ..derived
+                }
+            },
             claim_ttl: args.claim_ttl.max(Duration::from_secs(10)),
             delivery_retention: args.delivery_retention,
             instance_id: default_instance_id(),

@@ -55,7 +55,7 @@ impl Operator {
             renew_grace_s: 1,
         };
         let settings = Settings {
-            max_concurrent_sends: 4,
+            sends: kmailops::send_slots::SlotLimits::from_total(4),
             ..Settings::default()
         };
         Self::spawn(client, ns, settings, None, Some(election))

@@ -21,6 +21,13 @@ use super::gather::{Gathered, Prepared};
 use super::outcome::{LedgerOutcome, SentVia};
 use super::status::{self, Applied, Note, Update};
 use super::{PROBLEM_RECHECK, Reconcile};
+use crate::send_slots::SendPermit;
+
+/// How long a delivery waits for a send slot before it gives the worker back.
+const SLOT_WAIT: Duration = Duration::from_secs(2);
+/// When a delivery that got no slot comes back (plus up to a second, so many waiting Emails
+/// do not all come back at once).
+const SLOT_RETRY: Duration = Duration::from_secs(1);
 
 impl Reconcile<'_> {
     pub(super) async fn act(
@@ -148,9 +155,10 @@ impl Reconcile<'_> {
         let entry = match cached {
             Some(e) => e,
             None => {
-                if let Some(blocked) = self.claim_blocked(p, token).await {
-                    return blocked;
-                }
+                let permit = match self.admit(p, token).await {
+                    Ok(permit) => permit,
+                    Err(instead) => return instead,
+                };
                 let new = ledger::NewEntry {
                     namespace: &self.namespace,
                     email_name: &self.name,
@@ -171,7 +179,7 @@ impl Reconcile<'_> {
                 .await?
                 {
                     Claim::Won(created) => {
-                        return self.attempt(g, p, &created, 1, token).await;
+                        return self.attempt(g, p, &created, 1, token, permit).await;
                     }
                     Claim::Exists => match self.deliveries.get_opt(&entry_name).await? {
                         Some(e) => Arc::new(e),
@@ -218,32 +226,53 @@ impl Reconcile<'_> {
         Some(Box::pin(self.deliver(g, &next, token)).await)
     }
 
-    /// What stops a new attempt from being claimed now, if anything: shutdown (the successor
-    /// will claim it) or the sender's rate limit (the Email waits as Pending).
-    async fn claim_blocked(
+    /// What a new attempt needs before it is claimed: a process that is not stopping (else the
+    /// successor claims it), a fair share of the send slots (else the Email comes back
+    /// shortly, leaving the worker to other Emails), `notAfter` still ahead (waiting for a slot
+    /// or a retry may have taken it past), and room in the sender's rate limit (else the Email
+    /// waits as Pending). The slot is held through the provider call.
+    async fn admit(
         &self,
         p: &Prepared,
         token: Option<&str>,
-    ) -> Option<Result<Action, kube::Error>> {
+    ) -> Result<SendPermit, Result<Action, kube::Error>> {
         if self.ctx.is_stopping() {
-            return Some(Ok(Action::requeue(Duration::from_secs(5))));
+            return Err(Ok(Action::requeue(Duration::from_secs(5))));
+        }
+        let slots = &self.ctx.sends.slots;
+        let Some(permit) = slots
+            .acquire(&self.namespace, &p.sender.key, SLOT_WAIT)
+            .await
+        else {
+            tracing::debug!(email = %self.id, sender = %p.sender.key, "no send slot free for this sender or namespace; trying again shortly");
+            let again = SLOT_RETRY + Duration::from_millis(rand::random::<u64>() % 1000);
+            return Err(Ok(Action::requeue(again)));
+        };
+        if self
+            .facts()
+            .not_after
+            .is_some_and(|t| t <= Timestamp::now())
+        {
+            return Err(self
+                .write(self.expired())
+                .await
+                .map(|_| Action::await_change()));
         }
         let limit = p.sender.config.spec.rate_limit.as_ref();
         match self.ctx.rate_limits.try_acquire(&p.sender.key, limit) {
-            Ok(()) => None,
+            Ok(()) => Ok(permit),
             Err(wait) => {
+                drop(permit);
                 let update = (status::current_reason(self.email).as_deref()
                     != Some(status::reasons::RATE_LIMITED))
                 .then(|| self.rate_limited(p, token));
-                Some(
-                    async {
-                        if let Some(u) = update {
-                            self.write(u).await?;
-                        }
-                        Ok(Action::requeue(wait + Duration::from_millis(10)))
+                Err(async {
+                    if let Some(u) = update {
+                        self.write(u).await?;
                     }
-                    .await,
-                )
+                    Ok(Action::requeue(wait + Duration::from_millis(10)))
+                }
+                .await)
             }
         }
     }
@@ -343,9 +372,10 @@ impl Reconcile<'_> {
                     let wait: Duration = (next - now).try_into().unwrap_or_default();
                     return Ok(Action::requeue(wait));
                 }
-                if let Some(blocked) = self.claim_blocked(p, token).await {
-                    return blocked;
-                }
+                let permit = match self.admit(p, token).await {
+                    Ok(permit) => permit,
+                    Err(instead) => return instead,
+                };
                 let settings = &self.ctx.settings;
                 let next_no = attempts + 1;
                 if ledger::claim_next(
@@ -357,7 +387,7 @@ impl Reconcile<'_> {
                 )
                 .await?
                 {
-                    self.attempt(g, p, entry, next_no, token).await
+                    self.attempt(g, p, entry, next_no, token, permit).await
                 } else {
                     Ok(Action::requeue(Duration::from_secs(1)))
                 }
@@ -388,8 +418,19 @@ impl Reconcile<'_> {
         if !still_ours {
             return Box::pin(self.follow_entry(g, p, &fresh, token)).await;
         }
+        // The claim is already made, so only the slot is waited for (notAfter and the rate
+        // limit were checked before the claim).
+        let Some(permit) = self
+            .ctx
+            .sends
+            .slots
+            .acquire(&self.namespace, &p.sender.key, SLOT_WAIT)
+            .await
+        else {
+            return Ok(Action::requeue(SLOT_RETRY));
+        };
         tracing::info!(email = %self.id, entry = entry_name, attempt, "using a claim whose answer was lost");
-        self.attempt(g, p, &fresh, attempt, token).await
+        self.attempt(g, p, &fresh, attempt, token, permit).await
     }
 
     /// Calls the provider for a claimed attempt and records the outcome: first in the ledger,
@@ -402,10 +443,13 @@ impl Reconcile<'_> {
         entry: &EmailDelivery,
         attempt: i32,
         token: Option<&str>,
+        permit: SendPermit,
     ) -> Result<Action, kube::Error> {
         let entry_name = entry.name_any();
         let started = Time(Timestamp::now());
         let result = self.call_provider(p, &entry_name, attempt).await;
+        // Recording the outcome needs no slot: the next send may start meanwhile.
+        drop(permit);
         let retry = &p.sender.config.spec.retry;
         let base = EmailDeliveryStatus {
             observed_generation: entry.metadata.generation,
@@ -494,14 +538,14 @@ impl Reconcile<'_> {
         Ok(action)
     }
 
-    /// The provider call itself, within the send slots and a time limit shorter than the claim.
+    /// The provider call itself (its send slot is held by the caller), within a time limit
+    /// shorter than the claim.
     async fn call_provider(
         &self,
         p: &Prepared,
         entry_name: &str,
         attempt: i32,
     ) -> Result<SendReceipt, SendError> {
-        let _permit = self.ctx.sends.slots.acquire().await;
         let _running = self.ctx.sends.start_call(entry_name, attempt);
         // The claim must outlive the call: a call that outlasts it is cut off and treated as
         // ambiguous, so no other reconcile can ever see a lapsed claim of a live call.

@@ -51,7 +51,7 @@ pub struct EmailContext {
 
 impl EmailContext {
     pub fn new(shared: Arc<Context>) -> Arc<Self> {
-        let sends = SendState::new(shared.settings.max_concurrent_sends);
+        let sends = SendState::new(shared.settings.sends);
         Arc::new(Self { shared, sends })
     }
 }

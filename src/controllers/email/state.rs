@@ -5,13 +5,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Semaphore;
-
 use crate::api::EmailDeliveryStatus;
+use crate::send_slots::{SendSlots, SlotLimits};
 
 pub struct SendState {
-    /// Limits provider calls in flight across all Emails.
-    pub slots: Semaphore,
+    /// Limits provider calls in flight: in all, per sender, per namespace.
+    pub slots: SendSlots,
     /// Ledger entry -> the attempt whose provider call this process started and whose outcome
     /// is not recorded yet. A claim of ours without a call here never reached the provider
     /// (e.g. the answer to our claim was lost), so we may still make that call.
@@ -51,9 +50,9 @@ impl Drop for CallGuard {
 }
 
 impl SendState {
-    pub fn new(max_concurrent_sends: usize) -> Self {
+    pub fn new(limits: SlotLimits) -> Self {
         Self {
-            slots: Semaphore::new(max_concurrent_sends.max(1)),
+            slots: SendSlots::new(limits),
             calls: Arc::default(),
             unrecorded: Mutex::default(),
             status_written_from: Mutex::default(),
@@ -139,7 +138,7 @@ mod tests {
 
     #[test]
     fn a_call_is_known_while_running_and_after_until_its_outcome_is_recorded() {
-        let state = SendState::new(1);
+        let state = SendState::new(SlotLimits::from_total(1));
         assert!(!state.called("e-1", 1));
         let guard = state.start_call("e-1", 1);
         assert!(state.is_running("e-1") && state.called("e-1", 1));
@@ -153,7 +152,7 @@ mod tests {
 
     #[test]
     fn a_status_note_lives_until_another_version_is_seen() {
-        let state = SendState::new(1);
+        let state = SendState::new(SlotLimits::from_total(1));
         state.note_status_write("u", "5");
         assert!(state.is_stale("u", "5"));
         assert!(!state.is_stale("u", "6"));

@@ -1,0 +1,273 @@
+//! Who may call a provider now: a fair share of the send slots.
+//!
+//! All tenants share one process, so one tenant's stuck provider (an SMTP server that accepts
+//! connections and never answers) must not hold every slot. Three caps apply at once: the
+//! process's total, a cap per sender, and a cap per namespace. Slots freed while others wait
+//! go to the waiting namespaces in turn (round robin), so a namespace with one Email is served
+//! as soon as a slot frees, however many Emails another namespace has queued.
+//!
+//! Waiting is bounded: a reconcile that gets no slot within its wait gives the controller's
+//! worker back and comes again later, so waiting Emails never keep other Emails from being
+//! reconciled at all.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+/// The three caps. Each is at least 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotLimits {
+    pub total: usize,
+    pub per_sender: usize,
+    pub per_namespace: usize,
+}
+
+impl SlotLimits {
+    /// Caps derived from the total when none are given: a sender may use a quarter of the
+    /// slots and a namespace half, so two stuck tenants still leave room for everyone else.
+    pub fn from_total(total: usize) -> Self {
+        let total = total.max(1);
+        SlotLimits {
+            total,
+            per_sender: total.div_ceil(4),
+            per_namespace: total.div_ceil(2),
+        }
+    }
+
+    fn normalized(self) -> Self {
+        SlotLimits {
+            total: self.total.max(1),
+            per_sender: self.per_sender.clamp(1, self.total.max(1)),
+            per_namespace: self.per_namespace.clamp(1, self.total.max(1)),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SendSlots {
+    limits: SlotLimits,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    in_use: usize,
+    by_sender: HashMap<String, usize>,
+    by_namespace: HashMap<String, usize>,
+    /// Waiters per namespace, oldest first.
+    waiting: HashMap<String, VecDeque<Waiter>>,
+    /// Namespaces with waiters, in the order they are served next.
+    turn: VecDeque<String>,
+    next_ticket: u64,
+}
+
+struct Waiter {
+    ticket: u64,
+    sender: String,
+    grant: oneshot::Sender<SendPermit>,
+}
+
+/// One slot, given back when dropped.
+pub struct SendPermit {
+    state: Arc<Mutex<State>>,
+    limits: SlotLimits,
+    namespace: String,
+    sender: String,
+    /// False while the permit travels to a waiter that may be gone: then it is given back
+    /// by the dispatcher itself, which already holds the lock.
+    armed: bool,
+}
+
+impl std::fmt::Debug for SendPermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendPermit")
+            .field("namespace", &self.namespace)
+            .field("sender", &self.sender)
+            .finish()
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // Every change under the lock is a few counter updates that cannot panic halfway.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl State {
+    fn fits(&self, limits: &SlotLimits, namespace: &str, sender: &str) -> bool {
+        self.in_use < limits.total
+            && self.by_sender.get(sender).copied().unwrap_or(0) < limits.per_sender
+            && self.by_namespace.get(namespace).copied().unwrap_or(0) < limits.per_namespace
+    }
+
+    fn take(&mut self, namespace: &str, sender: &str) {
+        self.in_use += 1;
+        *self.by_sender.entry(sender.to_string()).or_default() += 1;
+        *self.by_namespace.entry(namespace.to_string()).or_default() += 1;
+    }
+
+    fn give_back(&mut self, namespace: &str, sender: &str) {
+        self.in_use = self.in_use.saturating_sub(1);
+        for (map, key) in [
+            (&mut self.by_sender, sender),
+            (&mut self.by_namespace, namespace),
+        ] {
+            if let Some(n) = map.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Hands free slots to waiters, one namespace after the other. Keeps the invariant the
+    /// fast path of [`SendSlots::acquire`] relies on: no waiter fits once this returns.
+    fn dispatch(&mut self, limits: &SlotLimits, shared: &Arc<Mutex<State>>) {
+        while self.in_use < limits.total {
+            let Some((namespace, waiter)) = self.next_waiter(limits) else {
+                break;
+            };
+            self.take(&namespace, &waiter.sender);
+            let permit = SendPermit {
+                state: shared.clone(),
+                limits: *limits,
+                namespace,
+                sender: waiter.sender,
+                armed: true,
+            };
+            if let Err(mut unclaimed) = waiter.grant.send(permit) {
+                // The waiter went away (its reconcile was cancelled): take the slot back here,
+                // under the lock already held, and serve the next one.
+                unclaimed.armed = false;
+                self.give_back(&unclaimed.namespace, &unclaimed.sender);
+            }
+        }
+    }
+
+    /// The next waiter to serve: from the first namespace in turn that has room, its oldest
+    /// waiter whose sender has room. A namespace served goes to the back of the turn.
+    fn next_waiter(&mut self, limits: &SlotLimits) -> Option<(String, Waiter)> {
+        for _ in 0..self.turn.len() {
+            let namespace = self.turn.pop_front()?;
+            let ns_room =
+                self.by_namespace.get(&namespace).copied().unwrap_or(0) < limits.per_namespace;
+            let by_sender = &self.by_sender;
+            let index = self
+                .waiting
+                .get(&namespace)
+                .filter(|_| ns_room)
+                .and_then(|q| {
+                    q.iter().position(|w| {
+                        by_sender.get(&w.sender).copied().unwrap_or(0) < limits.per_sender
+                    })
+                });
+            let Some(index) = index else {
+                self.turn.push_back(namespace);
+                continue;
+            };
+            let queue = self.waiting.get_mut(&namespace)?;
+            let waiter = queue.remove(index)?;
+            if queue.is_empty() {
+                self.waiting.remove(&namespace);
+            } else {
+                self.turn.push_back(namespace.clone());
+            }
+            return Some((namespace, waiter));
+        }
+        None
+    }
+}
+
+impl SendSlots {
+    pub fn new(limits: SlotLimits) -> Self {
+        SendSlots {
+            limits: limits.normalized(),
+            state: Arc::default(),
+        }
+    }
+
+    pub fn limits(&self) -> SlotLimits {
+        self.limits
+    }
+
+    /// Slots in use now.
+    pub fn in_use(&self) -> usize {
+        lock(&self.state).in_use
+    }
+
+    /// A slot for a send of `namespace` through `sender`, waiting at most `wait`; `None` when
+    /// none came in time (the caller comes back later).
+    pub async fn acquire(
+        &self,
+        namespace: &str,
+        sender: &str,
+        wait: Duration,
+    ) -> Option<SendPermit> {
+        let (mut rx, ticket) = {
+            let mut state = lock(&self.state);
+            if state.fits(&self.limits, namespace, sender) {
+                state.take(namespace, sender);
+                return Some(self.permit(namespace, sender));
+            }
+            let (tx, rx) = oneshot::channel();
+            let ticket = state.next_ticket;
+            state.next_ticket += 1;
+            if !state.waiting.contains_key(namespace) {
+                state.turn.push_back(namespace.to_string());
+            }
+            state
+                .waiting
+                .entry(namespace.to_string())
+                .or_default()
+                .push_back(Waiter {
+                    ticket,
+                    sender: sender.to_string(),
+                    grant: tx,
+                });
+            (rx, ticket)
+        };
+        match tokio::time::timeout(wait, &mut rx).await {
+            Ok(Ok(permit)) => Some(permit),
+            Ok(Err(_)) => None,
+            Err(_) => {
+                let mut state = lock(&self.state);
+                if let Some(queue) = state.waiting.get_mut(namespace) {
+                    queue.retain(|w| w.ticket != ticket);
+                    if queue.is_empty() {
+                        state.waiting.remove(namespace);
+                        state.turn.retain(|n| n != namespace);
+                    }
+                }
+                drop(state);
+                // Granted between the timeout and the lock: use it rather than waste it.
+                rx.try_recv().ok()
+            }
+        }
+    }
+
+    fn permit(&self, namespace: &str, sender: &str) -> SendPermit {
+        SendPermit {
+            state: self.state.clone(),
+            limits: self.limits,
+            namespace: namespace.to_string(),
+            sender: sender.to_string(),
+            armed: true,
+        }
+    }
+}
+
+impl Drop for SendPermit {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut state = lock(&self.state);
+        state.give_back(&self.namespace, &self.sender);
+        state.dispatch(&self.limits, &self.state);
+    }
+}
+
+#[cfg(test)]
+mod tests;

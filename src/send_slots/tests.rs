@@ -1,0 +1,184 @@
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const NOW: Duration = Duration::ZERO;
+const SOON: Duration = Duration::from_millis(200);
+
+fn slots(total: usize, per_sender: usize, per_namespace: usize) -> SendSlots {
+    SendSlots::new(SlotLimits {
+        total,
+        per_sender,
+        per_namespace,
+    })
+}
+
+#[tokio::test]
+async fn a_stuck_sender_holds_at_most_its_own_cap_and_others_go_at_once() {
+    let s = slots(8, 2, 4);
+    let a1 = s.acquire("team-a", "team-a/smtp", NOW).await;
+    let a2 = s.acquire("team-a", "team-a/smtp", NOW).await;
+    assert!(a1.is_some() && a2.is_some());
+    assert!(
+        s.acquire("team-a", "team-a/smtp", NOW).await.is_none(),
+        "a third call through the same sender waits"
+    );
+    assert!(
+        s.acquire("team-a", "team-a/other", NOW).await.is_some(),
+        "the namespace's other sender is not held up by the first"
+    );
+    assert!(s.acquire("team-b", "team-b/api", NOW).await.is_some());
+}
+
+#[tokio::test]
+async fn a_namespace_holds_at_most_its_cap_however_many_senders_it_makes() {
+    let s = slots(8, 8, 3);
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.push(
+            s.acquire("hostile", &format!("hostile/s{i}"), NOW)
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(s.acquire("hostile", "hostile/s9", NOW).await.is_none());
+    assert!(s.acquire("quiet", "quiet/api", NOW).await.is_some());
+    drop(held);
+    assert_eq!(s.in_use(), 0);
+}
+
+#[tokio::test]
+async fn freed_slots_go_to_waiting_namespaces_in_turn() {
+    let s = slots(1, 1, 1);
+    let first = s.acquire("busy", "shared/api", NOW).await.unwrap();
+    // Three Emails of one namespace queue up, then one of another namespace.
+    let mut busy = Vec::new();
+    for _ in 0..3 {
+        let s = s.clone();
+        busy.push(tokio::spawn(async move {
+            s.acquire("busy", "shared/api", Duration::from_secs(5))
+                .await
+        }));
+        tokio::task::yield_now().await;
+    }
+    let quiet = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.acquire("quiet", "shared/api", Duration::from_secs(5))
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(first);
+    // "busy" was first in turn: its oldest waiter is served.
+    let second = busy.remove(0).await.unwrap().expect("busy served first");
+    drop(second);
+    // Now "quiet" is served, ahead of busy's two other waiters.
+    let third = quiet
+        .await
+        .unwrap()
+        .expect("quiet served before busy's second");
+    assert_eq!(third.namespace, "quiet");
+    drop(third);
+    for w in busy {
+        drop(w.await.unwrap().expect("the rest are served"));
+    }
+    assert_eq!(s.in_use(), 0);
+}
+
+#[tokio::test]
+async fn a_waiter_that_times_out_leaves_the_queue_and_no_slot_is_lost() {
+    let s = slots(1, 1, 1);
+    let held = s.acquire("a", "a/x", NOW).await.unwrap();
+    assert!(s.acquire("b", "b/x", SOON).await.is_none());
+    drop(held);
+    assert_eq!(s.in_use(), 0, "nobody waits: the slot is free");
+    assert!(s.acquire("c", "c/x", NOW).await.is_some());
+}
+
+#[tokio::test]
+async fn a_cancelled_waiter_does_not_swallow_the_slot() {
+    let s = slots(1, 1, 1);
+    let held = s.acquire("a", "a/x", NOW).await.unwrap();
+    let waiting = {
+        let s = s.clone();
+        tokio::spawn(async move { s.acquire("b", "b/x", Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    waiting.abort();
+    let _ = waiting.await;
+    drop(held);
+    assert_eq!(s.in_use(), 0);
+    assert!(s.acquire("c", "c/x", NOW).await.is_some());
+}
+
+#[test]
+fn default_caps_leave_room_for_others() {
+    let l = SlotLimits::from_total(16);
+    assert_eq!((l.total, l.per_sender, l.per_namespace), (16, 4, 8));
+    let one = SlotLimits::from_total(1);
+    assert_eq!((one.total, one.per_sender, one.per_namespace), (1, 1, 1));
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// Namespace and sender index: try for a slot, waiting briefly.
+    Acquire(u8, u8),
+    /// Give back the held permit at this index (modulo the number held).
+    Release(usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0u8..3, 0u8..3).prop_map(|(n, s)| Step::Acquire(n, s)),
+        any::<usize>().prop_map(Step::Release),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+    /// Over any sequence of takes and gives back, no cap is ever exceeded, every slot taken is
+    /// given back, and nobody waits while a slot they fit is free.
+    #[test]
+    fn caps_hold_and_slots_are_never_lost(steps in prop::collection::vec(step(), 1..60)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            let limits = SlotLimits { total: 4, per_sender: 2, per_namespace: 3 };
+            let s = SendSlots::new(limits);
+            let mut held: Vec<SendPermit> = Vec::new();
+            for st in steps {
+                match st {
+                    Step::Acquire(n, x) => {
+                        let ns = format!("ns{n}");
+                        let sender = format!("ns{n}/s{x}");
+                        let fits = {
+                            let state = lock(&s.state);
+                            state.fits(&limits, &ns, &sender)
+                        };
+                        let got = s.acquire(&ns, &sender, Duration::from_millis(1)).await;
+                        prop_assert_eq!(got.is_some(), fits, "a slot is given exactly when it fits");
+                        held.extend(got);
+                    }
+                    Step::Release(i) => {
+                        if !held.is_empty() {
+                            let i = i % held.len();
+                            held.swap_remove(i);
+                        }
+                    }
+                }
+                let state = lock(&s.state);
+                prop_assert_eq!(state.in_use, held.len());
+                prop_assert!(state.in_use <= limits.total);
+                prop_assert!(state.by_sender.values().all(|n| *n <= limits.per_sender));
+                prop_assert!(state.by_namespace.values().all(|n| *n <= limits.per_namespace));
+                prop_assert!(state.waiting.is_empty() && state.turn.is_empty());
+            }
+            held.clear();
+            prop_assert_eq!(s.in_use(), 0);
+            Ok(())
+        })?;
+    }
+}

@@ -1,0 +1,204 @@
+//! One tenant's objects must not starve, hijack or read through the shared operator.
+//! Each test plays a careless or hostile tenant against the real API server.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use kmailops::api::{Email, EmailPhase};
+use kmailops::context::Settings;
+use kmailops::send_slots::SlotLimits;
+use support::TestEnv;
+use support::mock_mailersend::Reply;
+use support::operator::*;
+use support::wait_for;
+
+/// An SMTP server that greets, answers EHLO and MAIL, and then never answers RCPT: a sender
+/// that looks healthy and holds every send it gets until the command times out.
+struct StuckSmtp {
+    port: u16,
+    /// Sends held right now (a RCPT left unanswered), and the most held at once. Health
+    /// checks and idle connections do not count: they never reach RCPT.
+    open: Arc<AtomicUsize>,
+    most_open: Arc<AtomicUsize>,
+    recipients_asked: Arc<AtomicUsize>,
+}
+
+impl StuckSmtp {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicUsize::new(0));
+        let most_open = Arc::new(AtomicUsize::new(0));
+        let recipients_asked = Arc::new(AtomicUsize::new(0));
+        let (o, m, r) = (open.clone(), most_open.clone(), recipients_asked.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (o, m, r) = (o.clone(), m.clone(), r.clone());
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    let _ = write.write_all(b"220 stuck.example ESMTP\r\n").await;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" | "HELO" => b"250 stuck.example\r\n",
+                            "MAIL" | "RSET" | "NOOP" => b"250 OK\r\n",
+                            "QUIT" => {
+                                let _ = write.write_all(b"221 bye\r\n").await;
+                                break;
+                            }
+                            "RCPT" => {
+                                r.fetch_add(1, Ordering::SeqCst);
+                                let now = o.fetch_add(1, Ordering::SeqCst) + 1;
+                                m.fetch_max(now, Ordering::SeqCst);
+                                // Never answer; wait for the client to give up.
+                                while let Ok(Some(_)) = lines.next_line().await {}
+                                o.fetch_sub(1, Ordering::SeqCst);
+                                break;
+                            }
+                            _ => b"502 not here\r\n",
+                        };
+                        if write.write_all(reply).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        StuckSmtp {
+            port,
+            open,
+            most_open,
+            recipients_asked,
+        }
+    }
+}
+
+fn stuck_sender_yaml(port: u16) -> String {
+    format!(
+        r#"
+apiVersion: kmailops.io/v1alpha1
+kind: EmailSenderConfig
+metadata:
+  name: stuck
+spec:
+  sender:
+    address: noreply@stuck.example
+  smtp:
+    host: 127.0.0.1
+    port: {port}
+    tls: None
+  retry: {{maxAttempts: 1}}
+"#
+    )
+}
+
+/// A sender whose server takes every send and never finishes it holds at most its own share
+/// of the send slots: Emails through another sender go out at once, however many are stuck.
+#[tokio::test]
+async fn a_stuck_sender_does_not_starve_other_senders() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "starve").await;
+    let stuck = StuckSmtp::start().await;
+    env.apply_yaml(&ns, &stuck_sender_yaml(stuck.port)).await;
+    let emails: Api<Email> = Api::namespaced(env.client(), &ns);
+    for i in 0..40 {
+        env.apply_yaml(
+            &ns,
+            &email_yaml(
+                &format!("stuck-{i}"),
+                "Stuck",
+                "  senderConfigRef: {name: stuck}",
+            ),
+        )
+        .await;
+    }
+    let settings = Settings {
+        sends: SlotLimits {
+            total: 8,
+            per_sender: 2,
+            per_namespace: 8,
+        },
+        ..Settings::default()
+    };
+    let op = Operator::start_with(env.client(), &ns, settings);
+
+    // Let the stuck sender take every slot it can.
+    let deadline = Instant::now() + WAIT;
+    while stuck.open.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let started = Instant::now();
+    env.apply_yaml(&ns, &email_yaml("urgent", "Password reset", ""))
+        .await;
+    wait_for(&emails, "urgent", phase_is(EmailPhase::Sent), WAIT).await;
+    let took = started.elapsed();
+    assert_eq!(mock.calls(), 1);
+    assert!(
+        took < Duration::from_secs(10),
+        "another sender's Email waited {took:?} behind the stuck one"
+    );
+    assert!(
+        stuck.most_open.load(Ordering::SeqCst) <= 2,
+        "the stuck sender had {} sends open at once, over its cap of 2",
+        stuck.most_open.load(Ordering::SeqCst)
+    );
+    assert!(stuck.recipients_asked.load(Ordering::SeqCst) >= 1);
+    op.stop().await;
+}
+
+/// `notAfter` is checked right before the hand-over, not only when the Email is first looked
+/// at: an Email that waits for a slot past its `notAfter` is Expired, never sent late.
+#[tokio::test]
+async fn an_email_waiting_for_a_slot_past_not_after_expires_unsent() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "notafter").await;
+    mock.script([Reply::Slow(Duration::from_secs(8))]);
+    let emails: Api<Email> = Api::namespaced(env.client(), &ns);
+    let settings = Settings {
+        sends: SlotLimits {
+            total: 1,
+            per_sender: 1,
+            per_namespace: 1,
+        },
+        ..Settings::default()
+    };
+    let op = Operator::start_with(env.client(), &ns, settings);
+    env.apply_yaml(&ns, &email_yaml("slow", "First", "")).await;
+    let deadline = Instant::now() + WAIT;
+    while mock.calls() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(mock.calls(), 1, "the first send is under way");
+
+    let not_after = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3);
+    env.apply_yaml(
+        &ns,
+        &email_yaml(
+            "deadline",
+            "Only useful soon",
+            &format!(
+                "  notAfter: \"{}\"",
+                not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+            ),
+        ),
+    )
+    .await;
+    wait_for(&emails, "slow", phase_is(EmailPhase::Sent), WAIT).await;
+    wait_for(&emails, "deadline", phase_is(EmailPhase::Expired), WAIT).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(mock.calls(), 1, "nothing went out after notAfter");
+    op.stop().await;
+}
