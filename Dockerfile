@@ -3,7 +3,10 @@
 # kmailops operator image: one static binary (musl) on distroless/static, which brings CA
 # certificates (for provider APIs and SMTP TLS) and a non-root user, and nothing else.
 #
-#   docker build -t ghcr.io/kmailops/kmailops:0.1.0 .
+#   scripts/build-image.sh registry.example.com/team/kmailops:0.1.0    # build and push
+#   docker build -t kmailops:dev .                                       # or by hand
+#
+# No image is published; deploy/ runs the one you push (docs/operations.md#install).
 
 # ---- build ------------------------------------------------------------------------------
 # rust on Alpine targets musl and links statically by default; the MSRV is in Cargo.toml.
