@@ -2,6 +2,7 @@
 //! Email back when something it depends on changes, and the ledger clean-up; and next to it
 //! the EmailTemplate controller (src/template/controller.rs), which shares the template watch.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::api::{Email, EmailDelivery, EmailSenderConfig, EmailStatus, EmailTemplate};
 use crate::context::{Context, Settings, Stores};
 use crate::controllers::email;
-use crate::controllers::sender as sender_controller;
+use crate::controllers::sender::{self as sender_controller, SeenByEmails};
 use crate::controllers::template::{self as template_controller, TemplateWatch};
 use crate::ledger::index::LedgerIndex;
 use crate::metrics::Endpoints;
@@ -216,6 +217,7 @@ pub async fn run_with(
         );
         let (emails, tx, ctx) = (email_store.clone(), trigger_tx.clone(), ctx.clone());
         let (senders, sender_tx) = (senders.clone(), sender_tx.clone());
+        let seen = std::sync::Mutex::new(HashMap::<String, SeenByEmails>::new());
         tasks.spawn(drive(
             stream,
             "EmailSenderConfig",
@@ -223,16 +225,31 @@ pub async fn run_with(
                 if !deleted {
                     let _ = sender_tx.send(ObjectRef::from_obj(sender));
                 }
+                let key = format!(
+                    "{}/{}",
+                    sender.namespace().unwrap_or_default(),
+                    sender.name_any()
+                );
+                {
+                    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    let now = SeenByEmails::of(sender);
+                    let unchanged = if deleted {
+                        seen.remove(&key);
+                        false
+                    } else {
+                        seen.insert(key.clone(), now.clone()).as_ref() == Some(&now)
+                    };
+                    if unchanged {
+                        // Only its status moved on (a health check's time, a send): nothing
+                        // an Email or another config reads of it.
+                        return;
+                    }
+                }
                 // Configs whose spec.fallback names this one: it appeared or went away.
                 for other in sender_controller::senders_falling_back_to(&senders, sender) {
                     let _ = sender_tx.send(other);
                 }
                 if deleted {
-                    let key = format!(
-                        "{}/{}",
-                        sender.namespace().unwrap_or_default(),
-                        sender.name_any()
-                    );
                     ctx.providers.forget(&key);
                     ctx.metrics.sender_deleted(&key);
                 }

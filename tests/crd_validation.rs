@@ -1066,3 +1066,32 @@ async fn an_update_that_changes_an_email_delivery_spec_is_rejected_as_immutable(
     assert_eq!(read.data["status"]["phase"], "Sent");
     assert_eq!(read.labels().get("audit").map(String::as_str), Some("seen"));
 }
+
+#[tokio::test]
+async fn health_check_intervals_below_their_floors_are_rejected_with_the_rule_message() {
+    let env = TestEnv::get().await;
+    let ns = env.unique_namespace("crds-health-floor").await;
+    let api = api::<EmailSenderConfig>(&env, &ns);
+    let mut at_floor = mailersend_sender();
+    at_floor["healthCheck"] = json!({ "interval": "30s", "unhealthyInterval": "10s" });
+    let mut fast = at_floor.clone();
+    fast["healthCheck"]["interval"] = json!("5s");
+    assert_rule_refuses::<EmailSenderConfig>(
+        &api,
+        &at_floor,
+        &fast,
+        "spec.healthCheck.interval",
+        "healthCheck.interval must be at least 30s",
+    )
+    .await;
+    let mut fast_unhealthy = at_floor.clone();
+    fast_unhealthy["healthCheck"]["unhealthyInterval"] = json!("999ms");
+    assert_rule_refuses::<EmailSenderConfig>(
+        &api,
+        &at_floor,
+        &fast_unhealthy,
+        "spec.healthCheck.unhealthyInterval",
+        "healthCheck.unhealthyInterval must be at least 10s",
+    )
+    .await;
+}

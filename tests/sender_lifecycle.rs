@@ -771,7 +771,9 @@ async fn a_provider_outage_changes_healthy_never_ready_and_a_disabled_sender_is_
     let client = env.client();
     secret(&client, &ns, "mailersend-token", "token", "test-token").await;
     let (base_url, down) = switchable_quota_server().await;
-    let checks = "  healthCheck: {interval: 1s, unhealthyInterval: 1s, timeout: 2s}";
+    // The shortest intervals the schema allows. A changed spec is checked at once, which is
+    // how the outage below is noticed without waiting out the interval.
+    let checks = "  healthCheck: {interval: 30s, unhealthyInterval: 10s, timeout: 2s}";
     env.apply_yaml(&ns, &sender_yaml("mailersend", &base_url, checks))
         .await;
     let senders: Api<EmailSenderConfig> = Api::namespaced(client.clone(), &ns);
@@ -788,6 +790,15 @@ async fn a_provider_outage_changes_healthy_never_ready_and_a_disabled_sender_is_
 
     // The provider goes down: Healthy turns, Ready stays (Flux and Argo CD keep syncing).
     down.store(true, std::sync::atomic::Ordering::SeqCst);
+    env.apply_yaml(
+        &ns,
+        &sender_yaml(
+            "mailersend",
+            &base_url,
+            &format!("{checks}\n  displayName: Shop"),
+        ),
+    )
+    .await;
     let outage = wait_for(
         &senders,
         "mailersend",

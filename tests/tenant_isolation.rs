@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kube::Api;
+use kube::api::{Patch, PatchParams};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use kmailops::api::{Email, EmailPhase};
+use kmailops::api::{Email, EmailPhase, EmailSenderConfig};
 use kmailops::context::Settings;
 use kmailops::send_slots::SlotLimits;
 use support::TestEnv;
@@ -200,5 +201,93 @@ async fn an_email_waiting_for_a_slot_past_not_after_expires_unsent() {
     wait_for(&emails, "deadline", phase_is(EmailPhase::Expired), WAIT).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(mock.calls(), 1, "nothing went out after notAfter");
+    op.stop().await;
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn email_reconciles(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("kmailops_reconcile_duration_seconds_count")
+                && l.contains("kind=\"Email\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A sender's status changes with every send through it (its last send time) and every health
+/// check. Emails waiting elsewhere do not care, so those writes must not wake them: with many
+/// Emails waiting, one busy sender would otherwise keep the controller busy re-reading all of
+/// them.
+#[tokio::test]
+async fn a_senders_status_writes_do_not_wake_every_waiting_email() {
+    kmailops::provider::http::install_crypto_provider();
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "wake-storm").await;
+    let emails: Api<Email> = Api::namespaced(env.client(), &ns);
+    let senders: Api<EmailSenderConfig> = Api::namespaced(env.client(), &ns);
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    let send_at = format!("  sendAt: \"{}\"", later.strftime("%Y-%m-%dT%H:%M:%SZ"));
+    for i in 0..30 {
+        env.apply_yaml(&ns, &email_yaml(&format!("later-{i}"), "Later", &send_at))
+            .await;
+    }
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let op = Operator::start_full(env.client(), &ns, Settings::default(), Some(addr));
+    for i in 0..30 {
+        wait_for(
+            &emails,
+            &format!("later-{i}"),
+            phase_is(EmailPhase::Scheduled),
+            WAIT,
+        )
+        .await;
+    }
+    wait_for(
+        &senders,
+        "mailersend",
+        |s: &EmailSenderConfig| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| !st.conditions.is_empty())
+        },
+        WAIT,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = email_reconciles(&scrape(addr).await);
+
+    // Ten status writes that change nothing an Email reads (as a send through the sender
+    // would: its last send time).
+    for i in 0..10 {
+        let at = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(i);
+        let patch = serde_json::json!({"status": {"lastSendTime": at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}});
+        senders
+            .patch_status("mailersend", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = email_reconciles(&scrape(addr).await);
+    assert_eq!(mock.calls(), 0);
+    // Woken per status write, the 30 waiting Emails would take about 300 reconciles.
+    let spent = after - before;
+    assert!(
+        spent < 30.0,
+        "{spent} Email reconciles for 10 sender status writes with 30 Emails waiting"
+    );
     op.stop().await;
 }

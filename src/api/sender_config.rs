@@ -425,16 +425,18 @@ pub struct RateLimitSpec {
 }
 
 /// Health check schedule.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheckSpec {
-    /// Interval between checks while healthy.
+    /// Interval between checks while healthy; at least 30s.
     #[serde(default = "default_health_interval")]
-    #[schemars(regex(pattern = super::common::DURATION_PATTERN))]
+    #[schemars(length(max = 32), regex(pattern = super::common::DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('30s')").message("healthCheck.interval must be at least 30s"))]
     pub interval: String,
-    /// Interval between checks while unhealthy.
+    /// Interval between checks while unhealthy; at least 10s.
     #[serde(default = "default_unhealthy_interval")]
-    #[schemars(regex(pattern = super::common::DURATION_PATTERN))]
+    #[schemars(length(max = 32), regex(pattern = super::common::DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("healthCheck.unhealthyInterval must be at least 10s"))]
     pub unhealthy_interval: String,
     /// Time limit of one check.
     #[serde(default = "default_health_timeout")]
@@ -451,6 +453,13 @@ impl Default for HealthCheckSpec {
         }
     }
 }
+
+/// The shortest health check interval while healthy. A check is a request to an address a
+/// tenant chose; the floor keeps a sender from becoming a fast network probe (and keeps a
+/// provider's API quota for mail).
+pub const MIN_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// The shortest health check interval while unhealthy.
+pub const MIN_UNHEALTHY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn default_health_interval() -> String {
     "5m".into()

@@ -18,7 +18,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use crate::api::FIELD_MANAGER;
-use crate::api::sender_config::SmtpTls;
+use crate::api::sender_config::{MIN_HEALTH_INTERVAL, MIN_UNHEALTHY_INTERVAL, SmtpTls};
 use crate::api::{EmailSenderConfig, EmailSenderConfigSpec, EmailSenderConfigStatus};
 use crate::backoff::parse_duration;
 use crate::conditions::{self, Desired, Status, types};
@@ -281,13 +281,20 @@ fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
     (now - since).try_into().unwrap_or_default()
 }
 
+/// The schema holds the floors; they are applied here too for objects stored before it did.
 fn check_interval(spec: &EmailSenderConfigSpec, healthy: bool) -> Duration {
-    let (raw, fallback) = if healthy {
-        (&spec.health_check.interval, 300)
+    let (raw, fallback, floor) = if healthy {
+        (&spec.health_check.interval, 300, MIN_HEALTH_INTERVAL)
     } else {
-        (&spec.health_check.unhealthy_interval, 30)
+        (
+            &spec.health_check.unhealthy_interval,
+            30,
+            MIN_UNHEALTHY_INTERVAL,
+        )
     };
-    parse_duration(raw).unwrap_or(Duration::from_secs(fallback))
+    parse_duration(raw)
+        .unwrap_or(Duration::from_secs(fallback))
+        .max(floor)
 }
 
 fn health_condition(report: &HealthReport) -> Desired {
@@ -370,6 +377,40 @@ pub fn senders_using_secret(
         })
         .map(|s| ObjectRef::from_obj(&**s))
         .collect()
+}
+
+/// What the Email controller reads of a sender: its spec, its retry token, and whether it
+/// is ready and healthy. Emails waiting on senders are looked at again only when this
+/// changes, not on every status write (a health check's time, the last send): with many
+/// Emails waiting, waking all of them per status write would let one busy sender keep the
+/// controller busy for everyone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenByEmails {
+    generation: Option<i64>,
+    retry_token: Option<String>,
+    ready: Option<String>,
+    healthy: Option<String>,
+}
+
+impl SeenByEmails {
+    pub fn of(sender: &EmailSenderConfig) -> Self {
+        let condition = |type_: &str| {
+            sender
+                .status
+                .as_ref()
+                .and_then(|s| conditions::find(&s.conditions, type_))
+                .map(|c| c.status.clone())
+        };
+        SeenByEmails {
+            generation: sender.metadata.generation,
+            retry_token: sender
+                .annotations()
+                .get(crate::controllers::email::RETRY_ANNOTATION)
+                .cloned(),
+            ready: condition(types::READY),
+            healthy: condition(HEALTHY),
+        }
+    }
 }
 
 /// The configs of `changed`'s namespace whose `spec.fallback` names it.

@@ -259,7 +259,7 @@ impl DefaultChain {
             xml_value(&text, tag).ok_or_else(|| {
                 CredentialsError::transient(format!(
                     "AWS STS answered without {tag}: {}",
-                    super::http::quote_body(&text)
+                    super::http::describe_body(&text)
                 ))
             })
         };
@@ -343,7 +343,7 @@ impl DefaultChain {
         if status != 200 {
             let err = format!(
                 "the container credentials endpoint {url} answered {status}: {}",
-                super::http::quote_body(&text)
+                super::http::describe_body(&text)
             );
             return Err(if status >= 500 || status == 429 {
                 CredentialsError::transient(err)

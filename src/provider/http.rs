@@ -137,21 +137,21 @@ async fn read(response: reqwest::Response) -> Reply {
     }
 }
 
-/// Longest piece of a provider's response body quoted in an error.
-const MAX_QUOTED_BODY: usize = 1000;
-
-/// A provider's body for an error message: trimmed and bounded, since a misconfigured base
-/// URL can return a whole HTML page.
-pub(crate) fn quote_body(body: &str) -> String {
+/// What an error or health message says of a response body that is not in the provider's
+/// documented error format: its size only, never its content. A sender's `baseUrl` is set by
+/// a tenant and may point at any service in the cluster; copying what that service answered
+/// into a status would make the operator a way to read internal services (an error page
+/// with a connection string, say).
+pub(crate) fn describe_body(body: &str) -> String {
     let body = body.trim();
-    if body.len() <= MAX_QUOTED_BODY {
-        return body.to_string();
+    if body.is_empty() {
+        "an empty response body".to_string()
+    } else {
+        format!(
+            "a response body that is not in the provider's error format ({} bytes, not shown)",
+            body.len()
+        )
     }
-    let mut end = MAX_QUOTED_BODY;
-    while !body.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &body[..end])
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -243,10 +243,14 @@ mod tests {
     }
 
     #[test]
-    fn long_bodies_are_cut_at_a_character_boundary() {
-        let body = "é".repeat(MAX_QUOTED_BODY);
-        let quoted = quote_body(&body);
-        assert!(quoted.len() <= MAX_QUOTED_BODY + "…".len());
-        assert!(quoted.ends_with('…'));
+    fn an_unexpected_body_is_described_never_quoted() {
+        let body = "<html>internal error: db_password=hunter2</html>";
+        let said = describe_body(body);
+        assert!(
+            !said.contains("hunter2") && !said.contains("html"),
+            "{said}"
+        );
+        assert!(said.contains(&body.len().to_string()), "{said}");
+        assert_eq!(describe_body("  \n"), "an empty response body");
     }
 }

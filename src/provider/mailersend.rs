@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use super::http::{self, Reply, quote_body};
+use super::http::{self, Reply, describe_body};
 use super::{ConfigError, HealthReport, Provider, SecretValue, SendError, SendReceipt, reason};
 use crate::api::ProviderKind;
 use crate::message::{Mailbox, OutgoingMessage};
@@ -135,7 +135,7 @@ struct ErrorBody {
 /// The provider's explanation: its message plus every field error, or the raw body.
 fn explain(reply: &Reply) -> String {
     let Ok(parsed) = serde_json::from_str::<ErrorBody>(&reply.body) else {
-        return quote_body(&reply.body);
+        return describe_body(&reply.body);
     };
     let mut out = parsed.message.unwrap_or_default();
     let fields: Vec<String> = parsed
@@ -147,7 +147,7 @@ fn explain(reply: &Reply) -> String {
         out.push_str(&format!(" ({})", fields.join("; ")));
     }
     if out.trim().is_empty() {
-        quote_body(&reply.body)
+        describe_body(&reply.body)
     } else {
         out
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::multipart::{Form, Part};
 use serde::Deserialize;
 
-use super::http::{self, Reply, quote_body};
+use super::http::{self, Reply, describe_body};
 use super::{ConfigError, HealthReport, Provider, SecretValue, SendError, SendReceipt, reason};
 use crate::api::ProviderKind;
 use crate::api::sender_config::MailgunSpec;
@@ -120,7 +120,7 @@ fn explain(reply: &Reply) -> String {
         .ok()
         .and_then(|b| b.message)
         .filter(|m| !m.trim().is_empty())
-        .unwrap_or_else(|| quote_body(&reply.body))
+        .unwrap_or_else(|| describe_body(&reply.body))
 }
 
 fn refused(reply: &Reply) -> SendError {
@@ -233,7 +233,7 @@ impl Provider for Mailgun {
                     reason::UNEXPECTED_RESPONSE,
                     format!(
                         "could not read Mailgun's domain answer ({e}): {}",
-                        quote_body(&reply.body)
+                        describe_body(&reply.body)
                     ),
                 ),
             },

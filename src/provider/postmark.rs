@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use super::http::{self, Reply, quote_body};
+use super::http::{self, Reply, describe_body};
 use super::limits::{self, RecipientLimits};
 use super::{ConfigError, HealthReport, Provider, SecretValue, SendError, SendReceipt, reason};
 use crate::api::ProviderKind;
@@ -178,7 +178,7 @@ fn explain(reply: &Reply) -> String {
     match (a.error_code, a.message) {
         (Some(code), Some(message)) => format!("ErrorCode {code}: {message}"),
         (None, Some(message)) => message,
-        _ => quote_body(&reply.body),
+        _ => describe_body(&reply.body),
     }
 }
 

@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use super::http::{self, Reply, quote_body};
+use super::http::{self, Reply, describe_body};
 use super::limits::{self, RecipientLimits};
 use super::{
     ConfigError, ErrorClass, HealthReport, Provider, SecretValue, SendError, SendReceipt, reason,
@@ -182,7 +182,7 @@ fn explain(reply: &Reply) -> String {
     match (parsed.name, parsed.message) {
         (Some(name), Some(message)) => format!("{name}: {message}"),
         (None, Some(message)) => message,
-        _ => quote_body(&reply.body),
+        _ => describe_body(&reply.body),
     }
 }
 
@@ -321,7 +321,7 @@ impl Provider for Resend {
                         reason::UNEXPECTED_RESPONSE,
                         format!(
                             "could not read Resend's domain list: {}",
-                            quote_body(&reply.body)
+                            describe_body(&reply.body)
                         ),
                     );
                 };

@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use super::http::{self, Reply, quote_body};
+use super::http::{self, Reply, describe_body};
 use super::limits::{self, RecipientLimits};
 use super::{ConfigError, HealthReport, Provider, SecretValue, SendError, SendReceipt, reason};
 use crate::api::ProviderKind;
@@ -201,7 +201,7 @@ fn explain(reply: &Reply) -> String {
         })
         .collect();
     if all.is_empty() {
-        quote_body(&reply.body)
+        describe_body(&reply.body)
     } else {
         all.join("; ")
     }
@@ -334,7 +334,7 @@ impl Provider for SendGrid {
                     reason::UNEXPECTED_RESPONSE,
                     format!(
                         "could not read SendGrid's scopes ({e}): {}",
-                        quote_body(&reply.body)
+                        describe_body(&reply.body)
                     ),
                 ),
             },

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use super::aws_credentials::{AwsCredentials, AwsKeys};
-use super::http::{self, Reply, quote_body};
+use super::http::{self, Reply, describe_body};
 use super::limits::{self, RecipientLimits};
 use super::{ConfigError, HealthReport, Provider, SendError, SendReceipt, reason};
 use crate::api::ProviderKind;
@@ -345,7 +345,7 @@ fn error_message(reply: &Reply) -> String {
     m.message
         .or(m.message_upper)
         .filter(|m| !m.trim().is_empty())
-        .unwrap_or_else(|| quote_body(&reply.body))
+        .unwrap_or_else(|| describe_body(&reply.body))
 }
 
 fn explain(reply: &Reply) -> String {
@@ -436,7 +436,7 @@ fn account_report(body: &str, region: &str) -> HealthReport {
     let Ok(a) = serde_json::from_str::<Account>(body) else {
         return HealthReport::unknown(
             reason::UNEXPECTED_RESPONSE,
-            format!("could not read the SES account: {}", quote_body(body)),
+            format!("could not read the SES account: {}", describe_body(body)),
         );
     };
     if a.sending_enabled == Some(false) || a.enforcement_status.as_deref() == Some("SHUTDOWN") {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::provider::error::chain;
-use crate::provider::http::quote_body;
+use crate::provider::http::describe_body;
 use crate::provider::secret::LearnedSecrets;
 use crate::provider::{SecretValue, SendError};
 
@@ -135,7 +135,7 @@ impl TokenSource {
             let said = match (e.error, e.error_description) {
                 (Some(code), Some(desc)) => format!("{code}: {desc}"),
                 (Some(code), None) => code,
-                _ => quote_body(&text),
+                _ => describe_body(&text),
             };
             let message = format!("the OAuth2 token endpoint {url} answered {status}: {said}");
             return Err(match status {
