@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::{EmailDelivery, EmailSenderConfig, EmailTemplate};
 use crate::events::{EventPublisher, Reporter};
 use crate::ledger::index::LedgerIndex;
+use crate::lookup::secret_cache::SecretCache;
 use crate::metrics::Metrics;
 use crate::provider::Provider;
 use crate::provider::clients::ProviderCache;
@@ -89,7 +89,8 @@ pub struct Stores {
     pub deliveries: Store<EmailDelivery>,
     /// The ledger's entries by Email name, from the same watch.
     pub ledger: Arc<LedgerIndex>,
-    pub secrets: Store<Secret>,
+    /// Every Secret's metadata; the data of those something names, read on demand.
+    pub secrets: Arc<SecretCache>,
     pub templates: Store<EmailTemplate>,
 }
 

@@ -89,6 +89,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// 1 while this process leads (runs the controllers), 0 on a standby.
     pub leader: Gauge,
+    /// Bytes of Secret data held (only Secrets that senders and attachments name).
+    pub secret_data_bytes: Gauge,
     sender_configured: Family<ConfiguredLabels, Gauge>,
     /// The series of `sender_configured` each sender has now, so a change of provider or of
     /// `disabled` replaces it instead of leaving the old one at 1.
@@ -121,6 +123,7 @@ impl Metrics {
             Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let leader = Gauge::default();
+        let secret_data_bytes = Gauge::default();
         let sender_configured = Family::<ConfiguredLabels, Gauge>::default();
 
         let mut r = Registry::with_prefix("kmailops");
@@ -170,6 +173,11 @@ impl Metrics {
             leader.clone(),
         );
         r.register(
+            "secret_data_bytes",
+            "Bytes of Secret data held in memory: only Secrets that senders and attachments name",
+            secret_data_bytes.clone(),
+        );
+        r.register(
             "sender_configured",
             "1 per existing EmailSenderConfig, by provider and status (enabled or disabled)",
             sender_configured.clone(),
@@ -193,6 +201,7 @@ impl Metrics {
             reconcile_duration,
             reconcile_errors,
             leader,
+            secret_data_bytes,
             sender_configured,
             configured: Arc::default(),
             registry: Arc::new(r),

@@ -37,6 +37,8 @@ pub mod reasons {
     pub const SENDER_INVALID: &str = "SenderInvalid";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const ATTACHMENT_NOT_FOUND: &str = "AttachmentNotFound";
+    /// An attachment names a Secret without the `kmailops.io/attachable: "true"` label.
+    pub const ATTACHMENT_NOT_ALLOWED: &str = "AttachmentNotAllowed";
     pub const TEMPLATE_ERROR: &str = "TemplateError";
     pub const TEMPLATE_NOT_FOUND: &str = "TemplateNotFound";
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -22,6 +23,7 @@ use crate::controllers::email;
 use crate::controllers::sender::{self as sender_controller, SeenByEmails};
 use crate::controllers::template::{self as template_controller, TemplateWatch};
 use crate::ledger::index::LedgerIndex;
+use crate::lookup::secret_cache::SecretCache;
 use crate::metrics::Endpoints;
 use crate::template::{self, Builtins};
 use crate::tolerant;
@@ -174,7 +176,12 @@ pub async fn run_with(
     let (senders, senders_writer) = reflector::store::<EmailSenderConfig>();
     let (deliveries, deliveries_writer) = reflector::store::<EmailDelivery>();
     let ledger = Arc::new(LedgerIndex::default());
-    let (secrets, secrets_writer) = reflector::store::<Secret>();
+    let (secrets_meta, secrets_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let secrets = Arc::new(SecretCache::new(
+        client.clone(),
+        secrets_meta.clone(),
+        metrics.secret_data_bytes.clone(),
+    ));
     let (templates, templates_writer) = reflector::store::<EmailTemplate>();
     let stores = Stores {
         senders: senders.clone(),
@@ -260,25 +267,39 @@ pub async fn run_with(
         ));
     }
     {
+        // Metadata only: the data of the few Secrets senders and attachments name is read
+        // when needed (`SecretCache`), so memory does not grow with the cluster's other Secrets.
         let stream = reflector::reflector(
             secrets_writer,
             watcher(
-                api::<Secret>(&client, &config.namespace),
-                watcher::Config::default(),
+                api::<PartialObjectMeta<Secret>>(&client, &config.namespace),
+                watcher::Config::default().page_size(LIST_PAGE_SIZE),
             )
-            .modify(strip),
+            .modify(|meta| {
+                meta.metadata.managed_fields = None;
+                // Kept: labels (kmailops.io/attachable). Dropped: annotations, which for a
+                // Secret applied with client-side kubectl hold a copy of all its data.
+                meta.metadata.annotations = None;
+            }),
         );
         let (emails, tx) = (email_store.clone(), trigger_tx.clone());
         let (senders, sender_tx) = (senders.clone(), sender_tx.clone());
-        tasks.spawn(drive(stream, "Secret", move |secret: &Secret, _| {
-            let ns = secret.namespace().unwrap_or_default();
-            // A created, fixed or rotated Secret takes effect without a restart.
-            for sender in sender_controller::senders_using_secret(&senders, &ns, &secret.name_any())
-            {
-                let _ = sender_tx.send(sender);
-            }
-            wake(&emails, &tx, |e| uses_namespace(e, &ns));
-        }));
+        let cache = secrets.clone();
+        tasks.spawn(drive(
+            stream,
+            "Secret",
+            move |secret: &PartialObjectMeta<Secret>, _| {
+                let ns = secret.namespace().unwrap_or_default();
+                cache.forget(&ns, &secret.name_any());
+                // A created, fixed or rotated Secret takes effect without a restart.
+                for sender in
+                    sender_controller::senders_using_secret(&senders, &ns, &secret.name_any())
+                {
+                    let _ = sender_tx.send(sender);
+                }
+                wake(&emails, &tx, |e| uses_namespace(e, &ns));
+            },
+        ));
     }
     {
         let stream = reflector::reflector(
@@ -352,7 +373,7 @@ pub async fn run_with(
     tokio::time::timeout(WAIT_READY, ledger.wait_until_ready())
         .await
         .map_err(|_| not_listed("EmailDelivery"))?;
-    wait_ready(&secrets, "Secret").await?;
+    wait_ready(secrets.meta(), "Secret").await?;
     wait_ready(&templates, "EmailTemplate").await?;
     template_watch.trigger_all();
     tracing::info!(namespace = config.namespace.as_deref().unwrap_or("<all>"), instance = %config.settings.instance_id, "caches ready; starting the controllers");

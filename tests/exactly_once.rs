@@ -319,12 +319,9 @@ async fn a_preview_needs_no_credentials_and_shows_recipients_sender_and_attachme
     // The sender's token Secret does not exist yet; the attachment's does.
     env.apply_yaml(&ns, &sender_yaml("mailersend", "http://127.0.0.1:9/v1", ""))
         .await;
-    secret(
-        &env.client(),
+    env.apply_yaml(
         &ns,
-        "terms",
-        "terms.txt",
-        "Terms and conditions",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: terms\n  labels: {kmailops.io/attachable: \"true\"}\ndata: {terms.txt: VGVybXMgYW5kIGNvbmRpdGlvbnM=}\n",
     )
     .await;
     let op = Operator::start(env.client(), &ns);
@@ -521,7 +518,7 @@ async fn the_cli_applies_the_operators_attachment_limit() {
         vec![b'x'; 16 * 1024 * 1024],
     );
     let manifests = format!(
-        "{}\n---\n{}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: mailersend-token}}\ndata: {{token: dGVzdC10b2tlbg==}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: report}}\ndata: {{report.pdf: {big}}}\n",
+        "{}\n---\n{}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: mailersend-token}}\ndata: {{token: dGVzdC10b2tlbg==}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: report, labels: {{kmailops.io/attachable: \"true\"}}}}\ndata: {{report.pdf: {big}}}\n",
         sender_yaml("mailersend", "http://127.0.0.1:9/v1", ""),
         email_yaml(
             "monthly",

@@ -291,3 +291,145 @@ async fn a_senders_status_writes_do_not_wake_every_waiting_email() {
     );
     op.stop().await;
 }
+
+/// A Secret of `bytes` random-looking bytes, not referenced by anything.
+async fn unrelated_secret(env: &TestEnv, ns: &str, name: &str, bytes: usize) {
+    let payload: String = (0..bytes)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    secret(&env.client(), ns, name, "release", &payload).await;
+}
+
+fn base64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn gauge(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+}
+
+/// The operator knows every Secret by its metadata and holds the data of only those that
+/// senders and attachments name: unrelated Secrets (Helm releases of up to 1 MB) cost it no
+/// memory for their data.
+#[tokio::test]
+async fn only_referenced_secrets_are_held_with_their_data() {
+    kmailops::provider::http::install_crypto_provider();
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "secret-memory").await;
+    for i in 0..12 {
+        unrelated_secret(
+            &env,
+            &ns,
+            &format!("sh.helm.release.v1.app.v{i}"),
+            256 * 1024,
+        )
+        .await;
+    }
+    let emails: Api<Email> = Api::namespaced(env.client(), &ns);
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let op = Operator::start_full(env.client(), &ns, Settings::default(), Some(addr));
+    env.apply_yaml(&ns, &email_yaml("hello", "Hello", "")).await;
+    wait_for(&emails, "hello", phase_is(EmailPhase::Sent), WAIT).await;
+    assert_eq!(mock.calls(), 1);
+    let held = gauge(&scrape(addr).await, "kmailops_secret_data_bytes");
+    assert!(held > 0.0, "the sender's token is held");
+    assert!(
+        held < 4096.0,
+        "{held} bytes of Secret data held with 3 MiB of unrelated Secrets around"
+    );
+
+    // A rotated token is read again, at once: the health check (run when the client changes)
+    // reports the mock's refusal of the new token.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client(), &ns);
+    let senders: Api<EmailSenderConfig> = Api::namespaced(env.client(), &ns);
+    let rotate = |token: &str| serde_json::json!({"data": {"token": base64(token)}});
+    secrets
+        .patch(
+            "mailersend-token",
+            &PatchParams::default(),
+            &Patch::Merge(&rotate("wrong")),
+        )
+        .await
+        .unwrap();
+    let healthy = |status: &'static str| {
+        move |s: &EmailSenderConfig| {
+            s.status.as_ref().is_some_and(|st| {
+                st.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Healthy" && c.status == status)
+            })
+        }
+    };
+    wait_for(&senders, "mailersend", healthy("False"), WAIT).await;
+    secrets
+        .patch(
+            "mailersend-token",
+            &PatchParams::default(),
+            &Patch::Merge(&rotate("test-token")),
+        )
+        .await
+        .unwrap();
+    wait_for(&senders, "mailersend", healthy("True"), WAIT).await;
+    env.apply_yaml(&ns, &email_yaml("after-rotation", "Again", ""))
+        .await;
+    wait_for(&emails, "after-rotation", phase_is(EmailPhase::Sent), WAIT).await;
+    assert_eq!(mock.calls(), 2);
+    let held = gauge(&scrape(addr).await, "kmailops_secret_data_bytes");
+    assert!(held < 4096.0, "{held} bytes held after the rotation");
+    op.stop().await;
+}
+
+/// A namespace's Secrets include its senders' API tokens: an Email may attach only Secrets
+/// labelled `kmailops.io/attachable: "true"`, and is told which label is missing.
+#[tokio::test]
+async fn only_secrets_marked_attachable_can_be_attached() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "attachable").await;
+    env.apply_yaml(
+        &ns,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: report\n  labels: {kmailops.io/attachable: \"true\"}\ndata: {report.csv: YSxiCjEsMgo=}\n",
+    )
+    .await;
+    let emails: Api<Email> = Api::namespaced(env.client(), &ns);
+    let op = Operator::start(env.client(), &ns);
+    let attach = |name: &str, key: &str| {
+        format!(
+            "  attachments:\n  - {{filename: f.txt, secretKeyRef: {{name: {name}, key: {key}}}}}"
+        )
+    };
+    env.apply_yaml(
+        &ns,
+        &email_yaml("steal", "Token", &attach("mailersend-token", "token")),
+    )
+    .await;
+    let refused = wait_for(&emails, "steal", phase_is(EmailPhase::Failed), WAIT).await;
+    assert_eq!(
+        ready_reason(&refused).as_deref(),
+        Some("AttachmentNotAllowed")
+    );
+    let error = refused
+        .status
+        .as_ref()
+        .and_then(|s| s.error.clone())
+        .unwrap_or_default();
+    assert!(error.starts_with("spec.attachments[0]: "), "{error}");
+    assert!(error.contains("kmailops.io/attachable"), "{error}");
+    assert!(!error.contains("test-token"), "{error}");
+
+    env.apply_yaml(
+        &ns,
+        &email_yaml("report", "Report", &attach("report", "report.csv")),
+    )
+    .await;
+    wait_for(&emails, "report", phase_is(EmailPhase::Sent), WAIT).await;
+    assert_eq!(mock.calls(), 1, "only the labelled Secret went out");
+    op.stop().await;
+}

@@ -91,7 +91,9 @@ async fn run(
     let invalid = validate(spec, sender.name_any().as_str());
 
     // Credentials and the client.
-    let loaded = credentials::load(spec, ns, &ClusterValues::secrets(&ctx.stores.secrets));
+    let mut values = ClusterValues::default();
+    values.add_sender(&ctx.stores.secrets, ns, spec).await?;
+    let loaded = credentials::load(spec, ns, &values);
     desired.push(match &loaded {
         Ok(_) => Desired::new(
             CREDENTIALS_LOADED,

@@ -1,4 +1,5 @@
-//! An Email's attachments, from Secrets and ConfigMaps of the Email's own namespace. The size
+//! An Email's attachments, from Secrets and ConfigMaps of the Email's own namespace. A Secret
+//! must carry `kmailops.io/attachable: "true"`. The size
 //! limit is the message's ([`crate::message::MAX_ATTACHMENT_BYTES`]); reading stops as soon as
 //! it is passed, so a huge attachment is never held whole.
 
@@ -6,6 +7,7 @@ use crate::api::Attachment;
 use crate::message::{AttachmentData, MAX_ATTACHMENT_BYTES, guess_content_type};
 use crate::problem::{Problem, reasons};
 
+use super::secret_cache::ATTACHABLE_LABEL;
 use super::{Found, Values};
 
 /// Reads every attachment. A missing object or key is a [`Problem`] naming the field.
@@ -38,6 +40,17 @@ pub fn load(
                 ));
             }
         };
+        if kind == "Secret"
+            && found != Found::NoObject
+            && !values.secret_attachable(namespace, name)
+        {
+            return Err(Problem::new(
+                reasons::ATTACHMENT_NOT_ALLOWED,
+                format!(
+                    "{field}: Secret {namespace}/{name} is not marked attachable: label it {ATTACHABLE_LABEL}=true if its keys may be mailed out (the label keeps API tokens and other Secrets of the namespace from being attached)"
+                ),
+            ));
+        }
         let content = match found {
             Found::Value(v) => v,
             Found::NoObject => {

@@ -1,15 +1,19 @@
-//! The lookup sources of the operator: the watch caches, plus the ConfigMaps an Email's
-//! attachments name (not watched: read when an Email needs them).
+//! The lookup sources of the operator: the watch caches, the Secrets something names (see
+//! [`super::secret_cache`]), and the ConfigMaps an Email's attachments name (not watched: read
+//! when an Email needs them).
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 
-use crate::api::{Attachment, EmailSenderConfig};
+use crate::api::{Attachment, EmailSenderConfig, EmailSenderConfigSpec};
+use crate::provider::required_secrets;
 
+use super::secret_cache::{SecretCache, SecretView};
 use super::{Found, Senders, Values};
 
 impl Senders for Store<EmailSenderConfig> {
@@ -22,64 +26,94 @@ impl Senders for Store<EmailSenderConfig> {
     }
 }
 
-/// Secrets from the cache and the ConfigMaps fetched for one Email.
-pub struct ClusterValues<'a> {
-    pub secrets: &'a Store<Secret>,
+/// The Secrets and ConfigMaps one reconcile reads, fetched before the (synchronous) lookups
+/// run: the Secrets from the [`SecretCache`], the ConfigMaps an Email's attachments name from
+/// the API server. A lookup of anything not fetched finds nothing.
+#[derive(Default)]
+pub struct ClusterValues {
+    /// (namespace, name) -> the Secret, or `None` when it does not exist.
+    secrets: BTreeMap<(String, String), Option<SecretView>>,
     /// (namespace, name) -> the ConfigMap, or `None` when it does not exist.
-    pub config_maps: BTreeMap<(String, String), Option<ConfigMap>>,
+    config_maps: BTreeMap<(String, String), Option<ConfigMap>>,
 }
 
-impl<'a> ClusterValues<'a> {
-    /// Secrets only (a sender's credentials).
-    pub fn secrets(secrets: &'a Store<Secret>) -> Self {
-        Self {
-            secrets,
-            config_maps: BTreeMap::new(),
+impl ClusterValues {
+    /// The Secrets a sender's credentials name (they live in the sender's namespace).
+    pub async fn add_sender(
+        &mut self,
+        cache: &SecretCache,
+        namespace: &str,
+        spec: &EmailSenderConfigSpec,
+    ) -> Result<(), kube::Error> {
+        for (_, r) in required_secrets(spec) {
+            self.add_secret(cache, namespace, &r.name).await?;
         }
+        Ok(())
     }
 
-    /// Secrets, and the ConfigMaps that `attachments` of an Email in `namespace` name, read
-    /// from the API server.
-    pub async fn for_attachments(
-        secrets: &'a Store<Secret>,
+    /// The Secrets and ConfigMaps that `attachments` of an Email in `namespace` name.
+    pub async fn add_attachments(
+        &mut self,
+        cache: &SecretCache,
         client: &Client,
         namespace: &str,
         attachments: &[Attachment],
-    ) -> Result<Self, kube::Error> {
-        let mut config_maps = BTreeMap::new();
+    ) -> Result<(), kube::Error> {
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-        for r in attachments
-            .iter()
-            .filter_map(|a| a.config_map_key_ref.as_ref())
-        {
-            if let std::collections::btree_map::Entry::Vacant(slot) =
-                config_maps.entry((namespace.to_string(), r.name.clone()))
+        for a in attachments {
+            if let Some(r) = &a.secret_key_ref {
+                self.add_secret(cache, namespace, &r.name).await?;
+            }
+            if let Some(r) = &a.config_map_key_ref
+                && let Entry::Vacant(slot) = self
+                    .config_maps
+                    .entry((namespace.to_string(), r.name.clone()))
             {
                 slot.insert(api.get_opt(&r.name).await?);
             }
         }
-        Ok(Self {
-            secrets,
-            config_maps,
-        })
+        Ok(())
+    }
+
+    async fn add_secret(
+        &mut self,
+        cache: &SecretCache,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), kube::Error> {
+        if let Entry::Vacant(slot) = self
+            .secrets
+            .entry((namespace.to_string(), name.to_string()))
+        {
+            slot.insert(cache.get(namespace, name).await?);
+        }
+        Ok(())
+    }
+
+    fn secret(&self, namespace: &str, name: &str) -> Option<&SecretView> {
+        self.secrets
+            .get(&(namespace.to_string(), name.to_string()))?
+            .as_ref()
     }
 }
 
-impl Values for ClusterValues<'_> {
+impl Values for ClusterValues {
     fn secret_key(&self, namespace: &str, name: &str, key: &str) -> Found {
-        let Some(secret) = self.secrets.get(&ObjectRef::new(name).within(namespace)) else {
+        let Some(secret) = self.secret(namespace, name) else {
             return Found::NoObject;
         };
-        match secret.data.as_ref().and_then(|d| d.get(key)) {
+        match secret.data.get(key) {
             Some(bytes) => Found::Value(bytes.0.clone()),
             None => Found::NoKey,
         }
     }
 
     fn secret_version(&self, namespace: &str, name: &str) -> Option<String> {
-        self.secrets
-            .get(&ObjectRef::new(name).within(namespace))
-            .and_then(|s| s.metadata.resource_version.clone())
+        self.secret(namespace, name)?.version.clone()
+    }
+
+    fn secret_attachable(&self, namespace: &str, name: &str) -> bool {
+        self.secret(namespace, name).is_some_and(|s| s.attachable)
     }
 
     fn config_map_key(&self, namespace: &str, name: &str, key: &str) -> Found {

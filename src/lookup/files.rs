@@ -52,6 +52,11 @@ impl Values for ManifestSet {
         None
     }
 
+    fn secret_attachable(&self, namespace: &str, name: &str) -> bool {
+        crate::manifests::find(&self.secrets, namespace, name)
+            .is_some_and(|m| super::secret_cache::is_attachable(m.object.metadata.labels.as_ref()))
+    }
+
     fn config_map_key(&self, namespace: &str, name: &str, key: &str) -> Found {
         found(
             crate::manifests::find(&self.config_maps, namespace, name).is_some(),

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod content;
 pub mod credentials;
 pub mod files;
+pub mod secret_cache;
 pub mod senders;
 
 use std::sync::Arc;
@@ -29,6 +30,9 @@ pub trait Values {
     fn secret_key(&self, namespace: &str, name: &str, key: &str) -> Found;
     /// The Secret's resourceVersion, so a rotated Secret rebuilds the provider client.
     fn secret_version(&self, namespace: &str, name: &str) -> Option<String>;
+    /// Whether the Secret carries `kmailops.io/attachable: "true"`: only such Secrets may be
+    /// mailed out as attachments (a namespace's Secrets include its senders' API tokens).
+    fn secret_attachable(&self, namespace: &str, name: &str) -> bool;
     fn config_map_key(&self, namespace: &str, name: &str, key: &str) -> Found;
 }
 

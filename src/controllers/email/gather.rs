@@ -32,6 +32,8 @@ pub(super) struct Gathered {
     pub readiness: Readiness,
     /// What `status.preview` shows; `None` when the content could not be rendered.
     pub preview: Option<EmailPreview>,
+    /// The Secrets (credentials, attachments) and ConfigMaps read for this reconcile.
+    pub values: ClusterValues,
 }
 
 /// One sender of the chain, ready to send.
@@ -69,13 +71,24 @@ impl Reconcile<'_> {
             &admit,
             &self.ctx.settings.shared_sender_namespaces,
         );
-        let values = ClusterValues::for_attachments(
-            &stores.secrets,
-            &self.ctx.client,
-            &self.namespace,
-            &spec.attachments,
-        )
-        .await?;
+        // Everything the lookups below read: the attachments, and the credentials of every
+        // sender in the chain (a fallback may be the one that sends).
+        let mut values = ClusterValues::default();
+        values
+            .add_attachments(
+                &stores.secrets,
+                &self.ctx.client,
+                &self.namespace,
+                &spec.attachments,
+            )
+            .await?;
+        if let Ok(chain) = &chain {
+            for sender in &chain.senders {
+                values
+                    .add_sender(&stores.secrets, &sender.namespace, &sender.config.spec)
+                    .await?;
+            }
+        }
         let content = {
             let (spec, namespace, templates, builtins, labels) = (
                 spec.clone(),
@@ -97,7 +110,7 @@ impl Reconcile<'_> {
                 attachments::load(&self.namespace, &spec.attachments, &values)?,
             ))
         });
-        Ok(self.assemble(chain, rendered))
+        Ok(self.assemble(chain, rendered, values))
     }
 
     /// The pure part of gathering: messages, hashes, the sender that can send now, the
@@ -106,6 +119,7 @@ impl Reconcile<'_> {
         &self,
         chain: Result<senders::Chain, Problem>,
         rendered: Result<(RenderedContent, Vec<AttachmentData>), Problem>,
+        values: ClusterValues,
     ) -> Gathered {
         let (chain, chain_problem) = match chain {
             Ok(c) => (c.senders, None),
@@ -124,6 +138,7 @@ impl Reconcile<'_> {
                         sender: Err(chain_problem.unwrap_or(problem)),
                     },
                     preview: None,
+                    values,
                 };
             }
         };
@@ -174,6 +189,7 @@ impl Reconcile<'_> {
                 sender: Err(Problem::new(reasons::SENDER_UNAVAILABLE, "")),
             },
             preview,
+            values,
         };
         let sender = match chain_problem {
             Some(p) => Err(p),
@@ -237,12 +253,12 @@ impl Reconcile<'_> {
     /// one can send; with none left, the first problem is the answer.
     pub(super) fn prepare_from(&self, g: &Gathered, start: usize) -> Result<Prepared, Problem> {
         let mut first_problem = None;
-        let values = ClusterValues::secrets(&self.ctx.stores.secrets);
+        let values = &g.values;
         for (position, sender) in g.chain.iter().enumerate().skip(start) {
             let Some(message) = g.messages.get(position).cloned().flatten() else {
                 continue;
             };
-            let client = credentials::load(&sender.config.spec, &sender.namespace, &values)
+            let client = credentials::load(&sender.config.spec, &sender.namespace, values)
                 .map_err(|e| Problem::new(e.reason(), e.to_string()))
                 .and_then(|loaded| {
                     self.ctx
