@@ -75,8 +75,8 @@ const REQUIRED: &[(&str, &str, &[&str], &str)] = &[
     (
         "",
         "secrets",
-        &["list", "watch"],
-        "controller.rs: watcher (cache for credentials and attachments)",
+        &["get", "list", "watch"],
+        "runtime.rs: metadata-only watcher; lookup/secret_cache.rs: get of the Secrets senders and attachments name",
     ),
     (
         "",
@@ -511,9 +511,11 @@ fn kinds_used(code: &str) -> BTreeSet<String> {
     for pattern in ["Api<", "Api::<", "api::<", "store::<"] {
         for (at, _) in code.match_indices(pattern) {
             let mut rest = &code[at + pattern.len()..];
-            // A guarded watch is a watch of the kind inside.
-            if let Some(inner) = rest.strip_prefix("DeserializeGuard<") {
-                rest = inner;
+            // A guarded or metadata-only watch is a watch of the kind inside.
+            for wrapper in ["DeserializeGuard<", "PartialObjectMeta<"] {
+                if let Some(inner) = rest.strip_prefix(wrapper) {
+                    rest = inner;
+                }
             }
             let path: String = rest
                 .chars()

@@ -8,7 +8,9 @@ use anyhow::{Context, anyhow, bail};
 use kube::ResourceExt;
 
 use crate::api::{Email, EmailSenderConfig, EmailSpec, NamespacesFrom};
-use crate::lookup::content::{TemplateUse, render_content, resolve_template};
+use crate::lookup::content::{
+    Selectors, TemplateUse, include_admission, render_content, resolve_template,
+};
 use crate::lookup::files::FileSenders;
 use crate::lookup::senders::{self, Chain, ResolvedSender};
 use crate::manifests::{Manifest, ManifestSet};
@@ -186,6 +188,7 @@ pub(crate) fn content(
         template.as_ref(),
         templates,
         std::sync::Arc::new(builtins),
+        include_admission(&email.namespace, None, Selectors::AssumeMatch),
     )
     .map_err(|p| anyhow!("Email {}: {p}", email.key()))
 }

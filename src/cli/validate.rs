@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::offline;
 use crate::controllers::template::preview;
-use crate::lookup::content::{render_content, resolve_template};
+use crate::lookup::content::{Selectors, include_admission, render_content, resolve_template};
 use crate::manifests::{Manifest, ManifestError, ManifestSet, files_recursive};
 use crate::message::build_message;
 use crate::provider::required_secrets;
@@ -279,7 +279,15 @@ fn check_emails(
         let content = resolve_template(spec, &m.namespace, &*templates, &|t| {
             offline::template_admits(t, &m.namespace, &mut notes.borrow_mut())
         })
-        .and_then(|t| render_content(spec, t.as_ref(), templates.clone(), builtins.clone()));
+        .and_then(|t| {
+            render_content(
+                spec,
+                t.as_ref(),
+                templates.clone(),
+                builtins.clone(),
+                include_admission(&m.namespace, None, Selectors::AssumeMatch),
+            )
+        });
         report.warnings.extend(notes.into_inner());
         let content = match content {
             Ok(c) => Some(c),

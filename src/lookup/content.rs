@@ -53,7 +53,34 @@ pub fn render_for_email(
         template.as_ref(),
         Arc::new(templates.clone()),
         builtins.current(),
+        include_admission(email_ns, labels.clone(), Selectors::AsLabelled),
     )
+}
+
+/// How [`include_admission`] treats a template that admits namespaces by label selector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selectors {
+    /// Evaluate it against the namespace's labels (the operator).
+    AsLabelled,
+    /// Assume it matches (the offline commands, which have no labels and say so).
+    AssumeMatch,
+}
+
+/// Which templates a render for an Email of `email_ns` may include or extend: those of the
+/// Email's own namespace, and those elsewhere whose `allowedNamespaces` admits it, exactly
+/// as for the `templateRef` itself.
+pub fn include_admission(
+    email_ns: &str,
+    labels: NamespaceLabels,
+    selectors: Selectors,
+) -> crate::template::library::Admit {
+    let email_ns = email_ns.to_string();
+    Arc::new(move |owner_ns: &str, t: &EmailTemplate| {
+        let allowed = &t.spec.allowed_namespaces;
+        owner_ns == email_ns
+            || (selectors == Selectors::AssumeMatch && allowed.from == NamespacesFrom::Selector)
+            || admits(allowed, owner_ns, &email_ns, labels.as_ref())
+    })
 }
 
 /// Whether resolving this Email's template may need its namespace's labels (a template in
@@ -85,7 +112,22 @@ pub fn resolve_template(
         return Ok(None);
     };
     let ns = r.namespace.as_deref().unwrap_or(email_ns);
-    let template = templates.template(ns, &r.name).ok_or_else(|| {
+    let hidden = || {
+        // Another namespace: "missing" and "not admitted" read the same, so a tenant cannot
+        // learn which templates exist in namespaces that do not admit it.
+        Problem::new(
+            reasons::NOT_ALLOWED,
+            format!(
+                "spec.templateRef: EmailTemplate {ns}/{} does not exist or does not admit namespace {email_ns}: ask its owners to add {email_ns} to its spec.allowedNamespaces, or use a template in {email_ns}",
+                r.name
+            ),
+        )
+    };
+    let template = templates.template(ns, &r.name);
+    if ns != email_ns && template.is_none() {
+        return Err(hidden());
+    }
+    let template = template.ok_or_else(|| {
         Problem::new(
             reasons::TEMPLATE_NOT_FOUND,
             format!(
@@ -100,13 +142,7 @@ pub fn resolve_template(
         template,
     };
     if !admit(&found) {
-        return Err(Problem::new(
-            reasons::NOT_ALLOWED,
-            format!(
-                "EmailTemplate {} does not admit namespace {email_ns}: add it to the template's spec.allowedNamespaces, or use a template in {email_ns}",
-                found.key()
-            ),
-        ));
+        return Err(hidden());
     }
     Ok(Some(found))
 }
@@ -118,6 +154,7 @@ pub fn render_content(
     template: Option<&TemplateUse>,
     templates: Arc<dyn TemplateLookup>,
     builtins: Arc<Builtins>,
+    admit: crate::template::library::Admit,
 ) -> Result<RenderedContent, Problem> {
     let Some(t) = template else {
         return literal(spec);
@@ -132,7 +169,7 @@ pub fn render_content(
     .into_iter()
     .filter_map(|(p, want)| want.then_some(p))
     .collect();
-    let library = Library::new(t.namespace.clone(), templates, builtins);
+    let library = Library::new(t.namespace.clone(), templates, builtins).admitting(admit);
     let rendered = render(
         &library,
         &t.name,
@@ -235,6 +272,7 @@ mod tests {
             t.as_ref(),
             Arc::new(set),
             Arc::new(Builtins::default()),
+            include_admission(email_ns, None, Selectors::AsLabelled),
         )
     }
 
@@ -272,5 +310,68 @@ mod tests {
         assert!(err.message.contains("allowedNamespaces"), "{err}");
         let c = content(&email("shared", Some("mail"), vars), "news").unwrap();
         assert_eq!(c.subject, "Order 1");
+    }
+
+    #[test]
+    fn a_missing_template_and_one_not_shared_read_the_same_from_another_namespace() {
+        let vars = json!({"variables": {"id": 1}});
+        let hidden = content(&email("order", Some("shop"), vars.clone()), "news").unwrap_err();
+        let missing = content(&email("ghost", Some("shop"), vars), "news").unwrap_err();
+        assert_eq!(hidden.reason, missing.reason);
+        assert_eq!(
+            hidden.message.replace("shop/order", "X"),
+            missing.message.replace("shop/ghost", "X")
+        );
+    }
+
+    /// A shared template that includes by a variable must not reach the templates of its
+    /// namespace that are shared with nobody.
+    #[test]
+    fn includes_from_a_shared_template_reach_only_templates_that_admit_the_email() {
+        let mut set = templates();
+        let spec = |text: &str| -> EmailTemplateSpec {
+            serde_json::from_value(json!({"subject": "s", "text": text})).unwrap()
+        };
+        let mut router = EmailTemplate::new("router", spec("{% include part %}"));
+        router.spec.allowed_namespaces.from = NamespacesFrom::All;
+        set.insert("mail", "router", router);
+        set.insert(
+            "mail",
+            "internal",
+            EmailTemplate::new("internal", spec("payroll secrets")),
+        );
+        let mut public = EmailTemplate::new("public", spec("public footer"));
+        public.spec.allowed_namespaces.from = NamespacesFrom::All;
+        set.insert("mail", "public", public);
+        let render = |part: &str, email_ns: &str| {
+            let spec = email("router", Some("mail"), json!({"variables": {"part": part}}));
+            let t = resolve_template(&spec, email_ns, &set, &|_| true)
+                .unwrap()
+                .unwrap();
+            render_content(
+                &spec,
+                Some(&t),
+                Arc::new(set.clone()),
+                Arc::new(Builtins::default()),
+                include_admission(email_ns, None, Selectors::AsLabelled),
+            )
+        };
+        assert_eq!(
+            render("public", "news").unwrap().text.as_deref(),
+            Some("public footer")
+        );
+        let err = render("internal", "news").unwrap_err();
+        assert!(!err.message.contains("payroll"), "{err}");
+        let missing = render("nothing-here", "news").unwrap_err();
+        assert_eq!(
+            err.message.replace("internal", "X"),
+            missing.message.replace("nothing-here", "X"),
+            "not admitted reads as missing"
+        );
+        // Within its own namespace a template includes whatever it likes.
+        assert_eq!(
+            render("internal", "mail").unwrap().text.as_deref(),
+            Some("payroll secrets")
+        );
     }
 }

@@ -93,7 +93,21 @@ fn by_reference(
     admit: &Admit<'_>,
 ) -> Result<Arc<EmailSenderConfig>, Problem> {
     let ns = r.namespace.as_deref().unwrap_or(email_ns);
-    let config = senders.sender(ns, &r.name).ok_or_else(|| {
+    let found = senders.sender(ns, &r.name);
+    if ns != email_ns {
+        // Another namespace: "missing" and "not admitted" read the same, so a tenant cannot
+        // learn which configs exist in namespaces that do not admit it.
+        return found.filter(|config| admit(config, ns)).ok_or_else(|| {
+            Problem::new(
+                reasons::NOT_ALLOWED,
+                format!(
+                    "spec.senderConfigRef: EmailSenderConfig {ns}/{} does not exist or does not admit namespace {email_ns}: ask its owners to add {email_ns} to its spec.allowedNamespaces, or use a sender in {email_ns}",
+                    r.name
+                ),
+            )
+        });
+    }
+    found.ok_or_else(|| {
         Problem::new(
             reasons::SENDER_NOT_FOUND,
             format!(
@@ -101,17 +115,7 @@ fn by_reference(
                 r.name
             ),
         )
-    })?;
-    if ns != email_ns && !admit(&config, ns) {
-        return Err(Problem::new(
-            reasons::NOT_ALLOWED,
-            format!(
-                "spec.senderConfigRef: EmailSenderConfig {ns}/{} does not admit namespace {email_ns}: add it to the config's spec.allowedNamespaces, or use a sender in {email_ns}",
-                r.name
-            ),
-        ));
-    }
-    Ok(config)
+    })
 }
 
 fn by_default(

@@ -49,7 +49,13 @@ pub struct Library {
     namespace: String,
     templates: Arc<dyn TemplateLookup>,
     builtins: Arc<Builtins>,
+    admit: Option<Admit>,
 }
+
+/// Whether a template may be included or extended by the render at hand (see
+/// [`Library::admitting`]).
+/// It is given the template and the namespace it lives in.
+pub type Admit = Arc<dyn Fn(&str, &EmailTemplate) -> bool + Send + Sync>;
 
 impl Library {
     pub fn new(
@@ -61,7 +67,17 @@ impl Library {
             namespace: namespace.into(),
             templates,
             builtins,
+            admit: None,
         }
+    }
+
+    /// Only templates that `admit` accepts can be included or extended. A shared template
+    /// renders for Emails of other namespaces; an `{% include %}` by a variable would otherwise
+    /// reach every template of the shared namespace, also those shared with nobody. A template
+    /// not admitted reads as one that does not exist, so nothing tells the two apart.
+    pub fn admitting(mut self, admit: Admit) -> Self {
+        self.admit = Some(admit);
+        self
     }
 
     pub fn namespace(&self) -> &str {
@@ -77,6 +93,11 @@ impl Library {
         match target(name) {
             Target::Template { name, part } => {
                 let t = self.templates.template(&self.namespace, name)?;
+                if let Some(admit) = &self.admit
+                    && !admit(&self.namespace, &t)
+                {
+                    return None;
+                }
                 part_source(&t.spec, part).map(str::to_string)
             }
             Target::Builtin(path) => self.builtins.get(path).map(str::to_string),
