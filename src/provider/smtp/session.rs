@@ -4,12 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lettre::Address;
 use lettre::transport::smtp::Error as LettreError;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 
+use super::SmtpTimeouts;
+use super::greeting::{self, FirstBytes, IMPLICIT_TLS_PORT};
 use super::oauth2::TokenSource;
 use crate::provider::error::{chain, find_tls_error};
 use crate::provider::{SendError, reason};
@@ -33,8 +36,8 @@ pub(super) enum Step {
     Connect,
     StartTls,
     Auth,
-    Noop,
     Mail,
+    Reset,
     Rcpt,
     Data,
     Body,
@@ -46,8 +49,8 @@ impl Step {
             Step::Connect => "connecting and reading the greeting",
             Step::StartTls => "upgrading the connection with STARTTLS",
             Step::Auth => "authenticating",
-            Step::Noop => "checking the connection (NOOP)",
             Step::Mail => "sending MAIL FROM",
+            Step::Reset => "resetting the transaction (RSET)",
             Step::Rcpt => "sending RCPT TO",
             Step::Data => "starting DATA",
             Step::Body => "waiting for the server to accept the message",
@@ -89,15 +92,11 @@ impl Endpoint {
     /// offer it gets nothing, least of all a password or a message) and authenticates.
     /// With OAuth2, a refused token is dropped and the whole connection is tried once more
     /// with a new one (a server may close the connection after a failed AUTH).
-    pub(super) async fn open(
-        &self,
-        connect_timeout: Duration,
-        command_timeout: Duration,
-    ) -> Result<AsyncSmtpConnection, Failure> {
-        match self.open_once(connect_timeout, command_timeout).await {
+    pub(super) async fn open(&self, limits: SmtpTimeouts) -> Result<AsyncSmtpConnection, Failure> {
+        match self.open_once(limits).await {
             Err(f) if f.reason == reason::AUTH_FAILED => match &self.auth {
                 Some(Auth::OAuth2 { tokens, .. }) if tokens.invalidate().await => {
-                    self.open_once(connect_timeout, command_timeout).await
+                    self.open_once(limits).await
                 }
                 _ => Err(f),
             },
@@ -105,21 +104,22 @@ impl Endpoint {
         }
     }
 
-    async fn open_once(
-        &self,
-        connect_timeout: Duration,
-        command_timeout: Duration,
-    ) -> Result<AsyncSmtpConnection, Failure> {
-        let connect = AsyncSmtpConnection::connect_tokio1(
-            (self.host.as_str(), self.port),
-            Some(connect_timeout),
-            &self.hello,
-            self.implicit_tls.clone(),
-            None,
-        );
-        let mut conn = self
-            .step(Step::Connect, connect_timeout + command_timeout, connect)
-            .await?;
+    async fn open_once(&self, limits: SmtpTimeouts) -> Result<AsyncSmtpConnection, Failure> {
+        let (connect_timeout, command_timeout) = (limits.connect, limits.command);
+        let mut conn = match &self.implicit_tls {
+            Some(tls) => {
+                let connect = AsyncSmtpConnection::connect_tokio1(
+                    (self.host.as_str(), self.port),
+                    Some(connect_timeout),
+                    &self.hello,
+                    Some(tls.clone()),
+                    None,
+                );
+                self.step(Step::Connect, connect_timeout + command_timeout, connect)
+                    .await?
+            }
+            None => self.connect_plain(limits).await?,
+        };
         if let Some(params) = &self.starttls {
             if !conn.can_starttls() {
                 return Err(Failure::new(
@@ -169,6 +169,107 @@ impl Endpoint {
         Ok(conn)
     }
 
+    /// TCP connect, a look at the first bytes (see [`greeting`]), then lettre reads the
+    /// greeting and sends EHLO.
+    async fn connect_plain(&self, limits: SmtpTimeouts) -> Result<AsyncSmtpConnection, Failure> {
+        let tcp = match tokio::time::timeout(
+            limits.connect,
+            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => {
+                return Err(Failure::new(
+                    SendError::transient(format!(
+                        "SMTP with {} failed while {}: {e}; nothing was handed over",
+                        self.addr(),
+                        Step::Connect.describe()
+                    )),
+                    reason::UNREACHABLE,
+                ));
+            }
+            Err(_) => return Err(self.timed_out(Step::Connect, limits.connect)),
+        };
+        let wait = greeting::wait_for(self.port, limits.greeting, limits.command);
+        match greeting::first_bytes(&tcp, wait).await {
+            FirstBytes::Plain => {}
+            FirstBytes::Tls => return Err(self.tls_instead_of_greeting()),
+            FirstBytes::Silent => return Err(self.no_greeting(wait)),
+        }
+        let connect = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello);
+        self.step(Step::Connect, limits.command, connect).await
+    }
+
+    fn tls_instead_of_greeting(&self) -> Failure {
+        Failure::new(
+            SendError::permanent(format!(
+                "SMTP server {} began with TLS instead of an SMTP greeting: the port expects implicit TLS, so set spec.smtp.tls: TLS (port {IMPLICIT_TLS_PORT} usually expects TLS); nothing was sent",
+                self.addr()
+            )),
+            reason::TLS_ERROR,
+        )
+    }
+
+    fn no_greeting(&self, wait: Duration) -> Failure {
+        let hint = if self.port == IMPLICIT_TLS_PORT {
+            format!(
+                "port {IMPLICIT_TLS_PORT} usually expects implicit TLS, where the server waits for the client to start TLS: set spec.smtp.tls: TLS"
+            )
+        } else {
+            format!(
+                "if this port expects implicit TLS (usually port {IMPLICIT_TLS_PORT}), the server waits for the client to start TLS: then set spec.smtp.tls: TLS"
+            )
+        };
+        Failure::new(
+            SendError::transient(format!(
+                "SMTP server {} sent no greeting within {wait:?}; {hint}; nothing was handed over",
+                self.addr()
+            )),
+            reason::TIMEOUT,
+        )
+    }
+
+    /// `MAIL FROM` with the parameters the message needs, refused before anything is sent
+    /// when the server lacks the extension for them.
+    pub(super) async fn mail_from(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        from: Option<&Address>,
+        non_ascii_address: bool,
+        eight_bit_body: bool,
+        command_timeout: Duration,
+    ) -> Result<(), Failure> {
+        let mut params = Vec::new();
+        if non_ascii_address {
+            self.require(
+                conn,
+                Extension::SmtpUtfEight,
+                "SMTPUTF8",
+                "non-ASCII addresses",
+            )?;
+            params.push(MailParameter::SmtpUtfEight);
+        }
+        if eight_bit_body {
+            self.require(conn, Extension::EightBitMime, "8BITMIME", "8-bit content")?;
+            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let mail = conn.command(Mail::new(from.cloned(), params));
+        self.step(Step::Mail, command_timeout, mail).await?;
+        Ok(())
+    }
+
+    /// Ends a transaction that sent no DATA, leaving the connection ready for another.
+    pub(super) async fn reset(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        command_timeout: Duration,
+    ) -> Result<(), Failure> {
+        let rset = conn.command(Rset);
+        self.step(Step::Reset, command_timeout, rset).await?;
+        Ok(())
+    }
+
     /// Sends one message over an open connection. `data_timeout` bounds the wait for the
     /// final reply, the only step whose timeout leaves the outcome unknown.
     pub(super) async fn transfer(
@@ -179,27 +280,19 @@ impl Endpoint {
         command_timeout: Duration,
         data_timeout: Duration,
     ) -> Result<String, Failure> {
-        let mut params = Vec::new();
         let non_ascii_address = envelope
             .from()
             .into_iter()
             .chain(envelope.to())
             .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
-        if non_ascii_address {
-            self.require(
-                conn,
-                Extension::SmtpUtfEight,
-                "SMTPUTF8",
-                "non-ASCII addresses",
-            )?;
-            params.push(MailParameter::SmtpUtfEight);
-        }
-        if !body.is_ascii() {
-            self.require(conn, Extension::EightBitMime, "8BITMIME", "8-bit content")?;
-            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
-        }
-        let mail = conn.command(Mail::new(envelope.from().cloned(), params));
-        self.step(Step::Mail, command_timeout, mail).await?;
+        self.mail_from(
+            conn,
+            envelope.from(),
+            non_ascii_address,
+            !body.is_ascii(),
+            command_timeout,
+        )
+        .await?;
         for rcpt in envelope.to() {
             let cmd = conn.command(Rcpt::new(rcpt.clone(), vec![]));
             self.step(Step::Rcpt, command_timeout, cmd).await?;
@@ -261,6 +354,35 @@ impl Endpoint {
         Failure::new(error, reason::TIMEOUT)
     }
 
+    /// What to change for a failed handshake. A certificate for another name is fixed with
+    /// `host`, not with `caBundle`: the CA is trusted, the name is wrong.
+    fn tls_hint(&self, tls: &rustls::Error) -> String {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match tls {
+            rustls::Error::InvalidCertificate(NotValidForName | NotValidForNameContext { .. }) => {
+                format!(
+                    "the server's certificate does not name {}: set spec.smtp.host to a name the certificate is issued for",
+                    self.host
+                )
+            }
+            rustls::Error::InvalidCertificate(_) => format!(
+                "the server's certificate is not trusted for {}: set spec.smtp.caBundle to the CA that signed it (or, for testing only, spec.smtp.insecureSkipVerify)",
+                self.host
+            ),
+            // The first bytes were no TLS record: a plaintext server greeted us.
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+                if self.implicit_tls.is_some() =>
+            {
+                format!(
+                    "the server answered in plain text, so port {} does not speak implicit TLS: set spec.smtp.tls: StartTLS (usually port 587) or None (usually port 25)",
+                    self.port
+                )
+            }
+            _ => "check that spec.smtp.tls matches the port (TLS for 465, StartTLS for 587)"
+                .to_string(),
+        }
+    }
+
     fn classify(&self, step: Step, e: &LettreError) -> Failure {
         let addr = self.addr();
         let detail = chain(e);
@@ -287,6 +409,18 @@ impl Endpoint {
                         .with_status(code),
                     reason::AUTH_FAILED,
                 )
+            } else if step == Step::Mail && code == 530 {
+                let hint = if self.auth.is_none() {
+                    "the server requires authentication: set spec.smtp.username and spec.smtp.passwordSecretRef (or spec.smtp.oauth2)"
+                } else {
+                    "the server still requires authentication after AUTH succeeded: check that the account may send as spec.sender.address"
+                };
+                Failure::new(
+                    SendError::permanent(format!("{text}; {hint}"))
+                        .with_auth()
+                        .with_status(code),
+                    reason::AUTH_FAILED,
+                )
             } else {
                 Failure::new(
                     SendError::permanent(text).with_status(code),
@@ -295,14 +429,7 @@ impl Endpoint {
             };
         }
         if let Some(tls) = find_tls_error(e) {
-            let hint = match tls {
-                rustls::Error::InvalidCertificate(_) => format!(
-                    "the server's certificate is not trusted for {}: set spec.smtp.caBundle to the CA that signed it (or, for testing only, spec.smtp.insecureSkipVerify)",
-                    self.host
-                ),
-                _ => "check that spec.smtp.tls matches the port (TLS for 465, StartTLS for 587)"
-                    .to_string(),
-            };
+            let hint = self.tls_hint(tls);
             return Failure::new(
                 SendError::permanent(format!("TLS with SMTP server {addr} failed: {tls}; {hint}")),
                 reason::TLS_ERROR,
