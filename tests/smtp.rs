@@ -276,6 +276,45 @@ async fn a_5xx_reply_is_permanent() {
 }
 
 #[tokio::test]
+async fn a_reply_that_names_the_recipient_is_reported_without_the_address() {
+    let server = SmtpServer::start(Options::new(Mode::None, None));
+    let spec = spec(server.port, SmtpTls::None, None, false);
+    let email = serde_yaml::from_str(
+        "{to: [ok@example.org], cc: [Echo-Reject@Example.org], bcc: [hidden@example.org], text: x}",
+    )
+    .expect("email");
+    let msg = build_message(
+        &email,
+        &spec,
+        "mail/smtp",
+        RenderedContent {
+            subject: "Ping".into(),
+            text: Some("the body text".into()),
+            html: None,
+        },
+        vec![],
+    )
+    .expect("message");
+    let err = provider(&spec, "").send(&msg).await.expect_err("550");
+    assert_eq!(err.status, Some(550));
+    assert!(
+        err.message.contains("Recipient address rejected"),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains("recipient 2 of 3"), "{}", err.message);
+    let lower = format!("{err:?}").to_ascii_lowercase();
+    for hidden in [
+        "echo-reject@example.org",
+        "ok@example.org",
+        "hidden@example.org",
+        "the body text",
+    ] {
+        assert!(!lower.contains(hidden), "{hidden} in {err:?}");
+    }
+}
+
+#[tokio::test]
 async fn no_reply_after_the_message_body_is_ambiguous() {
     let server = SmtpServer::start(Options::new(Mode::None, None));
     let spec = spec(server.port, SmtpTls::None, None, false);

@@ -12,8 +12,9 @@ token must be one of the lines of that file (read at each AUTH, so a test can re
 and the user must be --user; a refusal is a plain 535, as Exchange Online answers, or with
 --xoauth2-refusal google a 334 challenge carrying a JSON error first, as Gmail answers.
 
-Recipients steer unhappy paths: tempfail@... gets 451, reject@... gets 550, and a message
-to slow@... is answered only after --slow-seconds.
+Recipients steer unhappy paths: tempfail@... gets 451, reject@... gets 550 (echo-reject@...
+a 550 that names the address, upper-cased), and a message to slow@... is answered only after
+--slow-seconds.
 
 The EHLO name, RSET, QUIT and every closed connection (DISCONNECT) are logged too. With
 --max-connections-per-client N, a client that already has N connections open gets a
@@ -132,6 +133,9 @@ class Handler:
             return "451 4.3.0 Mailbox temporarily unavailable, try again later"
         if address.startswith("reject@"):
             return "550 5.1.1 No such user here"
+        if address.lower().startswith("echo-reject@"):
+            # As Postfix words it: the reply names the recipient.
+            return f"550 5.1.1 <{address.upper()}>: Recipient address rejected: User unknown"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

@@ -20,6 +20,7 @@ use crate::provider::{ConfigError, HealthReport, Provider, SecretValue, SendErro
 
 mod greeting;
 mod helo;
+mod hide;
 mod mime;
 pub(crate) mod oauth2;
 mod pool;
@@ -179,6 +180,35 @@ impl Smtp {
         }
         self.endpoint.open(self.timeouts).await.map_err(|f| f.error)
     }
+
+    /// One message over a pooled or new connection.
+    async fn deliver(&self, msg: &OutgoingMessage) -> Result<SendReceipt, SendError> {
+        let message = mime::build(msg)?;
+        let body = message.formatted();
+        let mut conn = self.connection().await?;
+        // On any error the connection is dropped, never pooled: its state is unknown.
+        let accepted = self
+            .endpoint
+            .transfer(
+                &mut conn,
+                message.envelope(),
+                &body,
+                self.timeouts.command,
+                self.timeouts.data,
+            )
+            .await
+            .map_err(|f| f.error)?;
+        self.pool.give_back(conn).await;
+        let mut warnings = Vec::new();
+        if !msg.tags.is_empty() {
+            warnings.push("SMTP has no tags; spec.tags were not sent".to_string());
+        }
+        tracing::debug!(server_reply = %accepted, "SMTP server accepted the message");
+        Ok(SendReceipt {
+            message_id: msg.message_id.clone(),
+            warnings,
+        })
+    }
 }
 
 /// Trust roots: the system's plus `caBundle`; `insecureSkipVerify` turns checking off.
@@ -224,30 +254,10 @@ impl Provider for Smtp {
     }
 
     async fn send(&self, msg: &OutgoingMessage) -> Result<SendReceipt, SendError> {
-        let message = mime::build(msg)?;
-        let body = message.formatted();
-        let mut conn = self.connection().await?;
-        // On any error the connection is dropped, never pooled: its state is unknown.
-        let accepted = self
-            .endpoint
-            .transfer(
-                &mut conn,
-                message.envelope(),
-                &body,
-                self.timeouts.command,
-                self.timeouts.data,
-            )
-            .await
-            .map_err(|f| f.error)?;
-        self.pool.give_back(conn).await;
-        let mut warnings = Vec::new();
-        if !msg.tags.is_empty() {
-            warnings.push("SMTP has no tags; spec.tags were not sent".to_string());
-        }
-        tracing::debug!(server_reply = %accepted, "SMTP server accepted the message");
-        Ok(SendReceipt {
-            message_id: msg.message_id.clone(),
-            warnings,
+        self.deliver(msg).await.map_err(|mut e| {
+            let recipients = msg.to.iter().chain(&msg.cc).chain(&msg.bcc);
+            e.message = hide::hide_recipients(&e.message, recipients.map(|m| m.address.as_str()));
+            e
         })
     }
 

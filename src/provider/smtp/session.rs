@@ -293,9 +293,20 @@ impl Endpoint {
             command_timeout,
         )
         .await?;
-        for rcpt in envelope.to() {
+        // Which recipient failed, by position: the address itself stays out of messages.
+        let count = envelope.to().len();
+        for (n, rcpt) in envelope.to().iter().enumerate() {
             let cmd = conn.command(Rcpt::new(rcpt.clone(), vec![]));
-            self.step(Step::Rcpt, command_timeout, cmd).await?;
+            self.step(Step::Rcpt, command_timeout, cmd)
+                .await
+                .map_err(|mut f| {
+                    f.error.message = format!(
+                        "{} (envelope recipient {} of {count}: To, then Cc, then Bcc)",
+                        f.error.message,
+                        n + 1
+                    );
+                    f
+                })?;
         }
         let data = conn.command(Data);
         self.step(Step::Data, command_timeout, data).await?;
