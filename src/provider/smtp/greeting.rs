@@ -42,6 +42,36 @@ pub(super) fn classify(first: u8) -> FirstBytes {
     }
 }
 
+/// TCP to each resolved address in turn, each with the full connect limit (as lettre does
+/// for implicit TLS), so an unreachable IPv6 address does not use up the time of a working
+/// IPv4 one. `Err(None)`: every attempt timed out.
+pub(super) async fn connect(
+    host: &str,
+    port: u16,
+    limit: Duration,
+) -> Result<TcpStream, Option<std::io::Error>> {
+    let addrs = match tokio::time::timeout(limit, tokio::net::lookup_host((host, port))).await {
+        Ok(Ok(addrs)) => addrs,
+        Ok(Err(e)) => return Err(Some(e)),
+        Err(_) => return Err(None),
+    };
+    let (mut tried, mut last) = (false, None);
+    for addr in addrs {
+        tried = true;
+        match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {}
+        }
+    }
+    if !tried {
+        return Err(Some(std::io::Error::other(
+            "the host name resolved to no address",
+        )));
+    }
+    Err(last)
+}
+
 /// Peeks (without consuming) at the first byte, so lettre still reads the whole greeting.
 pub(super) async fn first_bytes(tcp: &TcpStream, wait: Duration) -> FirstBytes {
     let mut first = [0u8; 1];

@@ -1,14 +1,13 @@
-//! Open connections kept between sends, each closed with QUIT once it has been idle for a
-//! short while.
+//! Open connections kept between sends, closed with QUIT once idle for a short while.
 //!
 //! A connection waiting in the pool still counts against the server's idle timeout and any
 //! per-client connection limit. Discarding stale ones only when the next send comes along
 //! would hold them open (and let the server drop them under us) for as long as no mail
 //! flows; a limit of a few connections per client would then refuse even the sender's own
-//! health check. So every pooled connection has a timer that closes it politely.
+//! health check. So a reaper task closes each connection when its idle time is up; it runs
+//! only while the pool holds connections.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use lettre::transport::smtp::client::AsyncSmtpConnection;
@@ -17,33 +16,29 @@ use lettre::transport::smtp::client::AsyncSmtpConnection;
 const MAX_IDLE: usize = 4;
 
 struct Idle {
-    id: u64,
     conn: AsyncSmtpConnection,
     since: Instant,
 }
 
 #[derive(Default)]
-struct Slots {
-    idle: Mutex<Vec<Idle>>,
-    next_id: AtomicU64,
+struct State {
+    idle: Vec<Idle>,
+    reaper_running: bool,
 }
 
-impl Slots {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        // A poisoned lock only means another task panicked mid-push; the list is still valid.
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
+#[derive(Default)]
+struct Shared(Mutex<State>);
 
-    fn remove(&self, id: u64) -> Option<AsyncSmtpConnection> {
-        let mut idle = self.lock();
-        let at = idle.iter().position(|i| i.id == id)?;
-        Some(idle.remove(at).conn)
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means another task panicked mid-push; the list is still valid.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// The idle connections of one provider.
 pub(super) struct Pool {
-    slots: Arc<Slots>,
+    shared: Arc<Shared>,
     /// Idle time after which a connection is closed.
     max_idle: Duration,
     /// Limit for the QUIT exchange.
@@ -53,17 +48,17 @@ pub(super) struct Pool {
 impl Pool {
     pub(super) fn new(max_idle: Duration, quit_timeout: Duration) -> Self {
         Pool {
-            slots: Arc::default(),
+            shared: Arc::default(),
             max_idle,
             quit_timeout,
         }
     }
 
     /// The most recently used connection that has not been idle too long. Older ones are
-    /// closed here in case their timer has not fired yet.
+    /// closed here in case the reaper has not got to them yet.
     pub(super) fn take(&self) -> Option<AsyncSmtpConnection> {
         loop {
-            let idle = self.slots.lock().pop()?;
+            let idle = self.shared.lock().idle.pop()?;
             if idle.since.elapsed() < self.max_idle {
                 return Some(idle.conn);
             }
@@ -74,44 +69,73 @@ impl Pool {
     /// Keeps a connection that finished a transaction cleanly, or closes it when the pool
     /// is full.
     pub(super) async fn give_back(&self, conn: AsyncSmtpConnection) {
-        let id = self.slots.next_id.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut idle = self.slots.lock();
-            if idle.len() < MAX_IDLE {
-                idle.push(Idle {
-                    id,
+        let full = {
+            let mut state = self.shared.lock();
+            if state.idle.len() < MAX_IDLE {
+                state.idle.push(Idle {
                     conn,
                     since: Instant::now(),
                 });
-                drop(idle);
-                self.close_when_idle(id);
-                return;
+                if !state.reaper_running {
+                    state.reaper_running = true;
+                    tokio::spawn(reap(
+                        Arc::downgrade(&self.shared),
+                        self.max_idle,
+                        self.quit_timeout,
+                    ));
+                }
+                None
+            } else {
+                Some(conn)
             }
+        };
+        if let Some(conn) = full {
+            close(conn, self.quit_timeout).await;
         }
-        close(conn, self.quit_timeout).await;
     }
+}
 
-    /// The timer of one pooled connection. It holds the pool weakly: a dropped provider
-    /// does not wait for its timers.
-    fn close_when_idle(&self, id: u64) {
-        let slots: Weak<Slots> = Arc::downgrade(&self.slots);
-        let (after, quit_timeout) = (self.max_idle, self.quit_timeout);
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            // Taken by a send meanwhile: then that send owns it (and gives it back under a
-            // new id with a new timer).
-            let conn = slots.upgrade().and_then(|s| s.remove(id));
-            if let Some(conn) = conn {
-                close(conn, quit_timeout).await;
+/// Sleeps until the oldest connection's idle time is up, closes what is due, and ends when
+/// the pool is empty (the next `give_back` starts it again) or gone.
+async fn reap(shared: Weak<Shared>, max_idle: Duration, quit_timeout: Duration) {
+    loop {
+        // Only a weak hold across the sleep: a dropped provider does not wait for us.
+        let wait = {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let mut state = shared.lock();
+            match state.idle.iter().map(|i| i.since).min() {
+                Some(oldest) => (oldest + max_idle).saturating_duration_since(Instant::now()),
+                None => {
+                    state.reaper_running = false;
+                    return;
+                }
             }
-        });
+        };
+        tokio::time::sleep(wait).await;
+        let due: Vec<Idle> = {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let mut state = shared.lock();
+            let (due, keep) = std::mem::take(&mut state.idle)
+                .into_iter()
+                .partition(|i| i.since.elapsed() >= max_idle);
+            state.idle = keep;
+            due
+        };
+        for idle in due {
+            // Each on its own: one server slow to answer QUIT must not delay the others.
+            close_later(idle.conn, quit_timeout);
+        }
     }
 }
 
 impl Drop for Pool {
     /// A provider replaced after a config change says goodbye on its open connections.
     fn drop(&mut self) {
-        let idle = std::mem::take(&mut *self.slots.lock());
+        let idle = std::mem::take(&mut self.shared.lock().idle);
         for i in idle {
             close_later(i.conn, self.quit_timeout);
         }

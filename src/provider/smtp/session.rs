@@ -172,14 +172,9 @@ impl Endpoint {
     /// TCP connect, a look at the first bytes (see [`greeting`]), then lettre reads the
     /// greeting and sends EHLO.
     async fn connect_plain(&self, limits: SmtpTimeouts) -> Result<AsyncSmtpConnection, Failure> {
-        let tcp = match tokio::time::timeout(
-            limits.connect,
-            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => {
+        let tcp = match greeting::connect(&self.host, self.port, limits.connect).await {
+            Ok(tcp) => tcp,
+            Err(Some(e)) => {
                 return Err(Failure::new(
                     SendError::transient(format!(
                         "SMTP with {} failed while {}: {e}; nothing was handed over",
@@ -189,7 +184,7 @@ impl Endpoint {
                     reason::UNREACHABLE,
                 ));
             }
-            Err(_) => return Err(self.timed_out(Step::Connect, limits.connect)),
+            Err(None) => return Err(self.timed_out(Step::Connect, limits.connect)),
         };
         let wait = greeting::wait_for(self.port, limits.greeting, limits.command);
         match greeting::first_bytes(&tcp, wait).await {
