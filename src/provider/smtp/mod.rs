@@ -18,6 +18,7 @@ use crate::api::sender_config::{SmtpSpec, SmtpTls};
 use crate::message::OutgoingMessage;
 use crate::provider::{ConfigError, HealthReport, Provider, SecretValue, SendError, SendReceipt};
 
+mod failure;
 mod greeting;
 mod helo;
 mod hide;
