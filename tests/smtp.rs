@@ -565,6 +565,45 @@ async fn starttls_against_an_implicit_tls_port_says_to_use_tls_mode() {
 }
 
 #[tokio::test]
+async fn a_server_whose_first_bytes_are_tls_is_a_permanent_error_that_says_to_use_tls_mode() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let serve = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut open = Vec::new();
+        while let Ok((mut sock, _)) = listener.accept().await {
+            // A TLS alert record (fatal, handshake_failure), as some TLS servers send to a
+            // client that says nothing.
+            let _ = sock
+                .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28])
+                .await;
+            open.push(sock);
+        }
+    });
+    let spec = spec(port, SmtpTls::StartTls, None, false);
+    let started = std::time::Instant::now();
+    let err = provider(&spec, "")
+        .send(&full_message(&spec))
+        .await
+        .expect_err("TLS, not SMTP");
+    serve.abort();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.class, ErrorClass::Permanent);
+    assert!(err.message.contains("began with TLS"), "{}", err.message);
+    assert!(
+        err.message.contains("spec.smtp.tls: TLS"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
 async fn implicit_tls_against_a_plaintext_greeting_says_to_use_starttls_or_none() {
     let server = SmtpServer::start(Options::new(Mode::None, None));
     let spec = spec(server.port, SmtpTls::Tls, None, false);
