@@ -56,8 +56,9 @@ pub struct SmtpTimeouts {
     /// takes the port for implicit TLS (other ports get `command`: see `greeting.rs`).
     pub greeting: Duration,
     /// How long a pooled connection may sit unused before it is closed with QUIT. Well under
-    /// the idle limits of servers (Postfix: 300 s, Exchange Online: about 60 s), and short, so
-    /// open connections do not count against a per-client connection limit for long.
+    /// the idle limits of servers (RFC 5321 suggests 5 minutes; busy relays drop idle clients
+    /// much sooner), and short, so open connections do not count against a per-client
+    /// connection limit for long.
     pub idle: Duration,
 }
 
