@@ -3,9 +3,9 @@
 //!
 //! An implicit-TLS port (465) waits for the client's TLS ClientHello and says nothing, so a
 //! StartTLS client waiting for `220` used to sit out its whole time limit and then report a
-//! bare timeout. An SMTP server greets as soon as a client connects (RFC 5321 3.1), so silence on
-//! 465 is soon taken for TLS; elsewhere the full command limit applies, since some relays
-//! pause before greeting on purpose (greet-pause anti-spam).
+//! bare timeout. An SMTP server greets as soon as a client connects (RFC 5321 3.1), so
+//! silence on 465 is soon taken for TLS; elsewhere the full command limit applies, since
+//! some relays pause before greeting on purpose (greet-pause anti-spam).
 
 use std::time::Duration;
 
