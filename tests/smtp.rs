@@ -683,6 +683,12 @@ async fn the_health_check_fails_when_the_server_requires_auth_the_sender_does_no
     let with_password = spec(server.port, SmtpTls::StartTls, Some(&pki), true);
     let report = check(provider(&with_password, PASSWORD)).await;
     assert!(report.is_healthy(), "{report}");
+    assert!(
+        report
+            .message()
+            .ends_with("TLS, AUTH and MAIL FROM:<noreply@example.com>"),
+        "{report}"
+    );
     let events = server.events();
     assert!(
         events

@@ -299,7 +299,7 @@ impl Provider for Smtp {
         let addr = format!("{}:{}", self.endpoint.host, self.endpoint.port);
         match tokio::time::timeout(timeout, check).await {
             Ok(Ok(())) => HealthReport::healthy(format!(
-                "SMTP server {addr} accepted the connection{}{} and MAIL FROM the sender",
+                "SMTP server {addr} accepted the connection{}{} and MAIL FROM:<{}>",
                 if self.endpoint.implicit_tls.is_some() || self.endpoint.starttls.is_some() {
                     ", TLS"
                 } else {
@@ -310,6 +310,7 @@ impl Provider for Smtp {
                     Some(Auth::Password(_)) => ", AUTH",
                     None => "",
                 },
+                self.from,
             )),
             Ok(Err(f)) => HealthReport::unhealthy(f.reason, f.error.message),
             Err(_) => HealthReport::unhealthy(
