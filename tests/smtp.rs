@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::smtp_server::{Mode, Options, Pki, SmtpServer, pki};
+use common::smtp_server::{Mode, Options, Pki, SmtpServer, pki, pki_for};
 use common::{full_message, sender_spec};
 use kmailops::api::EmailSenderConfigSpec;
 use kmailops::api::sender_config::SmtpTls;
@@ -26,6 +26,7 @@ fn timeouts() -> SmtpTimeouts {
         connect: Duration::from_secs(2),
         command: Duration::from_secs(2),
         data: Duration::from_millis(700),
+        ..SmtpTimeouts::default()
     }
 }
 
@@ -44,13 +45,21 @@ fn spec(port: u16, tls: SmtpTls, ca: Option<&Pki>, auth: bool) -> EmailSenderCon
 }
 
 fn provider(spec: &EmailSenderConfigSpec, password: &str) -> Arc<dyn Provider> {
+    provider_with(spec, password, timeouts())
+}
+
+fn provider_with(
+    spec: &EmailSenderConfigSpec,
+    password: &str,
+    timeouts: SmtpTimeouts,
+) -> Arc<dyn Provider> {
     let creds = if spec.smtp.as_ref().is_some_and(|s| s.username.is_some()) {
         Credentials::new(password)
     } else {
         Credentials::default()
     };
     let http = http_client_with(HttpTimeouts::default());
-    build_provider_with(spec, creds, &http, timeouts()).expect("provider")
+    build_provider_with(spec, creds, &http, timeouts).expect("provider")
 }
 
 /// The message arrived whole: headers, both bodies, the attachment's bytes, and every
@@ -231,7 +240,12 @@ async fn a_server_without_starttls_gets_nothing_in_plaintext_when_starttls_is_re
         err.message
     );
     let events = server.events();
-    assert_eq!(events, ["CONNECT"], "the client must stop after EHLO");
+    assert!(
+        events
+            .iter()
+            .all(|e| e == "CONNECT" || e.starts_with("EHLO ") || e == "QUIT" || e == "DISCONNECT"),
+        "the client must stop after EHLO: {events:?}"
+    );
     assert!(server.messages().is_empty());
 }
 
@@ -259,6 +273,45 @@ async fn a_5xx_reply_is_permanent() {
         (ErrorClass::Permanent, false, Some(550))
     );
     assert!(err.message.contains("No such user"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn a_reply_that_names_the_recipient_is_reported_without_the_address() {
+    let server = SmtpServer::start(Options::new(Mode::None, None));
+    let spec = spec(server.port, SmtpTls::None, None, false);
+    let email = serde_yaml::from_str(
+        "{to: [ok@example.org], cc: [Echo-Reject@Example.org], bcc: [hidden@example.org], text: x}",
+    )
+    .expect("email");
+    let msg = build_message(
+        &email,
+        &spec,
+        "mail/smtp",
+        RenderedContent {
+            subject: "Ping".into(),
+            text: Some("the body text".into()),
+            html: None,
+        },
+        vec![],
+    )
+    .expect("message");
+    let err = provider(&spec, "").send(&msg).await.expect_err("550");
+    assert_eq!(err.status, Some(550));
+    assert!(
+        err.message.contains("Recipient address rejected"),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains("recipient 2 of 3"), "{}", err.message);
+    let lower = format!("{err:?}").to_ascii_lowercase();
+    for hidden in [
+        "echo-reject@example.org",
+        "ok@example.org",
+        "hidden@example.org",
+        "the body text",
+    ] {
+        assert!(!lower.contains(hidden), "{hidden} in {err:?}");
+    }
 }
 
 #[tokio::test]
@@ -388,4 +441,323 @@ fn one_recipient(spec: &EmailSenderConfigSpec, to: &str) -> kmailops::message::O
         vec![],
     )
     .expect("message")
+}
+
+fn message_with(
+    spec: &EmailSenderConfigSpec,
+    subject: &str,
+    headers: &[(&str, &str)],
+) -> kmailops::message::OutgoingMessage {
+    let mut email: kmailops::api::EmailSpec =
+        serde_yaml::from_str("{to: [jane@example.org], text: x}").expect("email");
+    for (name, value) in headers {
+        email.headers.insert(name.to_string(), value.to_string());
+    }
+    build_message(
+        &email,
+        spec,
+        "mail/smtp",
+        RenderedContent {
+            subject: subject.into(),
+            text: Some("ping".into()),
+            html: None,
+        },
+        vec![],
+    )
+    .expect("message")
+}
+
+#[tokio::test]
+async fn ehlo_sends_smtp_helo_name_or_else_the_hosts_own_qualified_name() {
+    let server = SmtpServer::start(Options::new(Mode::None, None));
+    let mut named = spec(server.port, SmtpTls::None, None, false);
+    if let Some(s) = named.smtp.as_mut() {
+        s.helo_name = Some("mailer.apps.example.net".into());
+    }
+    provider(&named, "")
+        .send(&one_recipient(&named, "a@example.org"))
+        .await
+        .expect("delivered");
+    let default = spec(server.port, SmtpTls::None, None, false);
+    provider(&default, "")
+        .send(&one_recipient(&default, "b@example.org"))
+        .await
+        .expect("delivered");
+    let ehlo: Vec<String> = server
+        .events()
+        .into_iter()
+        .filter(|e| e.starts_with("EHLO "))
+        .collect();
+    assert_eq!(
+        ehlo,
+        [
+            "EHLO mailer.apps.example.net".to_string(),
+            format!("EHLO {}", kmailops::provider::smtp::local_helo_name()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn long_header_values_are_folded_below_998_characters_and_unfold_to_the_original() {
+    let server = SmtpServer::start(Options::new(Mode::None, None));
+    let spec = spec(server.port, SmtpTls::None, None, false);
+    // Without spaces (a token, e.g. a tracking ID), with spaces, and non-ASCII.
+    let token = format!("id-{}", "0123456789abcdef".repeat(62)); // 995 characters
+    let words = "lorem ipsum dolor sit amet ".repeat(36); // 972 characters
+    let words = words.trim_end();
+    let accents = "é".repeat(495); // 990 bytes
+    let subject = format!("Report-{}", "x".repeat(983)); // 990 characters, no space
+    let msg = message_with(
+        &spec,
+        &subject,
+        &[
+            ("X-Tracking-Token", &token),
+            ("X-Words", words),
+            ("X-Accents", &accents),
+        ],
+    );
+    provider(&spec, "").send(&msg).await.expect("delivered");
+
+    let raw = server.raw(1);
+    for line in raw.split("\r\n") {
+        assert!(
+            line.len() <= 998,
+            "a line of {} characters: {}...",
+            line.len(),
+            &line[..60]
+        );
+    }
+    let h = &server.messages()[0]["headers"];
+    assert_eq!(h["X-Tracking-Token"], token.as_str());
+    assert_eq!(h["X-Words"], words);
+    assert_eq!(h["X-Accents"], accents.as_str());
+    assert_eq!(h["Subject"], subject.as_str());
+}
+
+#[tokio::test]
+async fn starttls_against_an_implicit_tls_port_says_to_use_tls_mode() {
+    let pki = pki("wrong-mode");
+    let server = SmtpServer::start(Options::new(Mode::Tls, Some(&pki)));
+    let spec = spec(server.port, SmtpTls::StartTls, Some(&pki), false);
+    let started = std::time::Instant::now();
+    let err = provider(&spec, "")
+        .send(&full_message(&spec))
+        .await
+        .expect_err("no greeting in plain text");
+    // Before: connect + command limit (4 s here) and a bare timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.message.contains("sent no greeting"), "{}", err.message);
+    assert!(
+        err.message.contains("spec.smtp.tls: TLS") && err.message.contains("465"),
+        "{}",
+        err.message
+    );
+
+    let report = provider(&spec, "")
+        .check_health(Duration::from_secs(3))
+        .await;
+    assert!(!report.is_healthy(), "{report}");
+    assert!(report.message().contains("spec.smtp.tls: TLS"), "{report}");
+}
+
+#[tokio::test]
+async fn a_server_whose_first_bytes_are_tls_is_a_permanent_error_that_says_to_use_tls_mode() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let serve = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut open = Vec::new();
+        while let Ok((mut sock, _)) = listener.accept().await {
+            // A TLS alert record (fatal, handshake_failure), as some TLS servers send to a
+            // client that says nothing.
+            let _ = sock
+                .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28])
+                .await;
+            open.push(sock);
+        }
+    });
+    let spec = spec(port, SmtpTls::StartTls, None, false);
+    let started = std::time::Instant::now();
+    let err = provider(&spec, "")
+        .send(&full_message(&spec))
+        .await
+        .expect_err("TLS, not SMTP");
+    serve.abort();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.class, ErrorClass::Permanent);
+    assert!(err.message.contains("began with TLS"), "{}", err.message);
+    assert!(
+        err.message.contains("spec.smtp.tls: TLS"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
+async fn implicit_tls_against_a_plaintext_greeting_says_to_use_starttls_or_none() {
+    let server = SmtpServer::start(Options::new(Mode::None, None));
+    let spec = spec(server.port, SmtpTls::Tls, None, false);
+    let started = std::time::Instant::now();
+    let err = provider(&spec, "")
+        .send(&full_message(&spec))
+        .await
+        .expect_err("plain text is no TLS");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.class, ErrorClass::Permanent);
+    assert!(
+        err.message.contains("answered in plain text"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("StartTLS") && err.message.contains("587"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_says_to_fix_the_host_not_the_ca_bundle() {
+    // The CA is trusted (caBundle); the certificate names only mail.internal.example.
+    let pki = pki_for("other-name", &["mail.internal.example"]);
+    let server = SmtpServer::start(Options::new(Mode::StartTls, Some(&pki)).user(USER, PASSWORD));
+    let spec = spec(server.port, SmtpTls::StartTls, Some(&pki), true);
+    let err = provider(&spec, PASSWORD)
+        .send(&full_message(&spec))
+        .await
+        .expect_err("name mismatch");
+    assert_eq!(err.class, ErrorClass::Permanent);
+    assert!(
+        err.message.contains("does not name 127.0.0.1"),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains("spec.smtp.host"), "{}", err.message);
+    assert!(
+        err.message.contains("mail.internal.example"),
+        "{}",
+        err.message
+    );
+    assert!(!err.message.contains("caBundle"), "{}", err.message);
+    let report = provider(&spec, PASSWORD)
+        .check_health(Duration::from_secs(3))
+        .await;
+    assert_eq!(report.reason(), "TlsError", "{report}");
+    assert!(report.message().contains("spec.smtp.host"), "{report}");
+}
+
+#[tokio::test]
+async fn the_health_check_fails_when_the_server_requires_auth_the_sender_does_not_have() {
+    let pki = pki("auth-required");
+    let server = SmtpServer::start(Options::new(Mode::StartTls, Some(&pki)).user(USER, PASSWORD));
+    let check = |p: Arc<dyn Provider>| async move { p.check_health(Duration::from_secs(3)).await };
+
+    let anonymous = spec(server.port, SmtpTls::StartTls, Some(&pki), false);
+    let report = check(provider(&anonymous, "")).await;
+    assert_eq!(
+        (report.state(), report.reason()),
+        ("Unhealthy", "AuthFailed"),
+        "{report}"
+    );
+    assert!(report.message().contains("530"), "{report}");
+    assert!(
+        report.message().contains("requires authentication")
+            && report.message().contains("spec.smtp.username"),
+        "{report}"
+    );
+
+    let with_password = spec(server.port, SmtpTls::StartTls, Some(&pki), true);
+    let report = check(provider(&with_password, PASSWORD)).await;
+    assert!(report.is_healthy(), "{report}");
+    assert!(
+        report
+            .message()
+            .ends_with("TLS, AUTH and MAIL FROM:<noreply@example.com>"),
+        "{report}"
+    );
+    let events = server.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("MAIL noreply@example.com")),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e == "RSET"), "{events:?}");
+    assert!(
+        !events.iter().any(|e| e == "DATA" || e.starts_with("RCPT")),
+        "{events:?}"
+    );
+    assert!(server.messages().is_empty());
+
+    // A send without credentials fails the same way, and says so without recipients.
+    let err = provider(&anonymous, "")
+        .send(&full_message(&anonymous))
+        .await
+        .expect_err("530");
+    assert_eq!(
+        (err.class, err.auth, err.status),
+        (ErrorClass::Permanent, true, Some(530))
+    );
+    assert!(
+        err.message.contains("spec.smtp.username"),
+        "{}",
+        err.message
+    );
+    for secret_or_recipient in [
+        "jane@example.org",
+        "audit@example.org",
+        "Hello Jane",
+        PASSWORD,
+    ] {
+        assert!(
+            !err.message.contains(secret_or_recipient),
+            "{}",
+            err.message
+        );
+    }
+}
+
+#[tokio::test]
+async fn idle_pooled_connections_are_closed_with_quit_so_a_connection_limit_admits_the_health_check()
+ {
+    let server = SmtpServer::start(Options::new(Mode::None, None).max_connections_per_client(2));
+    let spec = spec(server.port, SmtpTls::None, None, false);
+    let idle = Duration::from_secs(1);
+    let p = provider_with(&spec, "", SmtpTimeouts { idle, ..timeouts() });
+    // Two sends at once open two connections, and both go back into the pool.
+    let (first, second) = (
+        one_recipient(&spec, "a@example.org"),
+        one_recipient(&spec, "b@example.org"),
+    );
+    let (a, b) = tokio::join!(p.send(&first), p.send(&second));
+    a.expect("first");
+    b.expect("second");
+    assert_eq!(server.messages().len(), 2);
+    let count = |what: &str| server.events().iter().filter(|e| *e == what).count();
+    assert_eq!(count("CONNECT"), 2, "{:?}", server.events());
+
+    // While both are pooled, the limit leaves no room for the health check.
+    let report = p.check_health(Duration::from_secs(3)).await;
+    assert!(!report.is_healthy(), "{report}");
+    assert_eq!(count("REFUSED"), 1, "{:?}", server.events());
+
+    tokio::time::sleep(idle + Duration::from_millis(1500)).await;
+    assert_eq!(count("QUIT"), 2, "{:?}", server.events());
+    assert_eq!(count("DISCONNECT"), 2, "{:?}", server.events());
+    let report = p.check_health(Duration::from_secs(3)).await;
+    assert!(report.is_healthy(), "{report}");
 }

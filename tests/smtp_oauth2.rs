@@ -26,6 +26,7 @@ fn timeouts() -> SmtpTimeouts {
         connect: Duration::from_secs(2),
         command: Duration::from_secs(3),
         data: Duration::from_secs(3),
+        ..SmtpTimeouts::default()
     }
 }
 

@@ -12,8 +12,13 @@ token must be one of the lines of that file (read at each AUTH, so a test can re
 and the user must be --user; a refusal is a plain 535, as Exchange Online answers, or with
 --xoauth2-refusal google a 334 challenge carrying a JSON error first, as Gmail answers.
 
-Recipients steer unhappy paths: tempfail@... gets 451, reject@... gets 550, and a message
-to slow@... is answered only after --slow-seconds.
+Recipients steer unhappy paths: tempfail@... gets 451, reject@... gets 550 (echo-reject@...
+a 550 that names the address, upper-cased), and a message to slow@... is answered only after
+--slow-seconds.
+
+The EHLO name, RSET, QUIT and every closed connection (DISCONNECT) are logged too. With
+--max-connections-per-client N, a client that already has N connections open gets a
+421 greeting on the next one (logged as REFUSED), as relays with a per-client limit answer.
 """
 import argparse
 import asyncio
@@ -40,6 +45,7 @@ def parse_args():
     p.add_argument("--slow-seconds", type=float, default=3.0)
     p.add_argument("--xoauth2-token-file")
     p.add_argument("--xoauth2-refusal", choices=["exchange", "google"], default="exchange")
+    p.add_argument("--max-connections-per-client", type=int)
     return p.parse_args()
 
 
@@ -102,6 +108,19 @@ class Handler:
         self.recorder = recorder
         self.slow_seconds = slow_seconds
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.recorder.event(f"EHLO {hostname}")
+        session.host_name = hostname
+        return responses
+
+    async def handle_RSET(self, server, session, envelope):
+        self.recorder.event("RSET")
+        return "250 OK"
+
+    async def handle_QUIT(self, server, session, envelope):
+        self.recorder.event("QUIT")
+        return "221 Bye"
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         self.recorder.event(f"MAIL {address} tls={uses_tls(server, session)}")
         envelope.mail_from = address
@@ -114,6 +133,9 @@ class Handler:
             return "451 4.3.0 Mailbox temporarily unavailable, try again later"
         if address.startswith("reject@"):
             return "550 5.1.1 No such user here"
+        if address.lower().startswith("echo-reject@"):
+            # As Postfix words it: the reply names the recipient.
+            return f"550 5.1.1 <{address.upper()}>: Recipient address rejected: User unknown"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -184,11 +206,45 @@ def main():
         recorder.event(f"AUTH {mechanism} {'ok' if ok else 'refused'}")
         return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
+    open_per_client = {}
+
     class Server(SMTP):
+        refused = False
+        client = None
+
         def connection_made(self, transport):
             # aiosmtpd calls this again after a STARTTLS upgrade on the same connection.
+            if self._original_transport is None:
+                client = transport.get_extra_info("peername")[0]
+                limit = args.max_connections_per_client
+                if limit is not None and open_per_client.get(client, 0) >= limit:
+                    recorder.event("REFUSED")
+                    self.refused = True
+                    transport.write(b"421 4.7.0 Too many connections from your host\r\n")
+                    transport.close()
+                    return
+                self.client = client
+                open_per_client[client] = open_per_client.get(client, 0) + 1
             recorder.event("CONNECT" if self._original_transport is None else "TLS-UPGRADED")
             super().connection_made(transport)
+
+        def connection_lost(self, error):
+            if self.refused:
+                return
+            if self.client is not None:
+                open_per_client[self.client] -= 1
+                self.client = None
+                recorder.event("DISCONNECT")
+            super().connection_lost(error)
+
+        def eof_received(self):
+            if self.refused:
+                return False
+            return super().eof_received()
+
+        def data_received(self, data):
+            if not self.refused:
+                super().data_received(data)
 
     def factory():
         kwargs = dict(hostname="kmailops-test", decode_data=False)

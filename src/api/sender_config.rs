@@ -323,7 +323,15 @@ pub struct SmtpSpec {
     /// Accept any server certificate. Testing only: shown as a warning condition and Event.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// The name sent in EHLO. Default: the operator host's fully qualified name where one
+    /// can be found, else its bare host name; some relays refuse a bare pod name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = HELO_NAME_PATTERN))]
+    pub helo_name: Option<String>,
 }
+
+/// A DNS name: dot-separated labels of letters, digits and inner hyphens.
+pub const HELO_NAME_PATTERN: &str = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$";
 
 /// OAuth2 client-credentials settings for SMTP AUTH XOAUTH2.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -10,6 +10,7 @@ use std::fmt;
 use crate::api::{EmailSenderConfigSpec, EmailSpec};
 
 mod delivery_key;
+pub mod fold;
 mod hash;
 mod mailbox;
 pub mod preview;

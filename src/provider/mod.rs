@@ -239,7 +239,8 @@ pub fn build_provider_with(
                     o.scope.clone().filter(|s| !s.trim().is_empty()),
                     learned,
                 );
-                let provider = smtp::Smtp::with_oauth2(s, tokens, smtp_timeouts)?;
+                let provider =
+                    smtp::Smtp::with_oauth2(s, &spec.sender.address, tokens, smtp_timeouts)?;
                 return Ok(Arc::new(Redacting {
                     inner: provider,
                     redactor,
@@ -258,7 +259,7 @@ pub fn build_provider_with(
                 }
             };
             let redactor = Redactor::new(password.as_ref(), s.username.as_deref());
-            let provider = smtp::Smtp::new(s, password, smtp_timeouts)?;
+            let provider = smtp::Smtp::new(s, &spec.sender.address, password, smtp_timeouts)?;
             Ok(Arc::new(Redacting {
                 inner: provider,
                 redactor,

@@ -19,6 +19,11 @@ pub struct Pki {
 }
 
 pub fn pki(name: &str) -> Pki {
+    pki_for(name, &["localhost", "127.0.0.1"])
+}
+
+/// A CA and a server certificate that names only `names` (DNS names or IP addresses).
+pub fn pki_for(name: &str, names: &[&str]) -> Pki {
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -33,10 +38,12 @@ pub fn pki(name: &str) -> Pki {
     let issuer = Issuer::new(ca, ca_key);
 
     let key = KeyPair::generate().expect("server key");
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+    let mut leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
         .expect("server params");
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
+    leaf.distinguished_name.push(
+        DnType::CommonName,
+        names.first().copied().unwrap_or("localhost"),
+    );
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let cert = leaf.signed_by(&key, &issuer).expect("server certificate");
 
@@ -65,6 +72,7 @@ pub struct Options<'a> {
     pub pki: Option<&'a Pki>,
     pub user: Option<(&'a str, &'a str)>,
     pub slow_seconds: f64,
+    pub max_connections_per_client: Option<u32>,
 }
 
 impl<'a> Options<'a> {
@@ -74,10 +82,16 @@ impl<'a> Options<'a> {
             pki,
             user: None,
             slow_seconds: 3.0,
+            max_connections_per_client: None,
         }
     }
     pub fn user(mut self, user: &'a str, password: &'a str) -> Self {
         self.user = Some((user, password));
+        self
+    }
+    /// A client with `n` open connections gets a 421 greeting on the next.
+    pub fn max_connections_per_client(mut self, n: u32) -> Self {
+        self.max_connections_per_client = Some(n);
         self
     }
 }
@@ -111,6 +125,9 @@ impl SmtpServer {
         if let Some(pki) = opts.pki {
             cmd.arg("--cert").arg(&pki.cert).arg("--key").arg(&pki.key);
         }
+        if let Some(n) = opts.max_connections_per_client {
+            cmd.arg("--max-connections-per-client").arg(n.to_string());
+        }
         if let Some((user, password)) = opts.user {
             cmd.arg("--user").arg(user).arg("--password").arg(password);
         }
@@ -141,7 +158,8 @@ impl SmtpServer {
         }
     }
 
-    /// Every SMTP event in order: CONNECT, AUTH <mech> ok|refused, MAIL ..., RCPT ..., DATA.
+    /// Every SMTP event in order: CONNECT, EHLO <name>, AUTH <mech> ok|refused, MAIL ...,
+    /// RCPT ..., DATA, RSET, QUIT, DISCONNECT (and REFUSED for a connection over the limit).
     pub fn events(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.path().join("events.log"))
             .unwrap_or_default()

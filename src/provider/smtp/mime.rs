@@ -3,7 +3,7 @@
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, MultiPart, SinglePart};
 
-use crate::message::{Mailbox, OutgoingMessage};
+use crate::message::{Mailbox, OutgoingMessage, fold};
 use crate::provider::SendError;
 
 fn mailbox(m: &Mailbox) -> Result<lettre::message::Mailbox, SendError> {
@@ -16,6 +16,18 @@ fn mailbox(m: &Mailbox) -> Result<lettre::message::Mailbox, SendError> {
     Ok(lettre::message::Mailbox::new(m.name.clone(), address))
 }
 
+/// lettre folds header values at spaces only, so a value with a longer space-free run would
+/// leave a line over RFC 5322's 998 characters (and servers refuse the message). Such values
+/// go out as encoded-words, which split anywhere and decode to the same text.
+fn header_value(name: HeaderName, value: &str) -> HeaderValue {
+    if fold::has_unfoldable_run(&name, value) {
+        let encoded = fold::encoded_words(value);
+        HeaderValue::dangerous_new_pre_encoded(name, value.to_string(), encoded)
+    } else {
+        HeaderValue::new(name, value.to_string())
+    }
+}
+
 /// text + html become multipart/alternative; attachments wrap that in multipart/mixed.
 /// Bcc recipients are in the envelope only (lettre drops the header).
 pub(super) fn build(msg: &OutgoingMessage) -> Result<lettre::Message, SendError> {
@@ -24,7 +36,10 @@ pub(super) fn build(msg: &OutgoingMessage) -> Result<lettre::Message, SendError>
     };
     let mut b = lettre::Message::builder()
         .from(mailbox(&msg.from)?)
-        .subject(msg.subject.clone())
+        .raw_header(header_value(
+            HeaderName::new_from_ascii_str("Subject"),
+            &msg.subject,
+        ))
         .message_id(Some(msg.message_id.clone()));
     if let Some(r) = &msg.reply_to {
         b = b.reply_to(mailbox(r)?);
@@ -41,7 +56,7 @@ pub(super) fn build(msg: &OutgoingMessage) -> Result<lettre::Message, SendError>
     for (name, value) in &msg.headers {
         let header = HeaderName::new_from_ascii(name.clone())
             .map_err(|e| invalid(&format!("header {name}"), &e))?;
-        b = b.raw_header(HeaderValue::new(header, value.clone()));
+        b = b.raw_header(header_value(header, value));
     }
 
     enum Body {

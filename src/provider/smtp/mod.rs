@@ -8,28 +8,38 @@
 //! tells "nothing handed over" (Transient) from "timed out after the body" (Ambiguous),
 //! and pools only connections that finished a transaction cleanly.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lettre::transport::smtp::authentication::Credentials as LettreCredentials;
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
 
 use crate::api::ProviderKind;
 use crate::api::sender_config::{SmtpSpec, SmtpTls};
 use crate::message::OutgoingMessage;
 use crate::provider::{ConfigError, HealthReport, Provider, SecretValue, SendError, SendReceipt};
 
+mod failure;
+mod greeting;
+mod helo;
+mod hide;
 mod mime;
 pub(crate) mod oauth2;
+mod pool;
 mod session;
 
-use session::{Auth, Endpoint, Step};
+use pool::Pool;
+use session::{Auth, Endpoint};
 
 /// The RFC 5322 message exactly as SMTP hands it over (Bcc in the envelope only), for
 /// `kmailops render --format eml`.
 pub fn rfc5322(msg: &OutgoingMessage) -> Result<Vec<u8>, SendError> {
     Ok(mime::build(msg)?.formatted())
+}
+
+/// The name sent in EHLO when `spec.smtp.heloName` is unset: this host's fully qualified
+/// name where one is known, else its bare host name.
+pub fn local_helo_name() -> &'static str {
+    helo::local_name()
 }
 
 /// Time limits of one SMTP conversation.
@@ -42,6 +52,14 @@ pub struct SmtpTimeouts {
     /// The reply to the message body. A timeout here is Ambiguous, so wait long: RFC 5321
     /// suggests servers may take minutes.
     pub data: Duration,
+    /// How long a server on port 465 may stay silent before a StartTLS or plaintext client
+    /// takes the port for implicit TLS (other ports get `command`: see `greeting.rs`).
+    pub greeting: Duration,
+    /// How long a pooled connection may sit unused before it is closed with QUIT. Well under
+    /// the idle limits of servers (RFC 5321 suggests 5 minutes; busy relays drop idle clients
+    /// much sooner), and short, so open connections do not count against a per-client
+    /// connection limit for long.
+    pub idle: Duration,
 }
 
 impl Default for SmtpTimeouts {
@@ -50,52 +68,56 @@ impl Default for SmtpTimeouts {
             connect: Duration::from_secs(10),
             command: Duration::from_secs(30),
             data: Duration::from_secs(120),
+            greeting: Duration::from_secs(5),
+            idle: Duration::from_secs(15),
         }
     }
-}
-
-/// Open connections kept for reuse.
-const MAX_IDLE: usize = 4;
-/// Servers drop idle clients after a few minutes; older connections are not worth a NOOP.
-const MAX_IDLE_AGE: Duration = Duration::from_secs(60);
-
-struct Idle {
-    conn: AsyncSmtpConnection,
-    since: Instant,
 }
 
 /// An SMTP server account.
 pub struct Smtp {
     endpoint: Endpoint,
+    /// The sender's address: the health check's `MAIL FROM`.
+    from: lettre::Address,
     timeouts: SmtpTimeouts,
-    idle: Mutex<Vec<Idle>>,
+    pool: Pool,
 }
 
 impl Smtp {
     /// Validates the spec and prepares TLS once (trust roots, caBundle).
+    /// `from` is the sender's address (`spec.sender.address`).
     pub fn new(
         spec: &SmtpSpec,
+        from: &str,
         password: Option<SecretValue>,
         timeouts: SmtpTimeouts,
     ) -> Result<Self, ConfigError> {
-        Self::with_auth(spec, password, None, timeouts)
+        Self::with_auth(spec, from, password, None, timeouts)
     }
 
     /// [`Smtp::new`] that authenticates with AUTH XOAUTH2 and tokens from `tokens`.
     pub(crate) fn with_oauth2(
         spec: &SmtpSpec,
+        from: &str,
         tokens: oauth2::TokenSource,
         timeouts: SmtpTimeouts,
     ) -> Result<Self, ConfigError> {
-        Self::with_auth(spec, None, Some(tokens), timeouts)
+        Self::with_auth(spec, from, None, Some(tokens), timeouts)
     }
 
     fn with_auth(
         spec: &SmtpSpec,
+        from: &str,
         password: Option<SecretValue>,
         tokens: Option<oauth2::TokenSource>,
         timeouts: SmtpTimeouts,
     ) -> Result<Self, ConfigError> {
+        let from = from.trim().parse::<lettre::Address>().map_err(|e| {
+            ConfigError::new(
+                "spec.sender.address",
+                format!("`{from}` is not a valid address for SMTP: {e}"),
+            )
+        })?;
         let host = spec.host.trim().to_string();
         if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
             return Err(ConfigError::new(
@@ -142,45 +164,52 @@ impl Smtp {
                 implicit_tls,
                 starttls,
                 auth,
-                hello: ClientId::default(),
+                hello: helo::client_id(spec.helo_name.as_deref())?,
             },
+            from,
+            pool: Pool::new(timeouts.idle, timeouts.command),
             timeouts,
-            idle: Mutex::new(Vec::new()),
         })
     }
 
     /// A pooled connection that still answers NOOP, else a new one.
     async fn connection(&self) -> Result<AsyncSmtpConnection, SendError> {
-        while let Some(mut idle) = self.take_idle() {
-            if idle.since.elapsed() > MAX_IDLE_AGE {
-                continue;
-            }
-            let alive =
-                tokio::time::timeout(self.timeouts.command, idle.conn.test_connected()).await;
+        while let Some(mut conn) = self.pool.take() {
+            let alive = tokio::time::timeout(self.timeouts.command, conn.test_connected()).await;
             if matches!(alive, Ok(true)) {
-                return Ok(idle.conn);
+                return Ok(conn);
             }
         }
-        self.endpoint
-            .open(self.timeouts.connect, self.timeouts.command)
+        self.endpoint.open(self.timeouts).await.map_err(|f| f.error)
+    }
+
+    /// One message over a pooled or new connection.
+    async fn deliver(&self, msg: &OutgoingMessage) -> Result<SendReceipt, SendError> {
+        let message = mime::build(msg)?;
+        let body = message.formatted();
+        let mut conn = self.connection().await?;
+        // On any error the connection is dropped, never pooled: its state is unknown.
+        let accepted = self
+            .endpoint
+            .transfer(
+                &mut conn,
+                message.envelope(),
+                &body,
+                self.timeouts.command,
+                self.timeouts.data,
+            )
             .await
-            .map_err(|f| f.error)
-    }
-
-    fn take_idle(&self) -> Option<Idle> {
-        // A poisoned lock only means another send panicked mid-push; the list is still valid.
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.pop()
-    }
-
-    fn give_back(&self, conn: AsyncSmtpConnection) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
+            .map_err(|f| f.error)?;
+        self.pool.give_back(conn).await;
+        let mut warnings = Vec::new();
+        if !msg.tags.is_empty() {
+            warnings.push("SMTP has no tags; spec.tags were not sent".to_string());
         }
+        tracing::debug!(server_reply = %accepted, "SMTP server accepted the message");
+        Ok(SendReceipt {
+            message_id: msg.message_id.clone(),
+            warnings,
+        })
     }
 }
 
@@ -227,69 +256,67 @@ impl Provider for Smtp {
     }
 
     async fn send(&self, msg: &OutgoingMessage) -> Result<SendReceipt, SendError> {
-        let message = mime::build(msg)?;
-        let body = message.formatted();
-        let mut conn = self.connection().await?;
-        // On any error the connection is dropped, never pooled: its state is unknown.
-        let accepted = self
-            .endpoint
-            .transfer(
-                &mut conn,
-                message.envelope(),
-                &body,
-                self.timeouts.command,
-                self.timeouts.data,
-            )
-            .await
-            .map_err(|f| f.error)?;
-        self.give_back(conn);
-        let mut warnings = Vec::new();
-        if !msg.tags.is_empty() {
-            warnings.push("SMTP has no tags; spec.tags were not sent".to_string());
-        }
-        tracing::debug!(server_reply = %accepted, "SMTP server accepted the message");
-        Ok(SendReceipt {
-            message_id: msg.message_id.clone(),
-            warnings,
+        self.deliver(msg).await.map_err(|mut e| {
+            let recipients = msg.to.iter().chain(&msg.cc).chain(&msg.bcc);
+            e.message = hide::hide_recipients(&e.message, recipients.map(|m| m.address.as_str()));
+            e
         })
     }
 
     async fn check_health(&self, timeout: Duration) -> HealthReport {
-        // A fresh connection, not a pooled one: the check is about connect, TLS and AUTH.
-        let connect = self.timeouts.connect.min(timeout);
-        let command = self.timeouts.command.min(timeout);
+        // A fresh connection, not a pooled one: the check is about connect, TLS and AUTH,
+        // and then whether the server would take mail from this sender at all: MAIL FROM
+        // shows a server that requires AUTH from a sender without credentials (530), which
+        // connecting alone does not. RSET ends the transaction; DATA is never sent.
+        // Each step gets at most half the check's time, so a step's own message (with its
+        // hint) wins over the check's overall timeout.
+        let half = timeout / 2;
+        let limits = SmtpTimeouts {
+            connect: self.timeouts.connect.min(half),
+            command: self.timeouts.command.min(half),
+            greeting: self.timeouts.greeting.min(half),
+            ..self.timeouts
+        };
         let check = async {
-            let mut conn = self.endpoint.open(connect, command).await?;
-            let noop =
-                async { Ok::<_, lettre::transport::smtp::Error>(conn.test_connected().await) };
-            let alive = self.endpoint.step(Step::Noop, command, noop).await?;
+            let mut conn = self.endpoint.open(limits).await?;
+            let non_ascii = !AsRef::<str>::as_ref(&self.from).is_ascii();
+            let probe = async {
+                self.endpoint
+                    .mail_from(
+                        &mut conn,
+                        Some(&self.from),
+                        non_ascii,
+                        false,
+                        limits.command,
+                    )
+                    .await?;
+                self.endpoint.reset(&mut conn, limits.command).await
+            }
+            .await;
             conn.abort().await;
-            Ok::<bool, session::Failure>(alive)
+            probe
         };
         let addr = format!("{}:{}", self.endpoint.host, self.endpoint.port);
         match tokio::time::timeout(timeout, check).await {
-            Ok(Ok(true)) => HealthReport::healthy(format!(
-                "SMTP server {addr} accepted the connection{}{}",
+            Ok(Ok(())) => HealthReport::healthy(format!(
+                "SMTP server {addr} accepted the connection{}{} and MAIL FROM:<{}>",
                 if self.endpoint.implicit_tls.is_some() || self.endpoint.starttls.is_some() {
                     ", TLS"
                 } else {
                     ""
                 },
                 match &self.endpoint.auth {
-                    Some(Auth::OAuth2 { .. }) => " and AUTH XOAUTH2 with an OAuth2 token",
-                    Some(Auth::Password(_)) => " and AUTH",
+                    Some(Auth::OAuth2 { .. }) => ", AUTH XOAUTH2 with an OAuth2 token",
+                    Some(Auth::Password(_)) => ", AUTH",
                     None => "",
                 },
+                self.from,
             )),
-            Ok(Ok(false)) => HealthReport::unhealthy(
-                crate::provider::reason::PROVIDER_ERROR,
-                format!("SMTP server {addr} did not answer NOOP"),
-            ),
             Ok(Err(f)) => HealthReport::unhealthy(f.reason, f.error.message),
             Err(_) => HealthReport::unhealthy(
                 crate::provider::reason::TIMEOUT,
                 format!(
-                    "SMTP server {addr} did not complete connect, TLS, AUTH and NOOP within {timeout:?}"
+                    "SMTP server {addr} did not complete connect, TLS, AUTH, MAIL FROM and RSET within {timeout:?}"
                 ),
             ),
         }

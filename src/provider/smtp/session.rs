@@ -4,27 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lettre::Address;
 use lettre::transport::smtp::Error as LettreError;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 
+use super::SmtpTimeouts;
+use super::failure::Failure;
+use super::greeting::{self, FirstBytes};
 use super::oauth2::TokenSource;
-use crate::provider::error::{chain, find_tls_error};
 use crate::provider::{SendError, reason};
-
-/// A failure plus the health reason it stands for.
-pub(super) struct Failure {
-    pub error: SendError,
-    pub reason: &'static str,
-}
-
-impl Failure {
-    fn new(error: SendError, reason: &'static str) -> Self {
-        Failure { error, reason }
-    }
-}
 
 /// Where a conversation was when it failed. Everything before `Body` happens before the
 /// server has the message; from `Body` on, the server may have accepted it.
@@ -33,21 +24,21 @@ pub(super) enum Step {
     Connect,
     StartTls,
     Auth,
-    Noop,
     Mail,
+    Reset,
     Rcpt,
     Data,
     Body,
 }
 
 impl Step {
-    fn describe(self) -> &'static str {
+    pub(super) fn describe(self) -> &'static str {
         match self {
             Step::Connect => "connecting and reading the greeting",
             Step::StartTls => "upgrading the connection with STARTTLS",
             Step::Auth => "authenticating",
-            Step::Noop => "checking the connection (NOOP)",
             Step::Mail => "sending MAIL FROM",
+            Step::Reset => "resetting the transaction (RSET)",
             Step::Rcpt => "sending RCPT TO",
             Step::Data => "starting DATA",
             Step::Body => "waiting for the server to accept the message",
@@ -81,7 +72,7 @@ impl Endpoint {
         matches!(self.auth, Some(Auth::OAuth2 { .. }))
     }
 
-    fn addr(&self) -> String {
+    pub(super) fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
 
@@ -89,15 +80,11 @@ impl Endpoint {
     /// offer it gets nothing, least of all a password or a message) and authenticates.
     /// With OAuth2, a refused token is dropped and the whole connection is tried once more
     /// with a new one (a server may close the connection after a failed AUTH).
-    pub(super) async fn open(
-        &self,
-        connect_timeout: Duration,
-        command_timeout: Duration,
-    ) -> Result<AsyncSmtpConnection, Failure> {
-        match self.open_once(connect_timeout, command_timeout).await {
+    pub(super) async fn open(&self, limits: SmtpTimeouts) -> Result<AsyncSmtpConnection, Failure> {
+        match self.open_once(limits).await {
             Err(f) if f.reason == reason::AUTH_FAILED => match &self.auth {
                 Some(Auth::OAuth2 { tokens, .. }) if tokens.invalidate().await => {
-                    self.open_once(connect_timeout, command_timeout).await
+                    self.open_once(limits).await
                 }
                 _ => Err(f),
             },
@@ -105,21 +92,22 @@ impl Endpoint {
         }
     }
 
-    async fn open_once(
-        &self,
-        connect_timeout: Duration,
-        command_timeout: Duration,
-    ) -> Result<AsyncSmtpConnection, Failure> {
-        let connect = AsyncSmtpConnection::connect_tokio1(
-            (self.host.as_str(), self.port),
-            Some(connect_timeout),
-            &self.hello,
-            self.implicit_tls.clone(),
-            None,
-        );
-        let mut conn = self
-            .step(Step::Connect, connect_timeout + command_timeout, connect)
-            .await?;
+    async fn open_once(&self, limits: SmtpTimeouts) -> Result<AsyncSmtpConnection, Failure> {
+        let (connect_timeout, command_timeout) = (limits.connect, limits.command);
+        let mut conn = match &self.implicit_tls {
+            Some(tls) => {
+                let connect = AsyncSmtpConnection::connect_tokio1(
+                    (self.host.as_str(), self.port),
+                    Some(connect_timeout),
+                    &self.hello,
+                    Some(tls.clone()),
+                    None,
+                );
+                self.step(Step::Connect, connect_timeout + command_timeout, connect)
+                    .await?
+            }
+            None => self.connect_plain(limits).await?,
+        };
         if let Some(params) = &self.starttls {
             if !conn.can_starttls() {
                 return Err(Failure::new(
@@ -169,6 +157,73 @@ impl Endpoint {
         Ok(conn)
     }
 
+    /// TCP connect, a look at the first bytes (see [`greeting`]), then lettre reads the
+    /// greeting and sends EHLO.
+    async fn connect_plain(&self, limits: SmtpTimeouts) -> Result<AsyncSmtpConnection, Failure> {
+        let tcp = match greeting::connect(&self.host, self.port, limits.connect).await {
+            Ok(tcp) => tcp,
+            Err(Some(e)) => {
+                return Err(Failure::new(
+                    SendError::transient(format!(
+                        "SMTP with {} failed while {}: {e}; nothing was handed over",
+                        self.addr(),
+                        Step::Connect.describe()
+                    )),
+                    reason::UNREACHABLE,
+                ));
+            }
+            Err(None) => return Err(self.timed_out(Step::Connect, limits.connect)),
+        };
+        let wait = greeting::wait_for(self.port, limits.greeting, limits.command);
+        match greeting::first_bytes(&tcp, wait).await {
+            FirstBytes::Plain => {}
+            FirstBytes::Tls => return Err(self.tls_instead_of_greeting()),
+            FirstBytes::Silent => return Err(self.no_greeting(wait)),
+        }
+        let connect = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello);
+        self.step(Step::Connect, limits.command, connect).await
+    }
+
+    /// `MAIL FROM` with the parameters the message needs, refused before anything is sent
+    /// when the server lacks the extension for them.
+    pub(super) async fn mail_from(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        from: Option<&Address>,
+        non_ascii_address: bool,
+        eight_bit_body: bool,
+        command_timeout: Duration,
+    ) -> Result<(), Failure> {
+        let mut params = Vec::new();
+        if non_ascii_address {
+            self.require(
+                conn,
+                Extension::SmtpUtfEight,
+                "SMTPUTF8",
+                "non-ASCII addresses",
+            )?;
+            params.push(MailParameter::SmtpUtfEight);
+        }
+        if eight_bit_body {
+            self.require(conn, Extension::EightBitMime, "8BITMIME", "8-bit content")?;
+            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let mail = conn.command(Mail::new(from.cloned(), params));
+        self.step(Step::Mail, command_timeout, mail).await?;
+        Ok(())
+    }
+
+    /// Ends a transaction that sent no DATA, leaving the connection ready for another.
+    pub(super) async fn reset(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        command_timeout: Duration,
+    ) -> Result<(), Failure> {
+        let rset = conn.command(Rset);
+        self.step(Step::Reset, command_timeout, rset).await?;
+        Ok(())
+    }
+
     /// Sends one message over an open connection. `data_timeout` bounds the wait for the
     /// final reply, the only step whose timeout leaves the outcome unknown.
     pub(super) async fn transfer(
@@ -179,30 +234,33 @@ impl Endpoint {
         command_timeout: Duration,
         data_timeout: Duration,
     ) -> Result<String, Failure> {
-        let mut params = Vec::new();
         let non_ascii_address = envelope
             .from()
             .into_iter()
             .chain(envelope.to())
             .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
-        if non_ascii_address {
-            self.require(
-                conn,
-                Extension::SmtpUtfEight,
-                "SMTPUTF8",
-                "non-ASCII addresses",
-            )?;
-            params.push(MailParameter::SmtpUtfEight);
-        }
-        if !body.is_ascii() {
-            self.require(conn, Extension::EightBitMime, "8BITMIME", "8-bit content")?;
-            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
-        }
-        let mail = conn.command(Mail::new(envelope.from().cloned(), params));
-        self.step(Step::Mail, command_timeout, mail).await?;
-        for rcpt in envelope.to() {
+        self.mail_from(
+            conn,
+            envelope.from(),
+            non_ascii_address,
+            !body.is_ascii(),
+            command_timeout,
+        )
+        .await?;
+        // Which recipient failed, by position: the address itself stays out of messages.
+        let count = envelope.to().len();
+        for (n, rcpt) in envelope.to().iter().enumerate() {
             let cmd = conn.command(Rcpt::new(rcpt.clone(), vec![]));
-            self.step(Step::Rcpt, command_timeout, cmd).await?;
+            self.step(Step::Rcpt, command_timeout, cmd)
+                .await
+                .map_err(|mut f| {
+                    f.error.message = format!(
+                        "{} (envelope recipient {} of {count}: To, then Cc, then Bcc)",
+                        f.error.message,
+                        n + 1
+                    );
+                    f
+                })?;
         }
         let data = conn.command(Data);
         self.step(Step::Data, command_timeout, data).await?;
@@ -243,112 +301,5 @@ impl Endpoint {
             Ok(Err(e)) => Err(self.classify(step, &e)),
             Err(_) => Err(self.timed_out(step, limit)),
         }
-    }
-
-    fn timed_out(&self, step: Step, limit: Duration) -> Failure {
-        let what = format!(
-            "SMTP server {} did not answer within {limit:?} while {}",
-            self.addr(),
-            step.describe()
-        );
-        let error = if step == Step::Body {
-            SendError::ambiguous(format!(
-                "{what}; it may have accepted the message, so it is not resent automatically"
-            ))
-        } else {
-            SendError::transient(format!("{what}; nothing was handed over"))
-        };
-        Failure::new(error, reason::TIMEOUT)
-    }
-
-    fn classify(&self, step: Step, e: &LettreError) -> Failure {
-        let addr = self.addr();
-        let detail = chain(e);
-        if let Some(code) = e.status() {
-            let code = u16::from(code);
-            let text = format!(
-                "SMTP server {addr} answered {code} while {}: {detail}",
-                step.describe()
-            );
-            return if e.is_transient() {
-                Failure::new(
-                    SendError::transient(text).with_status(code),
-                    reason::PROVIDER_ERROR,
-                )
-            } else if step == Step::Auth {
-                let hint = if self.uses_oauth2() {
-                    "the server refused the OAuth2 token even after fetching a new one: check that spec.smtp.username is the mailbox and that the app may send as it (Microsoft 365: SMTP.SendAsApp and a service principal with mailbox permission; Google: domain-wide delegation with the https://mail.google.com/ scope)"
-                } else {
-                    "check spec.smtp.username and the password in spec.smtp.passwordSecretRef"
-                };
-                Failure::new(
-                    SendError::permanent(format!("{text}; {hint}"))
-                        .with_auth()
-                        .with_status(code),
-                    reason::AUTH_FAILED,
-                )
-            } else {
-                Failure::new(
-                    SendError::permanent(text).with_status(code),
-                    reason::PROVIDER_ERROR,
-                )
-            };
-        }
-        if let Some(tls) = find_tls_error(e) {
-            let hint = match tls {
-                rustls::Error::InvalidCertificate(_) => format!(
-                    "the server's certificate is not trusted for {}: set spec.smtp.caBundle to the CA that signed it (or, for testing only, spec.smtp.insecureSkipVerify)",
-                    self.host
-                ),
-                _ => "check that spec.smtp.tls matches the port (TLS for 465, StartTLS for 587)"
-                    .to_string(),
-            };
-            return Failure::new(
-                SendError::permanent(format!("TLS with SMTP server {addr} failed: {tls}; {hint}")),
-                reason::TLS_ERROR,
-            );
-        }
-        if step == Step::Auth && self.uses_oauth2() {
-            // Gmail answers a refused token with a 334 challenge (a JSON error) that XOAUTH2
-            // clients can not answer; no mechanism in common ends here too.
-            return Failure::new(
-                SendError::permanent(format!(
-                    "SMTP server {addr} did not accept AUTH XOAUTH2: {detail}; either it refused the OAuth2 token even after a new one was fetched (Gmail answers a refused token with a challenge): check that spec.smtp.username is the mailbox and that the app may send as it, or it does not offer XOAUTH2 (most servers offer AUTH only after TLS)"
-                ))
-                .with_auth(),
-                reason::AUTH_FAILED,
-            );
-        }
-        if step == Step::Auth {
-            // e.g. no mechanism in common: a config problem of this sender.
-            return Failure::new(
-                SendError::permanent(format!(
-                    "could not authenticate to SMTP server {addr}: {detail}; it must offer AUTH PLAIN or LOGIN (most servers offer AUTH only after TLS)"
-                ))
-                .with_auth(),
-                reason::AUTH_FAILED,
-            );
-        }
-        if step == Step::Body {
-            return Failure::new(
-                SendError::ambiguous(format!(
-                    "the connection to SMTP server {addr} failed while {}: {detail}; it may have accepted the message, so it is not resent automatically",
-                    step.describe()
-                )),
-                reason::PROVIDER_ERROR,
-            );
-        }
-        let health_reason = if step == Step::Connect {
-            reason::UNREACHABLE
-        } else {
-            reason::PROVIDER_ERROR
-        };
-        Failure::new(
-            SendError::transient(format!(
-                "SMTP with {addr} failed while {}: {detail}; nothing was handed over",
-                step.describe()
-            )),
-            health_reason,
-        )
     }
 }
