@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use kmailops::lookup::content::{render_content, resolve_template};
+use kmailops::lookup::content::{Selectors, include_admission, render_content, resolve_template};
 use kmailops::manifests::ManifestSet;
 use kmailops::message::build_message;
 use kmailops::template::{Builtins, TemplateSet};
@@ -91,6 +91,7 @@ fn run() -> anyhow::Result<()> {
             template.as_ref(),
             templates.clone(),
             builtins.clone(),
+            include_admission(&email.namespace, None, Selectors::AsLabelled),
         )
         .map_err(|p| anyhow::anyhow!("rendering the example: {}", p.message))
     };

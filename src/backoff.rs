@@ -53,7 +53,8 @@ mod tests {
 
     fn spec(initial: &str, max: &str) -> RetrySpec {
         RetrySpec {
-            max_attempts: 5,
+            max_attempts: Some(5),
+            max_duration: "30m".into(),
             initial_backoff: initial.into(),
             max_backoff: max.into(),
         }

@@ -9,6 +9,7 @@ use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::{EmailDelivery, EmailSenderConfig, EmailTemplate};
+use crate::endpoints::AllowedEndpoints;
 use crate::events::{EventPublisher, Reporter};
 use crate::ledger::index::LedgerIndex;
 use crate::lookup::secret_cache::SecretCache;
@@ -38,6 +39,9 @@ pub struct Settings {
     pub templates_dir: Option<std::path::PathBuf>,
     /// Namespaces whose `default: true` senders may serve Emails of other namespaces.
     pub shared_sender_namespaces: Vec<String>,
+    /// Hosts senders may name in `baseUrl`, `endpoint`, `smtp.host`, `tokenUrl` (empty:
+    /// any).
+    pub allowed_endpoints: AllowedEndpoints,
 }
 
 impl Default for Settings {
@@ -49,6 +53,7 @@ impl Default for Settings {
             instance_id: default_instance_id(),
             templates_dir: None,
             shared_sender_namespaces: shared_sender_namespaces_default(),
+            allowed_endpoints: AllowedEndpoints::default(),
         }
     }
 }

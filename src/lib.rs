@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod context;
 pub mod controllers;
 pub mod crds;
+pub mod endpoints;
 pub mod events;
 pub mod leader;
 pub mod ledger;

@@ -34,6 +34,9 @@ pub mod reasons {
     pub const AMBIGUOUS_DEFAULT: &str = "AmbiguousDefault";
     pub const NOT_ALLOWED: &str = "NotAllowed";
     pub const SENDER_UNAVAILABLE: &str = "SenderUnavailable";
+    /// Every sender that could send is unhealthy: the Email waits (Retrying) for one to
+    /// recover, within the sender's `retry.maxDuration`.
+    pub const SENDER_UNHEALTHY: &str = "SenderUnhealthy";
     pub const SENDER_INVALID: &str = "SenderInvalid";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const ATTACHMENT_NOT_FOUND: &str = "AttachmentNotFound";

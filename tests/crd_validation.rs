@@ -480,7 +480,8 @@ async fn sender_defaults_are_filled_in_by_the_api_server() {
     let spec = &smtp["spec"];
     assert_eq!(
         spec["retry"],
-        json!({ "maxAttempts": 5, "initialBackoff": "5s", "maxBackoff": "10m" })
+        json!({ "maxDuration": "30m", "initialBackoff": "5s", "maxBackoff": "10m" }),
+        "no attempt cap by default: maxDuration bounds the retries"
     );
     assert_eq!(spec["smtp"]["tls"], "StartTLS");
     assert_eq!(spec["smtp"]["insecureSkipVerify"], false);
@@ -505,7 +506,7 @@ async fn sender_defaults_are_filled_in_by_the_api_server() {
     let partial = create::<EmailSenderConfig>(&senders, "partial", &partial).await;
     assert_eq!(
         partial["spec"]["retry"],
-        json!({ "maxAttempts": 3, "initialBackoff": "5s", "maxBackoff": "10m" })
+        json!({ "maxAttempts": 3, "maxDuration": "30m", "initialBackoff": "5s", "maxBackoff": "10m" })
     );
     assert_eq!(
         partial["spec"]["healthCheck"],

@@ -869,3 +869,128 @@ async fn a_provider_outage_changes_healthy_never_ready_and_a_disabled_sender_is_
     );
     op.stop().await;
 }
+
+/// A MailerSend stand-in that takes mail (202) and answers its health check (200), or during
+/// an "outage" answers both with 503. Counts the mail it took.
+async fn switchable_provider() -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let down = std::sync::Arc::new(AtomicBool::new(false));
+    let taken = std::sync::Arc::new(AtomicUsize::new(0));
+    let (quota_down, send_down, count) = (down.clone(), down.clone(), taken.clone());
+    let unavailable = (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        [("x-message-id", "")],
+        r#"{"message":"Service Unavailable"}"#,
+    );
+    let app = axum::Router::new()
+        .route(
+            "/v1/api-quota",
+            axum::routing::get(move || {
+                let down = quota_down.load(Ordering::SeqCst);
+                async move {
+                    if down {
+                        unavailable
+                    } else {
+                        (
+                            axum::http::StatusCode::OK,
+                            [("x-message-id", "")],
+                            r#"{"quota":3000,"remaining":2999,"reset":"2026-12-01T00:00:00Z"}"#,
+                        )
+                    }
+                }
+            }),
+        )
+        .route(
+            "/v1/email",
+            axum::routing::post(move || {
+                let down = send_down.load(Ordering::SeqCst);
+                let n = if down {
+                    0
+                } else {
+                    count.fetch_add(1, Ordering::SeqCst) + 1
+                };
+                async move {
+                    if down {
+                        unavailable
+                    } else {
+                        (
+                            axum::http::StatusCode::ACCEPTED,
+                            [("x-message-id", if n == 1 { "msg-1" } else { "msg-n" })],
+                            "",
+                        )
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/v1"), down, taken)
+}
+
+/// A sender with no fallback that turns unhealthy keeps its Emails `Retrying`
+/// (`SenderUnhealthy`), never `Failed`, and they go out once it recovers: an MTA or provider
+/// restart must not fail mail (Flux and Argo CD would treat the Emails as hard failures).
+#[tokio::test]
+async fn emails_wait_for_an_unhealthy_sender_without_fallback_and_go_out_when_it_recovers() {
+    use std::sync::atomic::Ordering;
+    kmailops::provider::http::install_crypto_provider();
+    let env = TestEnv::get().await;
+    let ns = env.unique_namespace("sender-unhealthy").await;
+    let client = env.client();
+    secret(&client, &ns, "mailersend-token", "token", "test-token").await;
+    let (base_url, down, taken) = switchable_provider().await;
+    let checks = "  healthCheck: {interval: 30s, unhealthyInterval: 10s, timeout: 2s}";
+    env.apply_yaml(&ns, &sender_yaml("mailersend", &base_url, checks))
+        .await;
+    let senders: Api<EmailSenderConfig> = Api::namespaced(client.clone(), &ns);
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+    let op = Operator::start(client.clone(), &ns);
+    let healthy = |status: &'static str| {
+        move |s: &EmailSenderConfig| sender_condition(s, "Healthy").is_some_and(|c| c.0 == status)
+    };
+    wait_for(&senders, "mailersend", healthy("True"), WAIT).await;
+
+    // The outage: a changed spec is checked at once.
+    down.store(true, Ordering::SeqCst);
+    env.apply_yaml(
+        &ns,
+        &sender_yaml(
+            "mailersend",
+            &base_url,
+            &format!("{checks}\n  displayName: Shop"),
+        ),
+    )
+    .await;
+    wait_for(&senders, "mailersend", healthy("False"), WAIT).await;
+    env.apply_yaml(&ns, &email_yaml("during-outage", "Hello", ""))
+        .await;
+    let waiting = wait_for(
+        &emails,
+        "during-outage",
+        phase_is(EmailPhase::Retrying),
+        WAIT,
+    )
+    .await;
+    assert_eq!(ready_reason(&waiting).as_deref(), Some("SenderUnhealthy"));
+    assert!(
+        waiting
+            .status
+            .as_ref()
+            .and_then(|s| s.next_attempt_time.as_ref())
+            .is_some(),
+        "the status says until when it waits"
+    );
+
+    // Back: the next health check (within unhealthyInterval) wakes the Email.
+    down.store(false, Ordering::SeqCst);
+    wait_for(&emails, "during-outage", phase_is(EmailPhase::Sent), WAIT).await;
+    assert_eq!(taken.load(Ordering::SeqCst), 1, "sent once");
+    op.stop().await;
+}

@@ -433,3 +433,78 @@ async fn only_secrets_marked_attachable_can_be_attached() {
     assert_eq!(mock.calls(), 1, "only the labelled Secret went out");
     op.stop().await;
 }
+
+/// With `--allowed-endpoint`, a sender that names another host (an internal service, with a
+/// Secret as its Bearer token) is refused before anything connects to it: no health check,
+/// no send.
+#[tokio::test]
+async fn a_sender_aimed_at_a_host_outside_the_allowed_endpoints_is_never_contacted() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "endpoints").await;
+    // The "internal service": counts every connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    env.apply_yaml(
+        &ns,
+        &sender_yaml("internal", &format!("http://localhost:{port}/v1"), "")
+            .replace("default: true", "default: false"),
+    )
+    .await;
+    let settings = Settings {
+        allowed_endpoints: kmailops::endpoints::AllowedEndpoints::new(["127.0.0.1".to_string()]),
+        ..Settings::default()
+    };
+    let op = Operator::start_with(env.client(), &ns, settings);
+    let senders: Api<EmailSenderConfig> = Api::namespaced(env.client(), &ns);
+    let refused = wait_for(
+        &senders,
+        "internal",
+        |s: &EmailSenderConfig| {
+            s.status.as_ref().is_some_and(|st| {
+                st.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.reason == "EndpointNotAllowed")
+            })
+        },
+        WAIT,
+    )
+    .await;
+    let ready = refused.status.unwrap();
+    let message = &ready
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
+    assert!(
+        message.starts_with("spec.mailersend.baseUrl: host localhost"),
+        "{message}"
+    );
+
+    let emails: Api<Email> = Api::namespaced(env.client(), &ns);
+    env.apply_yaml(
+        &ns,
+        &email_yaml("exfiltrate", "Hi", "  senderConfigRef: {name: internal}"),
+    )
+    .await;
+    let failed = wait_for(&emails, "exfiltrate", phase_is(EmailPhase::Failed), WAIT).await;
+    let error = failed.status.and_then(|s| s.error).unwrap_or_default();
+    assert!(error.contains("allowed"), "{error}");
+    // The allowed sender (127.0.0.1) still works.
+    env.apply_yaml(&ns, &email_yaml("fine", "Hi", "")).await;
+    wait_for(&emails, "fine", phase_is(EmailPhase::Sent), WAIT).await;
+    assert_eq!(mock.calls(), 1);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "nothing connected to the refused host"
+    );
+    op.stop().await;
+}

@@ -385,10 +385,17 @@ pub enum SmtpTls {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetrySpec {
-    /// Attempts per Email on this sender before moving to the next fallback or failing.
-    #[serde(default = "default_max_attempts")]
-    #[schemars(range(min = 1, max = 20))]
-    pub max_attempts: i32,
+    /// At most this many attempts per Email on this sender before moving to the next
+    /// fallback or failing, even within `maxDuration`. Default: no cap but `maxDuration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_attempts: Option<i32>,
+    /// How long after the first attempt transient failures are still retried (and how long
+    /// an Email waits for an unhealthy sender with no usable fallback), so a provider or MTA
+    /// restart of a few minutes loses nothing.
+    #[serde(default = "default_max_duration")]
+    #[schemars(length(max = 32), regex(pattern = super::common::DURATION_PATTERN))]
+    pub max_duration: String,
     /// First backoff; doubles per attempt, with jitter.
     #[serde(default = "default_initial_backoff")]
     #[schemars(regex(pattern = super::common::DURATION_PATTERN))]
@@ -402,15 +409,39 @@ pub struct RetrySpec {
 impl Default for RetrySpec {
     fn default() -> Self {
         Self {
-            max_attempts: default_max_attempts(),
+            max_attempts: None,
+            max_duration: default_max_duration(),
             initial_backoff: default_initial_backoff(),
             max_backoff: default_max_backoff(),
         }
     }
 }
 
-fn default_max_attempts() -> i32 {
-    5
+fn default_max_duration() -> String {
+    "30m".into()
+}
+
+impl RetrySpec {
+    /// `maxDuration`, parsed (the schema's pattern has checked its form; 30 minutes if not).
+    pub fn max_duration(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.max_duration)
+            .unwrap_or(std::time::Duration::from_secs(30 * 60))
+    }
+
+    /// Whether another attempt is due after `attempts` attempts, the next one planned at
+    /// `next`, the first one made at `first`.
+    pub fn allows_another(
+        &self,
+        attempts: i32,
+        first: jiff::Timestamp,
+        next: jiff::Timestamp,
+    ) -> bool {
+        let within_cap = self.max_attempts.is_none_or(|cap| attempts < cap);
+        let deadline = first
+            .checked_add(jiff::SignedDuration::try_from(self.max_duration()).unwrap_or_default())
+            .unwrap_or(jiff::Timestamp::MAX);
+        within_cap && next <= deadline
+    }
 }
 fn default_initial_backoff() -> String {
     "5s".into()

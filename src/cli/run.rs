@@ -65,6 +65,17 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub shared_sender_namespaces: Vec<String>,
+    /// Hosts EmailSenderConfigs may name in baseUrl, ses.endpoint, smtp.host and
+    /// smtp.oauth2.tokenUrl: `smtp.example.com`, `*.example.com` (hosts below it) or `*`.
+    /// Repeatable. Default: any host. Senders that leave those fields unset use the
+    /// providers' public endpoints, which stay allowed.
+    #[arg(
+        long = "allowed-endpoint",
+        env = "KMAILOPS_ALLOWED_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "HOST_PATTERN"
+    )]
+    pub allowed_endpoints: Vec<String>,
     /// Log format.
     #[arg(long, env = "KMAILOPS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -99,6 +110,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             } else {
                 args.shared_sender_namespaces
             },
+            allowed_endpoints: crate::endpoints::AllowedEndpoints::new(args.allowed_endpoints),
         },
         namespace: args.namespace,
         metrics_addr: match args.metrics_addr.as_str() {

@@ -40,6 +40,8 @@ pub mod condition_types {
 pub const FALLBACK_NOT_FOUND: &str = "FallbackNotFound";
 /// Ready=False reason: the spec is wrong in a way the CRD schema cannot tell.
 pub const INVALID_CONFIG: &str = "InvalidConfig";
+/// A field names a host outside the operator's `--allowed-endpoint` list.
+pub const ENDPOINT_NOT_ALLOWED: &str = "EndpointNotAllowed";
 /// Ready=True reason (and Healthy=Unknown reason) of a sender with `disabled: true`.
 pub const DISABLED: &str = "Disabled";
 const DISABLED_MESSAGE: &str =
@@ -89,6 +91,8 @@ async fn run(
 
     // Validate what the CRD schema cannot: durations that parse, sane fallbacks.
     let invalid = validate(spec, sender.name_any().as_str());
+    // Hosts the operator is not allowed to contact: no client, no health check, no send.
+    let endpoint = ctx.settings.allowed_endpoints.check(spec).err();
 
     // Credentials and the client.
     let mut values = ClusterValues::default();
@@ -104,6 +108,13 @@ async fn run(
         Err(e) => Desired::new(CREDENTIALS_LOADED, Status::False, e.reason(), e.to_string()),
     });
     let provider = match (&invalid, loaded) {
+        _ if endpoint.is_some() => Err((
+            ENDPOINT_NOT_ALLOWED,
+            endpoint
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        )),
         (None, Ok(l)) => match ctx.providers.get(key, spec, l) {
             Ok(p) => Ok(p),
             Err(e) => Err((INVALID_CONFIG, e.to_string())),
@@ -130,7 +141,9 @@ async fn run(
     // an outage never holds a Flux or Argo CD sync. A disabled sender is in its desired state:
     // Ready, reason Disabled, unless its spec itself is wrong.
     desired.push(match (&provider, spec.disabled) {
-        (Err((reason, msg)), _) if *reason == FALLBACK_NOT_FOUND || *reason == INVALID_CONFIG => {
+        (Err((reason, msg)), _)
+            if [FALLBACK_NOT_FOUND, INVALID_CONFIG, ENDPOINT_NOT_ALLOWED].contains(reason) =>
+        {
             Desired::new(types::READY, Status::False, *reason, msg.clone())
         }
         (Ok(_), true) => Desired::new(types::READY, Status::True, DISABLED, DISABLED_MESSAGE),

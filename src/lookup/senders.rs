@@ -70,11 +70,23 @@ pub fn resolve(
     admit: &Admit<'_>,
     trusted: Trusted<'_>,
 ) -> Result<Chain, Problem> {
-    let chosen = match reference {
-        Some(r) => by_reference(email_ns, r, senders, admit)?,
-        None => by_default(email_ns, senders, admit, trusted)?,
-    };
+    let chosen = chosen(email_ns, reference, senders, admit, trusted)?;
     usable_chain(chosen, senders, email_ns, admit)
+}
+
+/// The config an Email names or defaults to (steps 1-3), before its fallbacks and health are
+/// looked at.
+pub fn chosen(
+    email_ns: &str,
+    reference: Option<&SpecRef>,
+    senders: &dyn Senders,
+    admit: &Admit<'_>,
+    trusted: Trusted<'_>,
+) -> Result<Arc<EmailSenderConfig>, Problem> {
+    match reference {
+        Some(r) => by_reference(email_ns, r, senders, admit),
+        None => by_default(email_ns, senders, admit, trusted),
+    }
 }
 
 /// Whether resolving for this Email may need the namespace's labels (so the caller reads them
@@ -193,7 +205,7 @@ pub fn missing_fallbacks(config: &EmailSenderConfig, senders: &dyn Senders) -> V
 
 /// The chosen config and its fallbacks (which live in its namespace), without the ones that
 /// are disabled, unhealthy or missing.
-fn usable_chain(
+pub fn usable_chain(
     primary: Arc<EmailSenderConfig>,
     senders: &dyn Senders,
     email_ns: &str,
@@ -233,8 +245,14 @@ fn usable_chain(
         }
     }
     if chain.is_empty() {
+        // Health comes back by itself; disabled, missing or not admitted does not.
+        let recovers = skipped.iter().any(|s| s.ends_with("(unhealthy)"));
         return Err(Problem::new(
-            reasons::SENDER_UNAVAILABLE,
+            if recovers {
+                reasons::SENDER_UNHEALTHY
+            } else {
+                reasons::SENDER_UNAVAILABLE
+            },
             format!(
                 "no usable EmailSenderConfig: {}. Enable or fix one of them, or add a working config to spec.fallback of {ns}/{}",
                 skipped.join(", "),

@@ -23,11 +23,14 @@ use super::status::{self, Applied, Note, Update};
 use super::{PROBLEM_RECHECK, Reconcile};
 use crate::send_slots::SendPermit;
 
-/// How long a delivery waits for a send slot before it gives the worker back.
-const SLOT_WAIT: Duration = Duration::from_secs(2);
-/// When a delivery that got no slot comes back (plus up to a second, so many waiting Emails
-/// do not all come back at once).
-const SLOT_RETRY: Duration = Duration::from_secs(1);
+/// How long a delivery waits for a send slot before it gives the worker back. Short: a
+/// waiting reconcile holds one of the controller's workers, and with many Emails waiting on a
+/// stuck sender, long waits would leave no worker for anyone else (the backlog of due
+/// reconciles then grows without bound).
+const SLOT_WAIT: Duration = Duration::from_millis(250);
+/// When a delivery that got no slot comes back (plus up to three seconds, so many waiting
+/// Emails do not all come back at once).
+const SLOT_RETRY: Duration = Duration::from_secs(2);
 
 impl Reconcile<'_> {
     pub(super) async fn act(
@@ -58,6 +61,17 @@ impl Reconcile<'_> {
                 );
                 self.write(update).await?;
                 Ok(Action::await_change())
+            }
+            Decision::MirrorFailed { entry } => {
+                self.mirror_entry(&entry, token.as_deref(), SentVia::Delivery)
+                    .await
+            }
+            Decision::AwaitSender { problem, until } => {
+                if status::current_reason(self.email).as_deref() != Some(problem.reason) {
+                    self.write(self.awaiting_sender(&problem, until)).await?;
+                }
+                let wait: Duration = (until - Timestamp::now()).try_into().unwrap_or_default();
+                Ok(Action::requeue(wait + Duration::from_secs(1)))
             }
             Decision::ObserveSent | Decision::StayUnknown => {
                 self.write(self.observe()).await?;
@@ -245,7 +259,7 @@ impl Reconcile<'_> {
             .await
         else {
             tracing::debug!(email = %self.id, sender = %p.sender.key, "no send slot free for this sender or namespace; trying again shortly");
-            let again = SLOT_RETRY + Duration::from_millis(rand::random::<u64>() % 1000);
+            let again = SLOT_RETRY + Duration::from_millis(rand::random::<u64>() % 3000);
             return Err(Ok(Action::requeue(again)));
         };
         if self
@@ -447,10 +461,25 @@ impl Reconcile<'_> {
     ) -> Result<Action, kube::Error> {
         let entry_name = entry.name_any();
         let started = Time(Timestamp::now());
+        // The entry is made when the first attempt is claimed: the retry budget runs from there.
+        let first_attempt = entry
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(started.0, |t| t.0);
         let result = self.call_provider(p, &entry_name, attempt).await;
+        let retry = &p.sender.config.spec.retry;
+        let planned = std::sync::OnceLock::new();
+        let next_at = |e: &SendError| {
+            *planned.get_or_init(|| {
+                crate::backoff::next_attempt_at(
+                    Timestamp::now(),
+                    crate::backoff::delay(retry, attempt, e.retry_after),
+                )
+            })
+        };
         // Recording the outcome needs no slot: the next send may start meanwhile.
         drop(permit);
-        let retry = &p.sender.config.spec.retry;
         let base = EmailDeliveryStatus {
             observed_generation: entry.metadata.generation,
             provider: Some(p.provider.kind()),
@@ -471,13 +500,12 @@ impl Reconcile<'_> {
                 Action::await_change(),
             ),
             Err(e)
-                if e.class == ErrorClass::Transient && !e.auth && attempt < retry.max_attempts =>
+                if e.class == ErrorClass::Transient
+                    && !e.auth
+                    && retry.allows_another(attempt, first_attempt, next_at(e)) =>
             {
                 let now = Timestamp::now();
-                let next = crate::backoff::next_attempt_at(
-                    now,
-                    crate::backoff::delay(retry, attempt, e.retry_after),
-                );
+                let next = next_at(e);
                 let wait: Duration = (next - now).try_into().unwrap_or_default();
                 (
                     EmailDeliveryStatus {
@@ -532,7 +560,7 @@ impl Reconcile<'_> {
         status.last_attempt_time = Some(started);
         let update = match result {
             Ok(receipt) => self.sent(status, &outcome, &receipt),
-            Err(e) => self.send_failed(status, &outcome, &e, retry.max_attempts),
+            Err(e) => self.send_failed(status, &outcome, &e, retry),
         };
         self.write(update).await?;
         Ok(action)

@@ -25,7 +25,7 @@ use jiff::Timestamp;
 
 use crate::api::{EmailPhase, EmailStatus, ResendPolicy};
 use crate::ledger::EntryState;
-use crate::problem::Problem;
+use crate::problem::{Problem, reasons};
 
 /// What the Email itself says (spec, annotations, status).
 #[derive(Clone, Debug)]
@@ -37,6 +37,9 @@ pub struct Facts<'a> {
     pub resend_policy: ResendPolicy,
     pub not_after: Option<Timestamp>,
     pub send_at: Option<Timestamp>,
+    /// Since when the status has said the Email waits for an unhealthy sender
+    /// (`Retrying`, reason `SenderUnhealthy`); `None` when it does not say so.
+    pub waiting_for_sender_since: Option<Timestamp>,
 }
 
 /// What resolving and rendering produced.
@@ -50,6 +53,9 @@ pub struct Readiness {
     /// The position in the chain of the first sender that can send now (credentials loaded,
     /// client built), or why none can.
     pub sender: Result<usize, Problem>,
+    /// How long an Email waits for its sender to turn healthy again before it fails: the
+    /// chosen sender's `retry.maxDuration`.
+    pub sender_wait: Duration,
 }
 
 /// One ledger entry of the Email's name, as a decision sees it.
@@ -94,6 +100,17 @@ pub enum Decision {
     },
     /// Unknown, and nobody asked for another attempt: observe the generation only.
     StayUnknown,
+    /// The delivery failed, and the ledger entry says why: the status keeps that reason
+    /// (a sender problem found since does not overwrite it).
+    MirrorFailed {
+        entry: String,
+    },
+    /// Every sender that could send is unhealthy: wait (`Retrying`, `SenderUnhealthy`) until
+    /// one recovers or `until` passes.
+    AwaitSender {
+        problem: Problem,
+        until: Timestamp,
+    },
     Expired,
     Scheduled(Timestamp),
     Fail(Problem),
@@ -218,7 +235,40 @@ pub fn decide(facts: &Facts<'_>, ready: &Readiness, ledger: &[Entry], now: Times
         return Decision::Fail(problem.clone());
     }
     match &ready.sender {
-        Err(problem) => Decision::Fail(problem.clone()),
+        Err(problem) if problem.reason == reasons::SENDER_UNHEALTHY => {
+            let since = facts.waiting_for_sender_since.unwrap_or(now);
+            let until = since
+                .checked_add(jiff::SignedDuration::try_from(ready.sender_wait).unwrap_or_default())
+                .unwrap_or(Timestamp::MAX);
+            if until > now {
+                Decision::AwaitSender {
+                    problem: problem.clone(),
+                    until,
+                }
+            } else {
+                Decision::Fail(Problem::new(
+                    reasons::SENDER_UNAVAILABLE,
+                    format!(
+                        "{} (waited {} for it to recover: retry.maxDuration)",
+                        problem.message,
+                        humantime::format_duration(ready.sender_wait)
+                    ),
+                ))
+            }
+        }
+        Err(problem) => {
+            // A delivery of this content and token that failed keeps the reason it failed
+            // with: the sender turning unhealthy after RetriesExhausted is no new failure.
+            let failed = ledger.iter().find(|e| {
+                e.state == EntryState::Failed && ready.hashes.contains(&e.hash) && e.token == token
+            });
+            match failed {
+                Some(e) if phase == Some(EmailPhase::Failed) => Decision::MirrorFailed {
+                    entry: e.name.clone(),
+                },
+                _ => Decision::Fail(problem.clone()),
+            }
+        }
         // 7. Deliver.
         Ok(position) => Decision::Deliver {
             position: *position,

@@ -21,6 +21,9 @@ use crate::provider::Provider;
 use super::Reconcile;
 use super::decide::{Entry, Readiness};
 
+/// How long an Email waits for an unhealthy sender when no sender could be chosen to say.
+const DEFAULT_SENDER_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// What gathering found.
 pub(super) struct Gathered {
     /// The senders to try, in order; empty when none resolves.
@@ -64,13 +67,19 @@ impl Reconcile<'_> {
                 labels.as_ref(),
             )
         };
-        let chain = senders::resolve(
+        let primary = senders::chosen(
             &self.namespace,
             spec.sender_config_ref.as_ref(),
             &stores.senders,
             &admit,
             &self.ctx.settings.shared_sender_namespaces,
         );
+        // How long the Email waits for that sender if it is unhealthy with no usable fallback.
+        let sender_wait = primary
+            .as_ref()
+            .map_or(DEFAULT_SENDER_WAIT, |p| p.spec.retry.max_duration());
+        let chain = primary
+            .and_then(|p| senders::usable_chain(p, &stores.senders, &self.namespace, &admit));
         // Everything the lookups below read: the attachments, and the credentials of every
         // sender in the chain (a fallback may be the one that sends).
         let mut values = ClusterValues::default();
@@ -110,7 +119,7 @@ impl Reconcile<'_> {
                 attachments::load(&self.namespace, &spec.attachments, &values)?,
             ))
         });
-        Ok(self.assemble(chain, rendered, values))
+        Ok(self.assemble(chain, rendered, values, sender_wait))
     }
 
     /// The pure part of gathering: messages, hashes, the sender that can send now, the
@@ -120,6 +129,7 @@ impl Reconcile<'_> {
         chain: Result<senders::Chain, Problem>,
         rendered: Result<(RenderedContent, Vec<AttachmentData>), Problem>,
         values: ClusterValues,
+        sender_wait: std::time::Duration,
     ) -> Gathered {
         let (chain, chain_problem) = match chain {
             Ok(c) => (c.senders, None),
@@ -136,6 +146,7 @@ impl Reconcile<'_> {
                         content: Some(problem.clone()),
                         hashes: Vec::new(),
                         sender: Err(chain_problem.unwrap_or(problem)),
+                        sender_wait,
                     },
                     preview: None,
                     values,
@@ -187,6 +198,7 @@ impl Reconcile<'_> {
                 content: content_problem,
                 hashes,
                 sender: Err(Problem::new(reasons::SENDER_UNAVAILABLE, "")),
+                sender_wait,
             },
             preview,
             values,
@@ -258,8 +270,22 @@ impl Reconcile<'_> {
             let Some(message) = g.messages.get(position).cloned().flatten() else {
                 continue;
             };
-            let client = credentials::load(&sender.config.spec, &sender.namespace, values)
-                .map_err(|e| Problem::new(e.reason(), e.to_string()))
+            let allowed = self
+                .ctx
+                .settings
+                .allowed_endpoints
+                .check(&sender.config.spec);
+            let client = allowed
+                .map_err(|e| {
+                    Problem::new(
+                        reasons::SENDER_INVALID,
+                        format!("EmailSenderConfig {}: {e}", sender.key),
+                    )
+                })
+                .and_then(|()| {
+                    credentials::load(&sender.config.spec, &sender.namespace, values)
+                        .map_err(|e| Problem::new(e.reason(), e.to_string()))
+                })
                 .and_then(|loaded| {
                     self.ctx
                         .providers

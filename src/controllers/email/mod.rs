@@ -102,6 +102,17 @@ pub fn is_settled(email: &Email) -> bool {
         && !(is_dry_run(email) && status.is_some_and(|s| s.preview.is_none()))
 }
 
+/// Since when the status has said Retrying for want of a healthy sender: the Ready
+/// condition's transition into that reason.
+fn waiting_for_sender_since(status: &EmailStatus) -> Option<jiff::Timestamp> {
+    if status.phase != Some(EmailPhase::Retrying) {
+        return None;
+    }
+    crate::conditions::find(&status.conditions, crate::conditions::types::READY)
+        .filter(|c| c.reason == crate::problem::reasons::SENDER_UNHEALTHY)
+        .map(|c| c.last_transition_time.0)
+}
+
 /// Whether the Email asks for a dry run.
 pub fn is_dry_run(email: &Email) -> bool {
     email
@@ -189,6 +200,7 @@ impl Reconcile<'_> {
             resend_policy: spec.resend_policy,
             not_after: spec.not_after.as_ref().map(|t| t.0),
             send_at: spec.send_at.as_ref().map(|t| t.0),
+            waiting_for_sender_since: waiting_for_sender_since(&self.status),
         }
     }
 }

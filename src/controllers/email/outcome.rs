@@ -5,6 +5,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::api::sender_config::RetrySpec;
 use crate::api::{
     DeliveryPhase, EmailDeliveryStatus, EmailPhase, EmailPreview, EmailStatus, ResendPolicy,
 };
@@ -106,7 +107,7 @@ impl Reconcile<'_> {
         mut status: EmailStatus,
         outcome: &EmailDeliveryStatus,
         error: &SendError,
-        max_attempts: i32,
+        retry: &RetrySpec,
     ) -> Update {
         status.error = Some(error.message.clone());
         let (phase, reason, event_reason, note) = match outcome.phase {
@@ -122,9 +123,14 @@ impl Reconcile<'_> {
                     reasons::TRANSIENT_ERROR,
                     "Retrying",
                     format!(
-                        "attempt {} of {max_attempts} failed: {}; next attempt at {at}",
+                        "attempt {}{} failed: {}; next attempt at {at} (transient errors are retried for retry.maxDuration, {}, after the first attempt)",
                         status.attempts.unwrap_or(1),
-                        error.message
+                        retry
+                            .max_attempts
+                            .map(|cap| format!(" of at most {cap}"))
+                            .unwrap_or_default(),
+                        error.message,
+                        retry.max_duration
                     ),
                 )
             }
@@ -138,10 +144,16 @@ impl Reconcile<'_> {
                 ),
             ),
             _ => {
-                let reason = if error.class == ErrorClass::Transient {
-                    reasons::RETRIES_EXHAUSTED
-                } else {
-                    reasons::PROVIDER_REJECTED
+                // The ledger's reason, so the status, the metric and the entry agree: an
+                // exhausted retry budget stays RetriesExhausted whatever the last error was.
+                let reason = match outcome.reason.as_deref() {
+                    Some(crate::ledger::reasons::AUTH_FAILED) => {
+                        crate::ledger::reasons::AUTH_FAILED
+                    }
+                    Some(crate::ledger::reasons::RETRIES_EXHAUSTED) => reasons::RETRIES_EXHAUSTED,
+                    Some(crate::ledger::reasons::PROVIDER_REJECTED) => reasons::PROVIDER_REJECTED,
+                    _ if error.class == ErrorClass::Transient => reasons::RETRIES_EXHAUSTED,
+                    _ => reasons::PROVIDER_REJECTED,
                 };
                 (
                     EmailPhase::Failed,
@@ -375,6 +387,30 @@ impl Reconcile<'_> {
             reasons::RATE_LIMITED,
             &message,
             None,
+        )
+    }
+
+    /// Every sender that could send is unhealthy: the Email waits as Retrying until one
+    /// recovers (the sender's status change wakes it) or `until` passes.
+    pub(super) fn awaiting_sender(&self, problem: &Problem, until: Timestamp) -> Update {
+        let status = EmailStatus {
+            error: Some(problem.message.clone()),
+            next_attempt_time: Some(Time(until)),
+            ..self.status.clone()
+        };
+        let message = format!(
+            "{}; waiting for it to recover until {until} (retry.maxDuration), then Failed",
+            problem.message
+        );
+        let event = self
+            .is_news(problem.reason)
+            .then(|| Note::warning(problem.reason, message.clone()));
+        self.update(
+            status,
+            EmailPhase::Retrying,
+            problem.reason,
+            &message,
+            event,
         )
     }
 

@@ -31,6 +31,7 @@ fn facts<'a>(status: &'a EmailStatus) -> Facts<'a> {
         resend_policy: ResendPolicy::Never,
         not_after: None,
         send_at: None,
+        waiting_for_sender_since: None,
     }
 }
 
@@ -39,6 +40,7 @@ fn ready(hashes: &[&str]) -> Readiness {
         content: None,
         hashes: hashes.iter().map(|h| h.to_string()).collect(),
         sender: Ok(0),
+        sender_wait: Duration::from_secs(1800),
     }
 }
 
@@ -265,12 +267,101 @@ fn a_preview_needs_no_working_sender_and_names_its_problem() {
     );
 }
 
+fn unhealthy() -> Problem {
+    Problem::new(
+        reasons::SENDER_UNHEALTHY,
+        "no usable EmailSenderConfig: shop/smtp (unhealthy)",
+    )
+}
+
+#[test]
+fn an_unhealthy_sender_without_fallback_keeps_the_email_retrying_within_max_duration() {
+    let s = status(None, None, None);
+    let r = Readiness {
+        sender: Err(unhealthy()),
+        ..ready(&["h1"])
+    };
+    // First seen: the wait starts now.
+    assert_eq!(
+        decide(&facts(&s), &r, &[], now()),
+        Decision::AwaitSender {
+            problem: unhealthy(),
+            until: at("2026-11-29T12:30:00Z")
+        }
+    );
+    // Waiting since 11:45: until 12:15.
+    let waiting = status(Some(EmailPhase::Retrying), None, None);
+    let since = Facts {
+        waiting_for_sender_since: Some(at("2026-11-29T11:45:00Z")),
+        ..facts(&waiting)
+    };
+    assert_eq!(
+        decide(&since, &r, &[], now()),
+        Decision::AwaitSender {
+            problem: unhealthy(),
+            until: at("2026-11-29T12:15:00Z")
+        }
+    );
+    // Waited out: Failed, saying how long it waited.
+    let long_ago = Facts {
+        waiting_for_sender_since: Some(at("2026-11-29T11:00:00Z")),
+        ..facts(&waiting)
+    };
+    match decide(&long_ago, &r, &[], now()) {
+        Decision::Fail(p) => {
+            assert_eq!(p.reason, reasons::SENDER_UNAVAILABLE);
+            assert!(p.message.contains("maxDuration"), "{p:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A disabled or missing sender does not recover by itself: Failed at once.
+    let gone = Readiness {
+        sender: Err(Problem::new(reasons::SENDER_UNAVAILABLE, "disabled")),
+        ..ready(&["h1"])
+    };
+    assert!(matches!(
+        decide(&facts(&s), &gone, &[], now()),
+        Decision::Fail(_)
+    ));
+}
+
+#[test]
+fn a_failed_delivery_keeps_its_reason_when_the_sender_goes_bad_afterwards() {
+    let failed = status(Some(EmailPhase::Failed), Some("h1"), None);
+    let r = Readiness {
+        sender: Err(Problem::new(reasons::SENDER_UNAVAILABLE, "disabled")),
+        ..ready(&["h1"])
+    };
+    let exhausted = entry("h1", None, EntryState::Failed);
+    assert_eq!(
+        decide(&facts(&failed), &r, std::slice::from_ref(&exhausted), now()),
+        Decision::MirrorFailed {
+            entry: exhausted.name.clone()
+        }
+    );
+    // Other content, or a new token, is a new delivery: the sender problem is its answer.
+    let other = entry("h0", None, EntryState::Failed);
+    assert!(matches!(
+        decide(&facts(&failed), &r, &[other], now()),
+        Decision::Fail(_)
+    ));
+    let asked = Facts {
+        requested_token: Some("again"),
+        ..facts(&failed)
+    };
+    assert!(matches!(
+        decide(&asked, &r, &[exhausted], now()),
+        Decision::Fail(_)
+    ));
+}
+
 #[test]
 fn a_dry_run_of_content_that_does_not_render_fails_unless_the_email_was_sent() {
     let broken = Readiness {
         content: Some(Problem::new(reasons::TEMPLATE_ERROR, "undefined variable")),
         hashes: vec![],
         sender: Ok(0),
+        sender_wait: Duration::from_secs(1800),
     };
     let fresh = status(None, None, None);
     let f = Facts {
@@ -413,6 +504,7 @@ impl World {
             content: None,
             hashes: hashes.clone(),
             sender: Ok(0),
+            sender_wait: Duration::from_secs(1800),
         };
         let f = Facts {
             dry_run: self.dry_run,
@@ -421,11 +513,16 @@ impl World {
             resend_policy: self.policy,
             not_after: None,
             send_at: None,
+            waiting_for_sender_since: None,
         };
         let d = decide(&f, &ready, &self.ledger, now());
         match &d {
             Decision::Wait(_) | Decision::ObserveSent | Decision::StayUnknown => {}
-            Decision::Expired | Decision::Scheduled(_) | Decision::Fail(_) => {
+            Decision::Expired
+            | Decision::Scheduled(_)
+            | Decision::Fail(_)
+            | Decision::AwaitSender { .. }
+            | Decision::MirrorFailed { .. } => {
                 unreachable!("no time, no problems in this world: {d:?}")
             }
             Decision::Preview { keep_phase, .. } => {
