@@ -204,8 +204,8 @@ async fn a_429_is_transient_and_honours_retry_after() {
 }
 
 #[tokio::test]
-async fn maintenance_and_server_errors_are_transient() {
-    for status in [408, 421, 500, 502, 503] {
+async fn a_timeout_and_maintenance_are_transient() {
+    for status in [408, 421] {
         let err = error_for(Answer::new(
             status,
             r#"{"message":"Service down for maintenance"}"#,
@@ -218,10 +218,21 @@ async fn maintenance_and_server_errors_are_transient() {
 }
 
 #[tokio::test]
-async fn other_client_errors_are_permanent_and_a_non_json_body_is_quoted() {
+async fn a_server_error_is_ambiguous_because_mailersend_may_have_sent_it() {
+    for status in [500, 502, 503] {
+        let err = error_for(Answer::new(status, r#"{"message":"Server Error"}"#)).await;
+        assert_eq!(err.class, ErrorClass::Ambiguous, "status {status}");
+        assert_eq!(err.status, Some(status));
+        assert!(err.message.contains("may have accepted"), "{}", err.message);
+    }
+}
+
+#[tokio::test]
+async fn other_client_errors_are_permanent_and_a_non_json_body_is_described_not_quoted() {
     let err = error_for(Answer::new(413, "<html>Request Entity Too Large</html>")).await;
     assert_eq!((err.class, err.status), (ErrorClass::Permanent, Some(413)));
-    assert!(err.message.contains("Request Entity Too Large"));
+    assert!(err.message.contains("413"), "{}", err.message);
+    assert!(!err.message.contains("Entity"), "{}", err.message);
 }
 
 #[tokio::test]

@@ -143,13 +143,13 @@ spec:
 }
 
 #[tokio::test]
-async fn emails_go_through_the_fallback_when_the_primary_keeps_answering_503() {
+async fn emails_go_through_the_fallback_when_the_primary_stays_in_maintenance() {
     let env = TestEnv::get().await;
     let ns = env.unique_namespace("failover").await;
     let primary = MockMailerSend::start().await;
     primary.always(Reply::Status(
-        503,
-        r#"{"message":"Service Unavailable"}"#.into(),
+        421,
+        r#"{"message":"Service down for maintenance"}"#.into(),
         vec![],
     ));
     let backup = MockMailerSend::start().await;

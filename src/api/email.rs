@@ -243,6 +243,10 @@ pub struct EmailStatus {
     /// The last `kmailops.io/retry` annotation value acted on; each token is acted on once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_retry: Option<String>,
+    /// The last `kmailops.io/retry` annotation of an EmailSenderConfig acted on for this
+    /// Email (`namespace/name=token`); each sender token retries an Email once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_sender_retry: Option<String>,
     /// `Ready`, `Reconciling` and `Stalled`, kstatus style.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

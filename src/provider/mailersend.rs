@@ -239,7 +239,14 @@ fn refused(reply: &Reply) -> SendError {
         .with_auth(),
         429 => SendError::transient(format!("{text}; rate limit or daily quota reached"))
             .with_retry_after(http::retry_after(&reply.headers, jiff::Timestamp::now())),
-        408 | 421 | 500..=599 => SendError::transient(text),
+        // 408 and 421 (maintenance) say the request was not taken. A 5xx does not: MailerSend
+        // has answered 502 for a message it then delivered, so resending could make a second
+        // copy. Such a send ends Unknown (kmailops.io/retry on the Email or the sender sends
+        // it once more), the same rule as every provider without an idempotency key.
+        408 | 421 => SendError::transient(text),
+        500..=599 => SendError::ambiguous(format!(
+            "{text}; MailerSend may have accepted the message, so it is not resent automatically"
+        )),
         _ => SendError::permanent(text),
     };
     err.with_status(status)

@@ -37,6 +37,9 @@ pub struct Facts<'a> {
     pub resend_policy: ResendPolicy,
     pub not_after: Option<Timestamp>,
     pub send_at: Option<Timestamp>,
+    /// The `kmailops.io/retry` annotation of the sender the Email's last attempt went
+    /// through, as `namespace/name=token`.
+    pub sender_retry: Option<String>,
     /// Since when the status has said the Email waits for an unhealthy sender
     /// (`Retrying`, reason `SenderUnhealthy`); `None` when it does not say so.
     pub waiting_for_sender_since: Option<Timestamp>,
@@ -125,16 +128,64 @@ pub enum Decision {
 /// usually wakes the Email sooner).
 pub const IN_FLIGHT_RECHECK: Duration = Duration::from_secs(2);
 
+/// Joins the Email's own token and a sender's in the token of a retry the sender asked for.
+pub const SENDER_TOKEN: &str = "+sender:";
+
+/// The part of a token the Email's own annotation gave.
+fn email_part(token: &str) -> &str {
+    token.split(SENDER_TOKEN).next().unwrap_or(token)
+}
+
+/// The part of a token a sender's annotation gave (`namespace/name=token`), if any.
+pub fn sender_part(token: &str) -> Option<&str> {
+    token.split_once(SENDER_TOKEN).map(|(_, s)| s)
+}
+
 /// The retry token a delivery of this Email uses now. A new `kmailops.io/retry` value takes
 /// effect only when the Email rests in Failed or Unknown (or has no status), so a token never
-/// starts a second delivery beside one that is under way or done.
+/// starts a second delivery beside one that is under way or done. The Email's own token comes
+/// first; a new token on the sender of its last attempt retries it when it rests after a
+/// failure another attempt may cure (Unknown, RetriesExhausted), once per sender token.
 pub fn token_in_effect(facts: &Facts<'_>) -> Option<String> {
+    let handled = facts.status.last_handled_retry.as_deref();
     match facts.status.phase {
         None | Some(EmailPhase::Failed) | Some(EmailPhase::Unknown) => {
-            facts.requested_token.map(str::to_string)
+            let own = facts.requested_token;
+            let handled_own = handled.map(email_part).filter(|t| !t.is_empty());
+            if own.is_some() && own != handled_own {
+                return own.map(str::to_string);
+            }
+            if let Some(s) = sender_retry_due(facts) {
+                return Some(format!("{}{SENDER_TOKEN}{s}", own.unwrap_or_default()));
+            }
+            if own == handled_own {
+                handled.map(str::to_string)
+            } else {
+                own.map(str::to_string)
+            }
         }
-        _ => facts.status.last_handled_retry.clone(),
+        _ => handled.map(str::to_string),
     }
+}
+
+/// A sender token not yet acted on for this Email, when the Email rests where a retry helps.
+fn sender_retry_due<'f>(facts: &'f Facts<'_>) -> Option<&'f str> {
+    let s = facts.sender_retry.as_deref()?;
+    if facts.status.last_handled_sender_retry.as_deref() == Some(s) {
+        return None;
+    }
+    let reason = crate::conditions::find(&facts.status.conditions, crate::conditions::types::READY)
+        .map(|c| c.reason.as_str());
+    let retryable = match facts.status.phase {
+        Some(EmailPhase::Unknown) => true,
+        Some(EmailPhase::Failed) => matches!(
+            reason,
+            Some(crate::ledger::reasons::RETRIES_EXHAUSTED)
+                | Some(crate::ledger::reasons::OUTCOME_UNKNOWN)
+        ),
+        _ => false,
+    };
+    retryable.then_some(s)
 }
 
 /// Whether the decision reads the ledger entries of the Email's name (so they are listed only

@@ -33,7 +33,9 @@ pub use state::SendState;
 
 /// `kmailops.io/dry-run: "true"`: render and resolve everything, send nothing.
 pub const DRY_RUN_ANNOTATION: &str = "kmailops.io/dry-run";
-/// `kmailops.io/retry: "<new token>"`: one more attempt after Failed or Unknown.
+/// `kmailops.io/retry: "<new token>"`: one more attempt after Failed or Unknown. On an
+/// EmailSenderConfig: one more attempt for every Email whose last attempt went through it and
+/// that rests in Unknown or RetriesExhausted.
 pub const RETRY_ANNOTATION: &str = "kmailops.io/retry";
 
 /// How long an Email with a problem waits before it is looked at again even without a
@@ -186,6 +188,15 @@ impl Reconcile<'_> {
         }
     }
 
+    /// The retry annotation of the sender the last attempt went through.
+    fn sender_retry(&self) -> Option<String> {
+        let key = self.status.sender_config.as_deref()?;
+        let (ns, name) = key.split_once('/')?;
+        let sender = crate::lookup::Senders::sender(&self.ctx.stores.senders, ns, name)?;
+        let token = sender.annotations().get(RETRY_ANNOTATION)?;
+        (!token.is_empty()).then(|| format!("{key}={token}"))
+    }
+
     fn facts(&self) -> decide::Facts<'_> {
         let spec = &self.email.spec;
         decide::Facts {
@@ -201,6 +212,7 @@ impl Reconcile<'_> {
             not_after: spec.not_after.as_ref().map(|t| t.0),
             send_at: spec.send_at.as_ref().map(|t| t.0),
             waiting_for_sender_since: waiting_for_sender_since(&self.status),
+            sender_retry: self.sender_retry(),
         }
     }
 }

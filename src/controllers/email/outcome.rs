@@ -48,6 +48,14 @@ impl Reconcile<'_> {
         current_reason(self.email).as_deref() != Some(reason)
     }
 
+    /// The sender token acted on with `token`, else the one acted on before.
+    fn sender_retry_handled(&self, token: Option<&str>) -> Option<String> {
+        token
+            .and_then(super::decide::sender_part)
+            .map(str::to_string)
+            .or_else(|| self.status.last_handled_sender_retry.clone())
+    }
+
     /// Status fields every delivery outcome shares.
     pub(super) fn delivery_status(&self, p: &Prepared, token: Option<&str>) -> EmailStatus {
         EmailStatus {
@@ -55,6 +63,7 @@ impl Reconcile<'_> {
             provider: Some(p.provider.kind()),
             sender_config: Some(p.sender.key.clone()),
             last_handled_retry: token.map(str::to_string),
+            last_handled_sender_retry: self.sender_retry_handled(token),
             preview: None,
             next_attempt_time: None,
             error: None,
@@ -72,6 +81,7 @@ impl Reconcile<'_> {
             provider: es.provider.or(self.status.provider),
             attempts: es.attempts,
             last_handled_retry: token.map(str::to_string),
+            last_handled_sender_retry: self.sender_retry_handled(token),
             preview: None,
             next_attempt_time: None,
             error: None,

@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::ledger::reasons as reasons_ledger;
 use crate::problem::reasons;
 
 fn at(s: &str) -> Timestamp {
@@ -32,6 +33,7 @@ fn facts<'a>(status: &'a EmailStatus) -> Facts<'a> {
         not_after: None,
         send_at: None,
         waiting_for_sender_since: None,
+        sender_retry: None,
     }
 }
 
@@ -265,6 +267,76 @@ fn a_preview_needs_no_working_sender_and_names_its_problem() {
         decide(&facts(&s), &r, &[], now()),
         Decision::Fail(secret_missing())
     );
+}
+
+fn resting(phase: EmailPhase, reason: &str, handled: Option<&str>) -> EmailStatus {
+    let mut s = status(Some(phase), Some("h1"), handled);
+    s.sender_config = Some("mail/smtp".into());
+    s.conditions = vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        type_: "Ready".into(),
+        status: "False".into(),
+        reason: reason.into(),
+        message: String::new(),
+        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()),
+        observed_generation: None,
+    }];
+    s
+}
+
+#[test]
+fn a_retry_token_on_the_sender_retries_its_unknown_and_exhausted_emails_once() {
+    let r = ready(&["h1"]);
+    fn via(s: &EmailStatus) -> Facts<'_> {
+        Facts {
+            sender_retry: Some("mail/smtp=t1".into()),
+            ..facts(s)
+        }
+    }
+    let composite = Some("+sender:mail/smtp=t1");
+    for (phase, reason) in [
+        (EmailPhase::Unknown, reasons_ledger::OUTCOME_UNKNOWN),
+        (EmailPhase::Failed, reasons_ledger::RETRIES_EXHAUSTED),
+    ] {
+        let s = resting(phase, reason, None);
+        assert_eq!(
+            decide(&via(&s), &r, &[], now()),
+            deliver(composite),
+            "{phase:?}"
+        );
+        // Acted on once: the same sender token does nothing more.
+        let mut done = resting(phase, reason, composite);
+        done.last_handled_sender_retry = Some("mail/smtp=t1".into());
+        let d = decide(&via(&done), &r, &[], now());
+        assert!(
+            !matches!(d, Decision::Deliver { ref token, .. } if token.as_deref() != composite),
+            "{phase:?}: {d:?}"
+        );
+        if phase == EmailPhase::Unknown {
+            assert_eq!(d, Decision::StayUnknown);
+        }
+    }
+    // A rejection is no failure another attempt cures: the sender's token leaves it alone.
+    let rejected = resting(EmailPhase::Failed, reasons_ledger::PROVIDER_REJECTED, None);
+    assert_eq!(decide(&via(&rejected), &r, &[], now()), deliver(None));
+    // The Email's own token joins the sender's, and a new own token comes first.
+    let own = resting(
+        EmailPhase::Unknown,
+        reasons_ledger::OUTCOME_UNKNOWN,
+        Some("e1"),
+    );
+    let both = Facts {
+        requested_token: Some("e1"),
+        ..via(&own)
+    };
+    assert_eq!(
+        decide(&both, &r, &[], now()),
+        deliver(Some("e1+sender:mail/smtp=t1"))
+    );
+    let newer = Facts {
+        requested_token: Some("e2"),
+        ..via(&own)
+    };
+    assert_eq!(decide(&newer, &r, &[], now()), deliver(Some("e2")));
 }
 
 fn unhealthy() -> Problem {
@@ -514,6 +586,7 @@ impl World {
             not_after: None,
             send_at: None,
             waiting_for_sender_since: None,
+            sender_retry: None,
         };
         let d = decide(&f, &ready, &self.ledger, now());
         match &d {
