@@ -508,3 +508,48 @@ async fn a_sender_aimed_at_a_host_outside_the_allowed_endpoints_is_never_contact
     );
     op.stop().await;
 }
+
+/// A sender aimed at an internal service must not turn the operator into a way to read it:
+/// the sender's status names the status code, never the body the service answered.
+#[tokio::test]
+async fn a_health_check_against_an_internal_service_never_copies_its_answer() {
+    let env = TestEnv::get().await;
+    let (ns, _mock) = setup(&env, "probe").await;
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "connection failed: postgres://app:db_password=hunter2@db.internal/app",
+        )
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    env.apply_yaml(
+        &ns,
+        &sender_yaml("internal", &format!("http://{addr}/v1"), "")
+            .replace("default: true", "default: false"),
+    )
+    .await;
+    let op = Operator::start(env.client(), &ns);
+    let senders: Api<EmailSenderConfig> = Api::namespaced(env.client(), &ns);
+    let checked = wait_for(
+        &senders,
+        "internal",
+        |s: &EmailSenderConfig| {
+            s.status.as_ref().is_some_and(|st| {
+                st.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Healthy" && c.status == "False")
+            })
+        },
+        WAIT,
+    )
+    .await;
+    let status = serde_json::to_string(&checked.status).unwrap();
+    assert!(status.contains("500"), "{status}");
+    assert!(!status.contains("hunter2"), "{status}");
+    assert!(!status.contains("postgres"), "{status}");
+    op.stop().await;
+}

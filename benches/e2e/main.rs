@@ -8,8 +8,9 @@
 //! - `N` (default 2000), `LATENCY_MS` (default 50), `MAX_CONCURRENT_SENDS` (default 16, the
 //!   operator's default), `BENCH_OUT` (default `target/bench`)
 //!
-//! Phases: the API write ceiling, the provider ceiling, N Emails end to end, and a restart
-//! with those N Emails Sent. Results go to stdout (a table) and `$BENCH_OUT/e2e.json`.
+//! Phases: the API write ceiling, the provider ceiling, N Emails end to end, a restart with
+//! those N Emails Sent, and the same restart with 100 unrelated Secrets of 512 KiB each in the
+//! cluster (Helm keeps releases in Secrets like these; the operator must not hold their data). Results go to stdout (a table) and `$BENCH_OUT/e2e.json`.
 
 mod ceilings;
 mod mock_provider;
@@ -218,7 +219,13 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
     set_up_sender(&client, &mock).await?;
     let e2e = end_to_end(&s, &client, &proxy, &mock, &proxy_kubeconfig).await?;
     eprintln!("[bench] restart with {} Sent Emails", s.n);
-    let restart = restart(&s, &proxy, &mock, &proxy_kubeconfig).await?;
+    let restart = restart(&s, &proxy, &mock, &proxy_kubeconfig, "operator-2.log").await?;
+    eprintln!(
+        "[bench] restart with {UNRELATED_SECRETS} unrelated Secrets of {} KiB",
+        UNRELATED_SECRET_BYTES / 1024
+    );
+    create_unrelated_secrets(&client).await?;
+    let with_secrets = restart(&s, &proxy, &mock, &proxy_kubeconfig, "operator-3.log").await?;
     // A second round at the end: a round that other load on the machine slowed down would
     // make the ceiling too low and the ratio too flattering.
     api.rounds.push(ceiling_round(2).await?);
@@ -232,6 +239,7 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
         provider_per_s,
         e2e,
         restart,
+        with_secrets,
         load_before,
         load_after: procstat::load_average(),
     };
@@ -687,10 +695,11 @@ async fn restart(
     proxy: &Proxy,
     mock: &MockProvider,
     kubeconfig: &Path,
+    log: &str,
 ) -> anyhow::Result<Restart> {
     let requests_before = proxy.counts();
     let calls_before = mock.calls();
-    let mut operator = Operator::spawn(s, kubeconfig, &s.out.join("operator-2.log")).await?;
+    let mut operator = Operator::spawn(s, kubeconfig, &s.out.join(log)).await?;
     let ready = operator.wait_ready(Duration::from_secs(60)).await?;
 
     // Idle: every Email has been reconciled once (the initial list) and the process has used
@@ -732,6 +741,35 @@ async fn restart(
     };
     operator.stop().await?;
     Ok(result)
+}
+
+/// Secrets no sender or attachment names, and the size of each.
+const UNRELATED_SECRETS: usize = 100;
+const UNRELATED_SECRET_BYTES: usize = 512 * 1024;
+
+/// Creates the unrelated Secrets, in the namespace the operator watches.
+async fn create_unrelated_secrets(client: &Client) -> anyhow::Result<()> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), NS);
+    stream::iter(0..UNRELATED_SECRETS)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                // Different bytes per Secret, as real release data would be.
+                let data: Vec<u8> = (0..UNRELATED_SECRET_BYTES)
+                    .map(|j| (j.wrapping_mul(31).wrapping_add(i * 7) % 251) as u8)
+                    .collect();
+                let mut secret = Secret::default();
+                secret.metadata.name = Some(format!("sh.helm.release.v1.app-{i}.v1"));
+                secret.data = Some(BTreeMap::from([("release".to_string(), ByteString(data))]));
+                api.create(&PostParams::default(), &secret)
+                    .await
+                    .with_context(|| format!("creating unrelated Secret {i}"))
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
 }
 
 // ---- measurements ----------------------------------------------------------------------------
@@ -810,6 +848,8 @@ struct Report {
     provider_per_s: f64,
     e2e: EndToEnd,
     restart: Restart,
+    /// The same restart with the unrelated Secrets in the cluster.
+    with_secrets: Restart,
     load_before: Option<f64>,
     load_after: Option<f64>,
 }
@@ -928,6 +968,12 @@ impl Report {
             "peak_rss_mb": r(self.restart.peak_rss_mib),
             "idle_rss_mb": r(self.restart.idle_rss_mib),
             "cpu_s": r(self.restart.cpu_s),
+            "with_unrelated_secrets": {
+                "secrets": UNRELATED_SECRETS,
+                "secret_kib": UNRELATED_SECRET_BYTES / 1024,
+                "peak_rss_mb": r(self.with_secrets.peak_rss_mib),
+                "idle_rss_mb": r(self.with_secrets.idle_rss_mib),
+            },
         });
         json!({
             "emails_per_s": r(e.emails_per_s),
@@ -1086,6 +1132,16 @@ impl Report {
                 format!(
                     "{:.1} MiB / {:.1} MiB / {:.2} s",
                     self.restart.peak_rss_mib, self.restart.idle_rss_mib, self.restart.cpu_s
+                ),
+            ),
+            (
+                format!(
+                    "restart with {UNRELATED_SECRETS} unrelated {} KiB Secrets: peak / idle RSS",
+                    UNRELATED_SECRET_BYTES / 1024
+                ),
+                format!(
+                    "{:.1} MiB / {:.1} MiB",
+                    self.with_secrets.peak_rss_mib, self.with_secrets.idle_rss_mib
                 ),
             ),
             (

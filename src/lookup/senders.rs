@@ -342,4 +342,24 @@ mod tests {
                 .any(|x| x.contains("platform/private (does not admit"))
         );
     }
+
+    #[test]
+    fn a_sender_of_another_namespace_reads_the_same_missing_or_not_admitting() {
+        let s = senders(&config("platform", "private", ""));
+        let reference = |name: &str| SpecRef {
+            name: name.into(),
+            namespace: Some("platform".into()),
+        };
+        let refuse = |_: &EmailSenderConfig, _: &str| false;
+        let hidden = resolve("shop", Some(&reference("private")), &s, &refuse, &[]).unwrap_err();
+        let missing = resolve("shop", Some(&reference("ghost")), &s, &refuse, &[]).unwrap_err();
+        assert_eq!(hidden.reason, missing.reason);
+        assert_eq!(
+            hidden.message.replace("private", "X"),
+            missing.message.replace("ghost", "X")
+        );
+        // In its own namespace a missing sender is named as missing.
+        let own = resolve("platform", Some(&reference("ghost")), &s, &refuse, &[]).unwrap_err();
+        assert_eq!(own.reason, reasons::SENDER_NOT_FOUND);
+    }
 }
