@@ -219,7 +219,7 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
     set_up_sender(&client, &mock).await?;
     let e2e = end_to_end(&s, &client, &proxy, &mock, &proxy_kubeconfig).await?;
     eprintln!("[bench] restart with {} Sent Emails", s.n);
-    let restart = restart(&s, &proxy, &mock, &proxy_kubeconfig, "operator-2.log").await?;
+    let first_restart = restart(&s, &proxy, &mock, &proxy_kubeconfig, "operator-2.log").await?;
     eprintln!(
         "[bench] restart with {UNRELATED_SECRETS} unrelated Secrets of {} KiB",
         UNRELATED_SECRET_BYTES / 1024
@@ -238,7 +238,7 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
         api,
         provider_per_s,
         e2e,
-        restart,
+        restart: first_restart,
         with_secrets,
         load_before,
         load_after: procstat::load_average(),
