@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use lettre::transport::smtp::Error as LettreError;
 
+use super::endpoint::{Endpoint, Step};
 use super::greeting::IMPLICIT_TLS_PORT;
-use super::session::{Endpoint, Step};
 use crate::provider::error::{chain, find_tls_error};
 use crate::provider::{SendError, reason};
 

@@ -18,6 +18,7 @@ use crate::api::sender_config::{SmtpSpec, SmtpTls};
 use crate::message::OutgoingMessage;
 use crate::provider::{ConfigError, HealthReport, Provider, SecretValue, SendError, SendReceipt};
 
+mod endpoint;
 mod failure;
 mod greeting;
 mod helo;
@@ -27,8 +28,8 @@ pub(crate) mod oauth2;
 mod pool;
 mod session;
 
+use endpoint::{Auth, Endpoint};
 use pool::Pool;
-use session::{Auth, Endpoint};
 
 /// The RFC 5322 message exactly as SMTP hands it over (Bcc in the envelope only), for
 /// `kmailops render --format eml`.

@@ -1,81 +1,22 @@
 //! One SMTP conversation, step by step, each step with its own time limit, so a failure
 //! says whether the message had been handed over.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::Address;
 use lettre::transport::smtp::Error as LettreError;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
-use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
 
 use super::SmtpTimeouts;
+use super::endpoint::{Auth, Endpoint, Step};
 use super::failure::Failure;
 use super::greeting::{self, FirstBytes};
-use super::oauth2::TokenSource;
 use crate::provider::{SendError, reason};
 
-/// Where a conversation was when it failed. Everything before `Body` happens before the
-/// server has the message; from `Body` on, the server may have accepted it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Step {
-    Connect,
-    StartTls,
-    Auth,
-    Mail,
-    Reset,
-    Rcpt,
-    Data,
-    Body,
-}
-
-impl Step {
-    pub(super) fn describe(self) -> &'static str {
-        match self {
-            Step::Connect => "connecting and reading the greeting",
-            Step::StartTls => "upgrading the connection with STARTTLS",
-            Step::Auth => "authenticating",
-            Step::Mail => "sending MAIL FROM",
-            Step::Reset => "resetting the transaction (RSET)",
-            Step::Rcpt => "sending RCPT TO",
-            Step::Data => "starting DATA",
-            Step::Body => "waiting for the server to accept the message",
-        }
-    }
-}
-
-/// How to authenticate.
-pub(super) enum Auth {
-    /// AUTH PLAIN or LOGIN with a password.
-    Password(Credentials),
-    /// AUTH XOAUTH2 as `user` with a token from the client-credentials grant.
-    OAuth2 {
-        user: String,
-        tokens: Arc<TokenSource>,
-    },
-}
-
-/// Where to connect and how.
-pub(super) struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub implicit_tls: Option<TlsParameters>,
-    pub starttls: Option<TlsParameters>,
-    pub auth: Option<Auth>,
-    pub hello: ClientId,
-}
-
 impl Endpoint {
-    pub(super) fn uses_oauth2(&self) -> bool {
-        matches!(self.auth, Some(Auth::OAuth2 { .. }))
-    }
-
-    pub(super) fn addr(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-
     /// Connects, upgrades (StartTLS is required when configured: a server that does not
     /// offer it gets nothing, least of all a password or a message) and authenticates.
     /// With OAuth2, a refused token is dropped and the whole connection is tried once more
