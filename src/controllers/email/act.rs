@@ -469,6 +469,7 @@ impl Reconcile<'_> {
             .map_or(started.0, |t| t.0);
         let result = self.call_provider(p, &entry_name, attempt).await;
         let retry = &p.sender.config.spec.retry;
+        // Planned once, so the budget check and the recorded next attempt name the same time.
         let planned = std::sync::OnceLock::new();
         let next_at = |e: &SendError| {
             *planned.get_or_init(|| {
