@@ -148,7 +148,7 @@ async fn a_stuck_sender_does_not_starve_other_senders() {
     let took = started.elapsed();
     assert_eq!(mock.calls(), 1);
     assert!(
-        took < Duration::from_secs(10),
+        took < Duration::from_secs(15),
         "another sender's Email waited {took:?} behind the stuck one"
     );
     assert!(
