@@ -25,14 +25,16 @@ pub struct SlotLimits {
 }
 
 impl SlotLimits {
-    /// Caps derived from the total when none are given: a sender may use a quarter of the
-    /// slots and a namespace half, so two stuck tenants still leave room for everyone else.
+    /// Caps derived from the total when none are given: a sender may use half of the slots
+    /// and a namespace three quarters. A stuck sender then leaves half the slots to the rest,
+    /// and a cluster with one busy sender still sends through eight of the default sixteen
+    /// (a quarter throttled such a cluster below what the API server could take).
     pub fn from_total(total: usize) -> Self {
         let total = total.max(1);
         SlotLimits {
             total,
-            per_sender: total.div_ceil(4),
-            per_namespace: total.div_ceil(2),
+            per_sender: total.div_ceil(2),
+            per_namespace: (total * 3).div_ceil(4),
         }
     }
 

@@ -20,12 +20,12 @@ pub struct RunArgs {
     /// Provider calls allowed at once across all Emails.
     #[arg(long, env = "KMAILOPS_MAX_CONCURRENT_SENDS", default_value_t = 16)]
     pub max_concurrent_sends: usize,
-    /// Provider calls allowed at once through one EmailSenderConfig (default: a quarter of
+    /// Provider calls allowed at once through one EmailSenderConfig (default: half of
     /// --max-concurrent-sends), so one stuck provider cannot hold every slot.
     #[arg(long, env = "KMAILOPS_MAX_CONCURRENT_SENDS_PER_SENDER")]
     pub max_concurrent_sends_per_sender: Option<usize>,
-    /// Provider calls allowed at once for the Emails of one namespace (default: half of
-    /// --max-concurrent-sends). Freed slots go to waiting namespaces in turn.
+    /// Provider calls allowed at once for the Emails of one namespace (default: three quarters
+    /// of --max-concurrent-sends). Freed slots go to waiting namespaces in turn.
     #[arg(long, env = "KMAILOPS_MAX_CONCURRENT_SENDS_PER_NAMESPACE")]
     pub max_concurrent_sends_per_namespace: Option<usize>,
     /// How long EmailDeliveries are kept after their Email is deleted (e.g. 720h).

@@ -118,7 +118,7 @@ async fn a_cancelled_waiter_does_not_swallow_the_slot() {
 #[test]
 fn default_caps_leave_room_for_others() {
     let l = SlotLimits::from_total(16);
-    assert_eq!((l.total, l.per_sender, l.per_namespace), (16, 4, 8));
+    assert_eq!((l.total, l.per_sender, l.per_namespace), (16, 8, 12));
     let one = SlotLimits::from_total(1);
     assert_eq!((one.total, one.per_sender, one.per_namespace), (1, 1, 1));
 }
