@@ -6,9 +6,11 @@
 //! go to the waiting namespaces in turn (round robin), so a namespace with one Email is served
 //! as soon as a slot frees, however many Emails another namespace has queued.
 //!
-//! Waiting is bounded: a reconcile that gets no slot within its wait gives the controller's
-//! worker back and comes again later, so waiting Emails never keep other Emails from being
-//! reconciled at all.
+//! Waiting is bounded twice: in time (a reconcile that gets no slot within its wait gives the
+//! controller's worker back and comes again later) and in number (as many waiters per sender,
+//! per namespace and in all as there are slots; more come back later at once). So waiting
+//! Emails never keep other Emails from being reconciled, while a busy sender always has the
+//! next delivery waiting when a slot frees.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -62,6 +64,12 @@ struct State {
     waiting: HashMap<String, VecDeque<Waiter>>,
     /// Namespaces with waiters, in the order they are served next.
     turn: VecDeque<String>,
+    /// Waiters per sender and per namespace, and in all: each bounded by the same cap as the
+    /// slots, so waiting Emails of one stuck sender or namespace hold few of the controller's
+    /// workers (the rest come back later instead of waiting).
+    waiting_by_sender: HashMap<String, usize>,
+    waiting_by_namespace: HashMap<String, usize>,
+    waiting_total: usize,
     next_ticket: u64,
 }
 
@@ -103,6 +111,32 @@ impl State {
             && self.by_namespace.get(namespace).copied().unwrap_or(0) < limits.per_namespace
     }
 
+    /// Whether another waiter of `namespace` and `sender` may queue.
+    fn may_wait(&self, limits: &SlotLimits, namespace: &str, sender: &str) -> bool {
+        self.waiting_total < limits.total
+            && self.waiting_by_sender.get(sender).copied().unwrap_or(0) < limits.per_sender
+            && self
+                .waiting_by_namespace
+                .get(namespace)
+                .copied()
+                .unwrap_or(0)
+                < limits.per_namespace
+    }
+
+    fn count_waiter(&mut self, namespace: &str, sender: &str, delta: isize) {
+        self.waiting_total = self.waiting_total.saturating_add_signed(delta);
+        for (map, key) in [
+            (&mut self.waiting_by_sender, sender),
+            (&mut self.waiting_by_namespace, namespace),
+        ] {
+            let n = map.entry(key.to_string()).or_default();
+            *n = n.saturating_add_signed(delta);
+            if *n == 0 {
+                map.remove(key);
+            }
+        }
+    }
+
     fn take(&mut self, namespace: &str, sender: &str) {
         self.in_use += 1;
         *self.by_sender.entry(sender.to_string()).or_default() += 1;
@@ -131,6 +165,7 @@ impl State {
             let Some((namespace, waiter)) = self.next_waiter(limits) else {
                 break;
             };
+            self.count_waiter(&namespace, &waiter.sender, -1);
             self.take(&namespace, &waiter.sender);
             let permit = SendPermit {
                 state: shared.clone(),
@@ -213,6 +248,10 @@ impl SendSlots {
                 state.take(namespace, sender);
                 return Some(self.permit(namespace, sender));
             }
+            if !state.may_wait(&self.limits, namespace, sender) {
+                return None;
+            }
+            state.count_waiter(namespace, sender, 1);
             let (tx, rx) = oneshot::channel();
             let ticket = state.next_ticket;
             state.next_ticket += 1;
@@ -235,12 +274,18 @@ impl SendSlots {
             Ok(Err(_)) => None,
             Err(_) => {
                 let mut state = lock(&self.state);
+                let mut removed = false;
                 if let Some(queue) = state.waiting.get_mut(namespace) {
+                    let before = queue.len();
                     queue.retain(|w| w.ticket != ticket);
+                    removed = queue.len() < before;
                     if queue.is_empty() {
                         state.waiting.remove(namespace);
                         state.turn.retain(|n| n != namespace);
                     }
+                }
+                if removed {
+                    state.count_waiter(namespace, sender, -1);
                 }
                 drop(state);
                 // Granted between the timeout and the lock: use it rather than waste it.

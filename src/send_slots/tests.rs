@@ -51,17 +51,20 @@ async fn a_namespace_holds_at_most_its_cap_however_many_senders_it_makes() {
 
 #[tokio::test]
 async fn freed_slots_go_to_waiting_namespaces_in_turn() {
-    let s = slots(1, 1, 1);
-    let first = s.acquire("busy", "shared/api", NOW).await.unwrap();
-    // Three Emails of one namespace queue up, then one of another namespace.
-    let mut busy = Vec::new();
+    let s = slots(3, 3, 3);
+    let mut held = Vec::new();
     for _ in 0..3 {
+        held.push(s.acquire("other", "other/api", NOW).await.unwrap());
+    }
+    // Two Emails of one namespace queue up, then one of another namespace.
+    let mut busy = Vec::new();
+    for _ in 0..2 {
         let s = s.clone();
         busy.push(tokio::spawn(async move {
             s.acquire("busy", "shared/api", Duration::from_secs(5))
                 .await
         }));
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let quiet = {
         let s = s.clone();
@@ -70,22 +73,23 @@ async fn freed_slots_go_to_waiting_namespaces_in_turn() {
                 .await
         })
     };
-    tokio::task::yield_now().await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    drop(first);
+    // As many waiters as slots: a fourth comes back later instead of waiting.
+    assert!(s.acquire("late", "late/api", SOON).await.is_none());
+    held.pop();
     // "busy" was first in turn: its oldest waiter is served.
-    let second = busy.remove(0).await.unwrap().expect("busy served first");
-    drop(second);
-    // Now "quiet" is served, ahead of busy's two other waiters.
-    let third = quiet
+    let first = busy.remove(0).await.unwrap().expect("busy served first");
+    assert_eq!(first.namespace, "busy");
+    held.pop();
+    // Now "quiet" is served, ahead of busy's second waiter.
+    let second = quiet
         .await
         .unwrap()
         .expect("quiet served before busy's second");
-    assert_eq!(third.namespace, "quiet");
-    drop(third);
-    for w in busy {
-        drop(w.await.unwrap().expect("the rest are served"));
-    }
+    assert_eq!(second.namespace, "quiet");
+    held.pop();
+    let third = busy.remove(0).await.unwrap().expect("the last is served");
+    drop((first, second, third));
     assert_eq!(s.in_use(), 0);
 }
 
