@@ -359,15 +359,8 @@ async fn only_referenced_secrets_are_held_with_their_data() {
         )
         .await
         .unwrap();
-    let healthy = |status: &'static str| {
-        move |s: &EmailSenderConfig| {
-            s.status.as_ref().is_some_and(|st| {
-                st.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Healthy" && c.status == status)
-            })
-        }
-    };
+    let healthy =
+        |status: &'static str| sender_has(move |c| c.type_ == "Healthy" && c.status == status);
     wait_for(&senders, "mailersend", healthy("False"), WAIT).await;
     secrets
         .patch(
@@ -466,13 +459,7 @@ async fn a_sender_aimed_at_a_host_outside_the_allowed_endpoints_is_never_contact
     let refused = wait_for(
         &senders,
         "internal",
-        |s: &EmailSenderConfig| {
-            s.status.as_ref().is_some_and(|st| {
-                st.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.reason == "EndpointNotAllowed")
-            })
-        },
+        sender_has(|c| c.type_ == "Ready" && c.reason == "EndpointNotAllowed"),
         WAIT,
     )
     .await;
@@ -537,13 +524,7 @@ async fn a_health_check_against_an_internal_service_never_copies_its_answer() {
     let checked = wait_for(
         &senders,
         "internal",
-        |s: &EmailSenderConfig| {
-            s.status.as_ref().is_some_and(|st| {
-                st.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Healthy" && c.status == "False")
-            })
-        },
+        sender_has(|c| c.type_ == "Healthy" && c.status == "False"),
         WAIT,
     )
     .await;
@@ -552,4 +533,15 @@ async fn a_health_check_against_an_internal_service_never_copies_its_answer() {
     assert!(!status.contains("hunter2"), "{status}");
     assert!(!status.contains("postgres"), "{status}");
     op.stop().await;
+}
+
+/// A predicate on a sender: some condition of its status matches `matches`.
+fn sender_has(
+    matches: impl Fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> bool,
+) -> impl Fn(&EmailSenderConfig) -> bool {
+    move |s: &EmailSenderConfig| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.conditions.iter().any(&matches))
+    }
 }
