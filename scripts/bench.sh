@@ -10,8 +10,14 @@
 #   - the API write ceiling (status server-side applies of N Emails at the operator's
 #     reconcile concurrency) and the provider ceiling (N sends to a local MailerSend-
 #     compatible server with LATENCY_MS latency at its send concurrency),
+#   - the protocol limit: per Email exactly the operator's requests (create the EmailDelivery,
+#     send, record the outcome, write the Email's status, create the Event) at its concurrency
+#     and through the same proxy, with no controller: the Emails/s the protocol itself allows
+#     here (`protocol_limit_per_s`; `ratio_to_protocol` is the operator's share of it),
 #   - `kmailops run` sending N Emails: Emails/s, creation->Sent p50/p99, API requests and
 #     writes per Email, peak RSS, CPU seconds,
+#   - an open loop: Emails created at half the protocol limit for OPEN_LOOP_S seconds,
+#     creation->Sent p50/p99/max (`open_loop_p99_ms`): the latency under a steady stream,
 #   - a restart of the operator with those N Emails Sent: time to idle, writes, provider calls,
 #   - a micro-benchmark of template rendering and message building (benches/render.rs).
 # It prints a table and writes target/bench/e2e.json and target/bench/render.json; the
@@ -21,6 +27,7 @@
 #   N                     Emails (default 2000)
 #   LATENCY_MS            provider latency per send (default 50)
 #   MAX_CONCURRENT_SENDS  the operator's --max-concurrent-sends (default 16, its default)
+#   OPEN_LOOP_S           length of the open-loop run in seconds (default 60; 0 skips it)
 #   BENCH_API_PORT, BENCH_ETCD_PORT   the private test server's ports (default 36443, 33790)
 #   BENCH_TIMEOUT_S       upper bound of the measuring part (default 900 + N/5)
 set -euo pipefail

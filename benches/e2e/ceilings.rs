@@ -81,7 +81,7 @@ fn sent_status(email: &Email, message_id: &str) -> EmailStatus {
 }
 
 /// One status write, exactly as `kmailops::controllers::email::status` makes it.
-async fn write_status(api: &Api<Email>, email: &Email, message_id: &str) -> anyhow::Result<()> {
+pub async fn write_status(api: &Api<Email>, email: &Email, message_id: &str) -> anyhow::Result<()> {
     let patch = status::status_patch(
         email.metadata.uid.as_deref(),
         &sent_status(email, message_id),

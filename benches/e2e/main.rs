@@ -8,13 +8,16 @@
 //! - `N` (default 2000), `LATENCY_MS` (default 50), `MAX_CONCURRENT_SENDS` (default 16, the
 //!   operator's default), `BENCH_OUT` (default `target/bench`)
 //!
-//! Phases: the API write ceiling, the provider ceiling, N Emails end to end, a restart with
-//! those N Emails Sent, and the same restart with 100 unrelated Secrets of 512 KiB each in the
-//! cluster (Helm keeps releases in Secrets like these; the operator must not hold their data). Results go to stdout (a table) and `$BENCH_OUT/e2e.json`.
+//! Phases: the API write ceiling, the provider ceiling, the protocol limit (the operator's
+//! requests per Email without the operator), N Emails end to end, a restart with those N
+//! Emails Sent, the same restart with 100 unrelated Secrets of 512 KiB each in the cluster
+//! (Helm keeps releases in Secrets like these; the operator must not hold their data), and an
+//! open loop (Emails created at half the protocol limit for `OPEN_LOOP_S` seconds). Results go to stdout (a table) and `$BENCH_OUT/e2e.json`.
 
 mod ceilings;
 mod mock_provider;
 mod procstat;
+mod protocol;
 mod proxy;
 
 // The tests' Secret/ConfigMap shim, used as it is so the bench rewrites exactly what the tests
@@ -56,6 +59,8 @@ use proxy::{Counts, Proxy};
 const NS: &str = "bench";
 /// Where the API ceiling is measured: no operator watches it.
 const CEILING_NS: &str = "bench-ceiling";
+/// Where the protocol limit is measured: no operator watches it either.
+const PROTOCOL_NS: &str = "bench-protocol";
 const SENDER: &str = "mailersend";
 /// Name of the proxy's threads (at most 15 characters: Linux truncates thread names).
 const PROXY_THREADS: &str = "bench-proxy";
@@ -67,6 +72,8 @@ struct Settings {
     send_concurrency: usize,
     /// Reconciles at once: the operator runs twice as many as it may send (controller.rs).
     reconcile_concurrency: usize,
+    /// How long the open-loop run creates Emails (`OPEN_LOOP_S`, 0 skips it).
+    open_loop: Duration,
     kubeconfig: PathBuf,
     operator_bin: PathBuf,
     out: PathBuf,
@@ -94,6 +101,7 @@ impl Settings {
             latency: Duration::from_millis(env_or("LATENCY_MS", 50u64)?),
             send_concurrency,
             reconcile_concurrency: send_concurrency * 2,
+            open_loop: Duration::from_secs(env_or("OPEN_LOOP_S", 60u64)?),
             kubeconfig: path("BENCH_KUBECONFIG")?,
             operator_bin: path("KMAILOPS_BIN")?,
             out: std::env::var_os("BENCH_OUT")
@@ -213,7 +221,28 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
         Vec::new(),
     )?;
     let provider_per_s =
-        ceilings::provider_sends(provider, &message, s.n, s.send_concurrency).await?;
+        ceilings::provider_sends(provider.clone(), &message, s.n, s.send_concurrency).await?;
+
+    let protocol_setup = protocol::Setup {
+        client: &via_proxy,
+        direct: &client,
+        namespace: PROTOCOL_NS,
+        n: s.n,
+        concurrency: s.reconcile_concurrency,
+        send_concurrency: s.send_concurrency,
+        provider,
+        message: &message,
+    };
+    let protocol_round = |round: usize| {
+        eprintln!(
+            "[bench] protocol limit, round {round}: {} Emails through create entry, send, record, status, Event at concurrency {}",
+            s.n, s.reconcile_concurrency
+        );
+        protocol::round(&protocol_setup)
+    };
+    let mut protocol = protocol::ProtocolLimit {
+        rounds: vec![protocol_round(1).await?],
+    };
 
     eprintln!("[bench] end to end: {} Emails", s.n);
     set_up_sender(&client, &mock).await?;
@@ -226,9 +255,22 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
     );
     create_unrelated_secrets(&client).await?;
     let with_secrets = restart(&s, &proxy, &mock, &proxy_kubeconfig, "operator-3.log").await?;
+    let open_loop = if s.open_loop.is_zero() {
+        None
+    } else {
+        // Half the limit: a steady stream the operator can keep up with, so the latency
+        // measured is what one Email sees, not the length of a queue.
+        let rate = protocol.per_s() / 2.0;
+        eprintln!(
+            "[bench] open loop: {rate:.1} Emails/s for {} s",
+            s.open_loop.as_secs()
+        );
+        Some(open_loop(&s, &client, &proxy_kubeconfig, rate).await?)
+    };
     // A second round at the end: a round that other load on the machine slowed down would
     // make the ceiling too low and the ratio too flattering.
     api.rounds.push(ceiling_round(2).await?);
+    protocol.rounds.push(protocol_round(2).await?);
 
     let report = Report {
         n: s.n,
@@ -237,6 +279,8 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
         reconcile_concurrency: s.reconcile_concurrency,
         api,
         provider_per_s,
+        protocol,
+        open_loop,
         e2e,
         restart: first_restart,
         with_secrets,
@@ -676,6 +720,99 @@ async fn end_to_end(
     Ok(result)
 }
 
+// ---- open loop -------------------------------------------------------------------------------
+
+/// Emails created at a fixed rate, each on its own schedule whatever the earlier ones do (an
+/// open loop): the latency from creation to Sent that a user sees under a steady stream.
+struct OpenLoop {
+    rate_per_s: f64,
+    emails: usize,
+    /// Creates that started more than 100 ms after their scheduled time (the bench itself
+    /// could not keep the rate).
+    late_creates: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+async fn open_loop(
+    s: &Settings,
+    client: &Client,
+    kubeconfig: &Path,
+    rate_per_s: f64,
+) -> anyhow::Result<OpenLoop> {
+    anyhow::ensure!(
+        rate_per_s.is_finite() && rate_per_s > 0.0,
+        "no rate for the open loop"
+    );
+    let mut operator = Operator::spawn(s, kubeconfig, &s.out.join("operator-4.log")).await?;
+    operator.wait_ready(Duration::from_secs(60)).await?;
+    let log = Arc::new(Mutex::new(SentLog::default()));
+    let watch = watch_sent(client, log.clone());
+    // The restart's initial list and the watch's own list settle first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let count = ((s.open_loop.as_secs_f64() * rate_per_s).round() as usize).max(1);
+    let interval = Duration::from_secs_f64(1.0 / rate_per_s);
+    let api: Api<Email> = Api::namespaced(client.clone(), NS);
+    let start = tokio::time::Instant::now() + Duration::from_millis(100);
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let due = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due).await;
+        let api = api.clone();
+        creates.spawn(async move {
+            let name = format!("open-{i:05}");
+            let at = Instant::now();
+            let late = tokio::time::Instant::now().duration_since(due) > Duration::from_millis(100);
+            api.create(&PostParams::default(), &bench_email(&name, i))
+                .await
+                .with_context(|| format!("creating Email {name}"))?;
+            Ok::<_, anyhow::Error>((name, at, late))
+        });
+    }
+    let mut created = Vec::with_capacity(count);
+    while let Some(joined) = creates.join_next().await {
+        created.push(joined??);
+    }
+
+    let deadline = Instant::now() + s.deadline();
+    loop {
+        let all_sent = {
+            let log = log.lock().unwrap();
+            created.iter().all(|(name, _, _)| log.at.contains_key(name))
+        };
+        if all_sent {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the open-loop Emails were not all Sent within {:?}",
+                s.deadline()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    watch.abort();
+    let mut latencies: Vec<Duration> = {
+        let log = log.lock().unwrap();
+        created
+            .iter()
+            .map(|(name, at, _)| log.at[name].0.saturating_duration_since(*at))
+            .collect()
+    };
+    operator.stop().await?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok(OpenLoop {
+        rate_per_s,
+        emails: count,
+        late_creates: created.iter().filter(|(_, _, late)| *late).count(),
+        p50_ms: ms(percentile(&mut latencies, 50.0)),
+        p99_ms: ms(percentile(&mut latencies, 99.0)),
+        max_ms: ms(percentile(&mut latencies, 100.0)),
+    })
+}
+
 // ---- restart ---------------------------------------------------------------------------------
 
 struct Restart {
@@ -846,6 +983,8 @@ struct Report {
     reconcile_concurrency: usize,
     api: ceilings::ApiCeiling,
     provider_per_s: f64,
+    protocol: protocol::ProtocolLimit,
+    open_loop: Option<OpenLoop>,
     e2e: EndToEnd,
     restart: Restart,
     /// The same restart with the unrelated Secrets in the cluster.
@@ -892,6 +1031,12 @@ impl Report {
     fn ratio_via_proxy(&self) -> f64 {
         let api = self.api.writes_per_s_via_proxy() / DESIGN_WRITES_PER_EMAIL;
         self.e2e.emails_per_s / api.min(self.provider_per_s)
+    }
+
+    /// Emails/s end to end over the protocol's own limit on this machine: what the
+    /// controller machinery leaves of what the requests themselves allow.
+    fn ratio_to_protocol(&self) -> f64 {
+        self.e2e.emails_per_s / self.protocol.per_s()
     }
 
     fn restart_writes(&self) -> u64 {
@@ -975,8 +1120,33 @@ impl Report {
                 "idle_rss_mb": r(self.with_secrets.idle_rss_mib),
             },
         });
+        let protocol_rounds: Vec<serde_json::Value> = self
+            .protocol
+            .rounds
+            .iter()
+            .map(|round| {
+                json!({
+                    "emails_per_s": r(round.per_s),
+                    "chain_p50_ms": r(round.p50_ms),
+                    "chain_p99_ms": r(round.p99_ms),
+                })
+            })
+            .collect();
+        let open_loop = self.open_loop.as_ref().map(|o| {
+            json!({
+                "rate_per_s": r(o.rate_per_s),
+                "emails": o.emails,
+                "late_creates": o.late_creates,
+                "p50_ms": r(o.p50_ms),
+                "p99_ms": r(o.p99_ms),
+                "max_ms": r(o.max_ms),
+            })
+        });
         json!({
             "emails_per_s": r(e.emails_per_s),
+            "protocol_limit_per_s": r(self.protocol.per_s()),
+            "ratio_to_protocol": r(self.ratio_to_protocol()),
+            "open_loop_p99_ms": self.open_loop.as_ref().map(|o| r(o.p99_ms)),
             "api_write_ceiling_per_s": r(self.api.writes_per_s()),
             "provider_ceiling_per_s": r(self.provider_per_s),
             "ratio": r(self.ratio()),
@@ -997,6 +1167,8 @@ impl Report {
                 "load_average_after": self.load_after,
                 "api_write_ceiling_via_proxy_per_s": r(self.api.writes_per_s_via_proxy()),
                 "api_ceiling_rounds": ceilings,
+                "protocol_rounds": protocol_rounds,
+                "open_loop": open_loop,
                 "run": run,
                 "restart": restart,
             },
@@ -1057,6 +1229,39 @@ impl Report {
                     "{:.1} Emails/s ({:.1} s for all; creates took {:.1} s)",
                     e.emails_per_s, e.wall_s, e.create_s
                 ),
+            ),
+            (
+                "protocol limit (the requests alone)".into(),
+                format!(
+                    "{:.1} Emails/s (best of rounds: {}; one Email's chain p50 {} ms)",
+                    self.protocol.per_s(),
+                    self.protocol
+                        .rounds
+                        .iter()
+                        .map(|r| format!("{:.1}", r.per_s))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    self.protocol
+                        .rounds
+                        .iter()
+                        .map(|r| format!("{:.0}", r.p50_ms))
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                ),
+            ),
+            (
+                "ratio to the protocol limit".into(),
+                format!("{:.2}", self.ratio_to_protocol()),
+            ),
+            (
+                "open loop: rate / creation -> Sent p50 / p99 / max".into(),
+                match &self.open_loop {
+                    Some(o) => format!(
+                        "{:.1} Emails/s x {} ({} created late) / {:.0} / {:.0} / {:.0} ms",
+                        o.rate_per_s, o.emails, o.late_creates, o.p50_ms, o.p99_ms, o.max_ms
+                    ),
+                    None => "skipped (OPEN_LOOP_S=0)".into(),
+                },
             ),
             (
                 "ratio to the lower ceiling".into(),
