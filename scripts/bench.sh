@@ -28,6 +28,8 @@
 #   LATENCY_MS            provider latency per send (default 50)
 #   MAX_CONCURRENT_SENDS  the operator's --max-concurrent-sends (default 16, its default)
 #   OPEN_LOOP_S           length of the open-loop run in seconds (default 60; 0 skips it)
+#   BUSY_CORES            processes that spin on the CPU for the whole measuring part
+#                         (default 0): BUSY_CORES=1 measures a loaded machine (one core busy)
 #   BENCH_API_PORT, BENCH_ETCD_PORT   the private test server's ports (default 36443, 33790)
 #   BENCH_TIMEOUT_S       upper bound of the measuring part (default 900 + N/5)
 set -euo pipefail
@@ -91,7 +93,18 @@ cleanup
 trap cleanup EXIT
 testenv start
 
-log "end to end: N=$N, LATENCY_MS=$LATENCY_MS (at most $TIMEOUT_S s)"
+BUSY_CORES="${BUSY_CORES:-0}"
+[[ $BUSY_CORES =~ ^[0-9]+$ ]] || die "BUSY_CORES must be a number, not '$BUSY_CORES'"
+BUSY_PIDS=()
+for ((i = 0; i < BUSY_CORES; i++)); do
+  # Plain spinning, at normal priority: it competes for the CPU as another tenant's work would.
+  timeout "$TIMEOUT_S" sh -c 'while :; do :; done' &
+  BUSY_PIDS+=("$!")
+done
+stop_busy() { for pid in "${BUSY_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap 'stop_busy; cleanup' EXIT
+
+log "end to end: N=$N, LATENCY_MS=$LATENCY_MS, BUSY_CORES=$BUSY_CORES (at most $TIMEOUT_S s)"
 BENCH_OUT="$OUT" BENCH_KUBECONFIG="$KMAILOPS_TESTENV_DIR/kubeconfig" KMAILOPS_BIN="$OUT/kmailops" \
-  BENCH_OPERATOR_PID_FILE="$OPERATOR_PID_FILE" N="$N" LATENCY_MS="$LATENCY_MS" \
+  BENCH_OPERATOR_PID_FILE="$OPERATOR_PID_FILE" N="$N" LATENCY_MS="$LATENCY_MS" BUSY_CORES="$BUSY_CORES" \
   timeout --kill-after=30 "$TIMEOUT_S" "$E2E_BIN"

@@ -74,6 +74,8 @@ struct Settings {
     reconcile_concurrency: usize,
     /// How long the open-loop run creates Emails (`OPEN_LOOP_S`, 0 skips it).
     open_loop: Duration,
+    /// Spinning processes scripts/bench.sh runs beside the measurement (`BUSY_CORES`).
+    busy_cores: usize,
     kubeconfig: PathBuf,
     operator_bin: PathBuf,
     out: PathBuf,
@@ -102,6 +104,7 @@ impl Settings {
             send_concurrency,
             reconcile_concurrency: send_concurrency * 2,
             open_loop: Duration::from_secs(env_or("OPEN_LOOP_S", 60u64)?),
+            busy_cores: env_or("BUSY_CORES", 0usize)?,
             kubeconfig: path("BENCH_KUBECONFIG")?,
             operator_bin: path("KMAILOPS_BIN")?,
             out: std::env::var_os("BENCH_OUT")
@@ -277,6 +280,7 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
         latency_ms: s.latency.as_millis() as u64,
         send_concurrency: s.send_concurrency,
         reconcile_concurrency: s.reconcile_concurrency,
+        busy_cores: s.busy_cores,
         api,
         provider_per_s,
         protocol,
@@ -981,6 +985,7 @@ struct Report {
     latency_ms: u64,
     send_concurrency: usize,
     reconcile_concurrency: usize,
+    busy_cores: usize,
     api: ceilings::ApiCeiling,
     provider_per_s: f64,
     protocol: protocol::ProtocolLimit,
@@ -1163,6 +1168,7 @@ impl Report {
                 "latency_ms": self.latency_ms,
                 "send_concurrency": self.send_concurrency,
                 "reconcile_concurrency": self.reconcile_concurrency,
+                "busy_cores": self.busy_cores,
                 "load_average_before": self.load_before,
                 "load_average_after": self.load_after,
                 "api_write_ceiling_via_proxy_per_s": r(self.api.writes_per_s_via_proxy()),
@@ -1178,7 +1184,10 @@ impl Report {
     fn print(&self) {
         let e = &self.e2e;
         let rows: Vec<(String, String)> = vec![
-            ("Emails (N)".into(), self.n.to_string()),
+            (
+                "Emails (N) / busy cores beside the bench".into(),
+                format!("{} / {}", self.n, self.busy_cores),
+            ),
             (
                 "provider latency / send concurrency / reconcile concurrency".into(),
                 format!(
