@@ -99,6 +99,95 @@ impl std::fmt::Debug for SendPermit {
     }
 }
 
+/// A place in line (see [`SendSlots::reserve`]). Dropped unused, it leaves the line (and gives
+/// back a slot granted meanwhile).
+#[derive(Debug)]
+pub enum Reservation {
+    /// A slot was free: no wait.
+    Granted(SendPermit),
+    /// Among the waiters.
+    Queued(InLine),
+}
+
+/// A waiter's place in line.
+pub struct InLine {
+    state: Arc<Mutex<State>>,
+    namespace: String,
+    sender: String,
+    ticket: u64,
+    /// `None` once the wait is over; a permit granted but never received is dropped with it
+    /// and so given back.
+    rx: Option<oneshot::Receiver<SendPermit>>,
+}
+
+impl std::fmt::Debug for InLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InLine")
+            .field("namespace", &self.namespace)
+            .field("sender", &self.sender)
+            .finish()
+    }
+}
+
+impl Reservation {
+    /// The slot, waiting at most `wait` for it; `None` when none came in time.
+    pub async fn wait(self, wait: Duration) -> Option<SendPermit> {
+        let mut line = match self {
+            Reservation::Granted(permit) => return Some(permit),
+            Reservation::Queued(line) => line,
+        };
+        // The receiver stays in `line` while waiting, so a wait that is cancelled (its
+        // reconcile dropped) still leaves the line when `line` is dropped.
+        let answer = tokio::time::timeout(wait, line.rx.as_mut()?).await;
+        match answer {
+            Ok(Ok(permit)) => {
+                line.rx = None;
+                Some(permit)
+            }
+            Ok(Err(_)) => {
+                line.rx = None;
+                None
+            }
+            Err(_) => {
+                line.leave();
+                // Granted between the timeout and the lock: use it rather than waste it.
+                line.rx.take().and_then(|mut rx| rx.try_recv().ok())
+            }
+        }
+    }
+}
+
+impl InLine {
+    /// Leaves the line if still in it.
+    fn leave(&self) {
+        let mut state = lock(&self.state);
+        let mut removed = false;
+        if let Some(queue) = state.waiting.get_mut(&self.namespace) {
+            let before = queue.len();
+            queue.retain(|w| w.ticket != self.ticket);
+            removed = queue.len() < before;
+            if queue.is_empty() {
+                state.waiting.remove(&self.namespace);
+                state.turn.retain(|n| *n != self.namespace);
+            }
+        }
+        if removed {
+            state.count_waiter(&self.namespace, &self.sender, -1);
+        }
+    }
+}
+
+impl Drop for InLine {
+    fn drop(&mut self) {
+        if self.rx.is_some() {
+            // Never waited on (the claim failed, say): leave the line. A permit granted
+            // meanwhile is dropped with the receiver, after the lock is released, and so given
+            // back to the next waiter.
+            self.leave();
+        }
+    }
+}
+
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // Every change under the lock is a few counter updates that cannot panic halfway.
     state.lock().unwrap_or_else(|p| p.into_inner())
@@ -242,56 +331,45 @@ impl SendSlots {
         sender: &str,
         wait: Duration,
     ) -> Option<SendPermit> {
-        let (mut rx, ticket) = {
-            let mut state = lock(&self.state);
-            if state.fits(&self.limits, namespace, sender) {
-                state.take(namespace, sender);
-                return Some(self.permit(namespace, sender));
-            }
-            if !state.may_wait(&self.limits, namespace, sender) {
-                return None;
-            }
-            state.count_waiter(namespace, sender, 1);
-            let (tx, rx) = oneshot::channel();
-            let ticket = state.next_ticket;
-            state.next_ticket += 1;
-            if !state.waiting.contains_key(namespace) {
-                state.turn.push_back(namespace.to_string());
-            }
-            state
-                .waiting
-                .entry(namespace.to_string())
-                .or_default()
-                .push_back(Waiter {
-                    ticket,
-                    sender: sender.to_string(),
-                    grant: tx,
-                });
-            (rx, ticket)
-        };
-        match tokio::time::timeout(wait, &mut rx).await {
-            Ok(Ok(permit)) => Some(permit),
-            Ok(Err(_)) => None,
-            Err(_) => {
-                let mut state = lock(&self.state);
-                let mut removed = false;
-                if let Some(queue) = state.waiting.get_mut(namespace) {
-                    let before = queue.len();
-                    queue.retain(|w| w.ticket != ticket);
-                    removed = queue.len() < before;
-                    if queue.is_empty() {
-                        state.waiting.remove(namespace);
-                        state.turn.retain(|n| n != namespace);
-                    }
-                }
-                if removed {
-                    state.count_waiter(namespace, sender, -1);
-                }
-                drop(state);
-                // Granted between the timeout and the lock: use it rather than waste it.
-                rx.try_recv().ok()
-            }
+        self.reserve(namespace, sender)?.wait(wait).await
+    }
+
+    /// A place in line for a send of `namespace` through `sender`, taken at once: a slot when
+    /// one fits, else a place among the waiters; `None` when the waiters are full too (the
+    /// caller comes back later). The delivery makes its ledger claim while in line and then
+    /// [waits](Reservation::wait) for the slot, so a slot is never held across that API write.
+    pub fn reserve(&self, namespace: &str, sender: &str) -> Option<Reservation> {
+        let mut state = lock(&self.state);
+        if state.fits(&self.limits, namespace, sender) {
+            state.take(namespace, sender);
+            return Some(Reservation::Granted(self.permit(namespace, sender)));
         }
+        if !state.may_wait(&self.limits, namespace, sender) {
+            return None;
+        }
+        state.count_waiter(namespace, sender, 1);
+        let (tx, rx) = oneshot::channel();
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        if !state.waiting.contains_key(namespace) {
+            state.turn.push_back(namespace.to_string());
+        }
+        state
+            .waiting
+            .entry(namespace.to_string())
+            .or_default()
+            .push_back(Waiter {
+                ticket,
+                sender: sender.to_string(),
+                grant: tx,
+            });
+        Some(Reservation::Queued(InLine {
+            state: self.state.clone(),
+            namespace: namespace.to_string(),
+            sender: sender.to_string(),
+            ticket,
+            rx: Some(rx),
+        }))
     }
 
     fn permit(&self, namespace: &str, sender: &str) -> SendPermit {

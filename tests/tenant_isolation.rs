@@ -201,6 +201,19 @@ async fn an_email_waiting_for_a_slot_past_not_after_expires_unsent() {
     wait_for(&emails, "deadline", phase_is(EmailPhase::Expired), WAIT).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(mock.calls(), 1, "nothing went out after notAfter");
+    // Its claim, made while it waited in line, was withdrawn: no ledger entry is left that a
+    // later reconcile or another replica could take for an interrupted send.
+    let deliveries: Api<kmailops::api::EmailDelivery> = Api::namespaced(env.client(), &ns);
+    let left: Vec<String> = deliveries
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|d| d.spec.email_name == "deadline")
+        .map(|d| d.metadata.name.unwrap_or_default())
+        .collect();
+    assert!(left.is_empty(), "unused claims left behind: {left:?}");
     op.stop().await;
 }
 

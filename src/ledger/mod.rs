@@ -238,6 +238,28 @@ pub async fn claim_new(
     }
 }
 
+/// Withdraws the claim of attempt 1 that was never used (no provider call was made for it):
+/// deletes the entry, unless it changed since `entry` was read, so the delivery is back to
+/// having no entry. Only its creator may do this, before any call: an entry that recorded or
+/// started an attempt is the delivery's history and is never deleted here.
+pub async fn withdraw_new(
+    api: &Api<EmailDelivery>,
+    entry: &EmailDelivery,
+) -> Result<bool, kube::Error> {
+    let params = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: entry.metadata.uid.clone(),
+            resource_version: entry.metadata.resource_version.clone(),
+        }),
+        ..Default::default()
+    };
+    match api.delete(&entry.name_any(), &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Claims the next attempt of an entry that is waiting between attempts. The entry's
 /// resourceVersion is a precondition, so of two claimers only one succeeds.
 pub async fn claim_next(

@@ -119,6 +119,41 @@ async fn a_cancelled_waiter_does_not_swallow_the_slot() {
     assert!(s.acquire("c", "c/x", NOW).await.is_some());
 }
 
+#[tokio::test]
+async fn a_place_in_line_is_served_in_turn_and_a_dropped_one_gives_its_turn_on() {
+    let s = slots(1, 1, 1);
+    let held = s.acquire("a", "a/x", NOW).await.unwrap();
+    // In line while its claim is written (no slot is held meanwhile).
+    let first = s.reserve("b", "b/x").expect("room in line");
+    assert!(
+        s.reserve("c", "c/x").is_none(),
+        "the line is as long as the slots"
+    );
+    assert_eq!(s.in_use(), 1);
+    // The first gives up before waiting (its claim failed): its place goes to the next one.
+    drop(first);
+    let second = s.reserve("c", "c/x").expect("room in line again");
+    drop(held);
+    let permit = second.wait(SOON).await.expect("served once the slot frees");
+    assert_eq!(s.in_use(), 1);
+    drop(permit);
+    assert_eq!(s.in_use(), 0);
+    assert!(s.reserve("d", "d/x").is_some());
+}
+
+#[tokio::test]
+async fn a_place_granted_while_its_owner_was_away_is_given_back_when_dropped() {
+    let s = slots(1, 1, 1);
+    let held = s.acquire("a", "a/x", NOW).await.unwrap();
+    let in_line = s.reserve("b", "b/x").unwrap();
+    drop(held);
+    // Granted to the place in line, which nobody waited on yet.
+    assert_eq!(s.in_use(), 1);
+    drop(in_line);
+    assert_eq!(s.in_use(), 0, "the unreceived slot is given back");
+    assert!(s.acquire("c", "c/x", NOW).await.is_some());
+}
+
 #[test]
 fn default_caps_leave_room_for_others() {
     let l = SlotLimits::from_total(16);
@@ -133,19 +168,28 @@ enum Step {
     Acquire(u8, u8),
     /// Give back the held permit at this index (modulo the number held).
     Release(usize),
+    /// Namespace and sender index: take a place in line (as a delivery does before its claim).
+    Reserve(u8, u8),
+    /// Wait briefly on the place in line at this index; a slot received is held.
+    Wait(usize),
+    /// Drop the place in line at this index unused (its claim failed).
+    Leave(usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         (0u8..3, 0u8..3).prop_map(|(n, s)| Step::Acquire(n, s)),
         any::<usize>().prop_map(Step::Release),
+        (0u8..3, 0u8..3).prop_map(|(n, s)| Step::Reserve(n, s)),
+        any::<usize>().prop_map(Step::Wait),
+        any::<usize>().prop_map(Step::Leave),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
-    /// Over any sequence of takes and gives back, no cap is ever exceeded, every slot taken is
-    /// given back, and nobody waits while a slot they fit is free.
+    /// Over any sequence of takes, places in line, waits, and gives back, no cap is ever
+    /// exceeded, every slot taken is given back, and nobody waits while a slot they fit is free.
     #[test]
     fn caps_hold_and_slots_are_never_lost(steps in prop::collection::vec(step(), 1..60)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
@@ -153,6 +197,7 @@ proptest! {
             let limits = SlotLimits { total: 4, per_sender: 2, per_namespace: 3 };
             let s = SendSlots::new(limits);
             let mut held: Vec<SendPermit> = Vec::new();
+            let mut in_line: Vec<Reservation> = Vec::new();
             for st in steps {
                 match st {
                     Step::Acquire(n, x) => {
@@ -172,16 +217,45 @@ proptest! {
                             held.swap_remove(i);
                         }
                     }
+                    Step::Reserve(n, x) => {
+                        in_line.extend(s.reserve(&format!("ns{n}"), &format!("ns{n}/s{x}")));
+                    }
+                    Step::Wait(i) => {
+                        if !in_line.is_empty() {
+                            let r = in_line.swap_remove(i % in_line.len());
+                            held.extend(r.wait(Duration::from_millis(1)).await);
+                        }
+                    }
+                    Step::Leave(i) => {
+                        if !in_line.is_empty() {
+                            in_line.swap_remove(i % in_line.len());
+                        }
+                    }
                 }
                 let state = lock(&s.state);
-                prop_assert_eq!(state.in_use, held.len());
+                // Slots are held by permits, by places granted at once, and by places in line
+                // served since (their slot waits in the channel): never more than that.
+                prop_assert!(state.in_use >= held.len());
+                prop_assert!(state.in_use <= held.len() + in_line.len());
                 prop_assert!(state.in_use <= limits.total);
                 prop_assert!(state.by_sender.values().all(|n| *n <= limits.per_sender));
                 prop_assert!(state.by_namespace.values().all(|n| *n <= limits.per_namespace));
-                prop_assert!(state.waiting.is_empty() && state.turn.is_empty());
+                prop_assert!(state.waiting_total <= limits.total);
+                let queued: usize = state.waiting.values().map(|q| q.len()).sum();
+                prop_assert_eq!(queued, state.waiting_total);
+                // Nobody waits for a slot that is free and fits them.
+                for (ns, queue) in &state.waiting {
+                    for w in queue {
+                        prop_assert!(!state.fits(&limits, ns, &w.sender));
+                    }
+                }
             }
             held.clear();
+            in_line.clear();
             prop_assert_eq!(s.in_use(), 0);
+            let state = lock(&s.state);
+            prop_assert!(state.waiting.is_empty() && state.turn.is_empty());
+            prop_assert_eq!(state.waiting_total, 0);
             Ok(())
         })?;
     }

@@ -21,7 +21,7 @@ use super::gather::{Gathered, Prepared};
 use super::outcome::{LedgerOutcome, SentVia};
 use super::status::{self, Applied, Note, Update};
 use super::{PROBLEM_RECHECK, Reconcile};
-use crate::send_slots::SendPermit;
+use crate::send_slots::{Reservation, SendPermit};
 
 /// How long a delivery waits for a send slot before it gives the worker back. The number of
 /// waiters is bounded by the slots (`send_slots`), so a stuck sender holds few workers; the
@@ -31,6 +31,11 @@ const SLOT_WAIT: Duration = Duration::from_secs(10);
 /// When a delivery that got no slot comes back (plus up to three seconds, so many waiting
 /// Emails do not all come back at once).
 const SLOT_RETRY: Duration = Duration::from_secs(2);
+
+/// [`SLOT_RETRY`] plus up to three seconds, so many waiting Emails do not all return at once.
+fn slot_retry() -> Duration {
+    SLOT_RETRY + Duration::from_millis(rand::random::<u64>() % 3000)
+}
 
 impl Reconcile<'_> {
     pub(super) async fn act(
@@ -169,8 +174,8 @@ impl Reconcile<'_> {
         let entry = match cached {
             Some(e) => e,
             None => {
-                let permit = match self.admit(p, token).await {
-                    Ok(permit) => permit,
+                let reservation = match self.admit(p, token).await {
+                    Ok(reservation) => reservation,
                     Err(instead) => return instead,
                 };
                 let new = ledger::NewEntry {
@@ -193,7 +198,10 @@ impl Reconcile<'_> {
                 .await?
                 {
                     Claim::Won(created) => {
-                        return self.attempt(g, p, &created, 1, token, permit).await;
+                        return match self.slot_for_claim(p, reservation, &created).await? {
+                            Ok(permit) => self.attempt(g, p, &created, 1, token, permit).await,
+                            Err(instead) => Ok(instead),
+                        };
                     }
                     Claim::Exists => match self.deliveries.get_opt(&entry_name).await? {
                         Some(e) => Arc::new(e),
@@ -241,42 +249,33 @@ impl Reconcile<'_> {
     }
 
     /// What a new attempt needs before it is claimed: a process that is not stopping (else the
-    /// successor claims it), a fair share of the send slots (else the Email comes back
-    /// shortly, leaving the worker to other Emails), `notAfter` still ahead (waiting for a slot
-    /// or a retry may have taken it past), and room in the sender's rate limit (else the Email
-    /// waits as Pending). The slot is held through the provider call.
+    /// successor claims it), `notAfter` still ahead, a place in line for a fair share of the
+    /// send slots (else the Email comes back shortly, leaving the worker to other Emails), and
+    /// room in the sender's rate limit (else the Email waits as Pending). The slot itself is
+    /// waited for after the claim ([`Self::slot_for_claim`]), so no slot sits idle while the
+    /// claim is written.
     async fn admit(
         &self,
         p: &Prepared,
         token: Option<&str>,
-    ) -> Result<SendPermit, Result<Action, kube::Error>> {
+    ) -> Result<Reservation, Result<Action, kube::Error>> {
         if self.ctx.is_stopping() {
             return Err(Ok(Action::requeue(Duration::from_secs(5))));
         }
-        let slots = &self.ctx.sends.slots;
-        let Some(permit) = slots
-            .acquire(&self.namespace, &p.sender.key, SLOT_WAIT)
-            .await
-        else {
-            tracing::debug!(email = %self.id, sender = %p.sender.key, "no send slot free for this sender or namespace; trying again shortly");
-            let again = SLOT_RETRY + Duration::from_millis(rand::random::<u64>() % 3000);
-            return Err(Ok(Action::requeue(again)));
-        };
-        if self
-            .facts()
-            .not_after
-            .is_some_and(|t| t <= Timestamp::now())
-        {
-            return Err(self
-                .write(self.expired())
-                .await
-                .map(|_| Action::await_change()));
+        match self.past_not_after().await {
+            Ok(None) => {}
+            Ok(Some(instead)) => return Err(Ok(instead)),
+            Err(e) => return Err(Err(e)),
         }
+        let Some(reservation) = self.ctx.sends.slots.reserve(&self.namespace, &p.sender.key) else {
+            tracing::debug!(email = %self.id, sender = %p.sender.key, "no send slot or place in line free for this sender or namespace; trying again shortly");
+            return Err(Ok(Action::requeue(slot_retry())));
+        };
         let limit = p.sender.config.spec.rate_limit.as_ref();
         match self.ctx.rate_limits.try_acquire(&p.sender.key, limit) {
-            Ok(()) => Ok(permit),
+            Ok(()) => Ok(reservation),
             Err(wait) => {
-                drop(permit);
+                drop(reservation);
                 let update = (status::current_reason(self.email).as_deref()
                     != Some(status::reasons::RATE_LIMITED))
                 .then(|| self.rate_limited(p, token));
@@ -289,6 +288,50 @@ impl Reconcile<'_> {
                 .await)
             }
         }
+    }
+
+    /// `Expired` written when `notAfter` has passed (waiting in line or for a retry may have
+    /// taken it past): what the reconcile does instead of sending.
+    async fn past_not_after(&self) -> Result<Option<Action>, kube::Error> {
+        if self.facts().not_after.is_none_or(|t| t > Timestamp::now()) {
+            return Ok(None);
+        }
+        self.write(self.expired()).await?;
+        Ok(Some(Action::await_change()))
+    }
+
+    /// The slot for attempt 1 of an entry this reconcile has just created (claimed). When none
+    /// comes within [`SLOT_WAIT`], the process began stopping, or `notAfter` passed meanwhile,
+    /// the unused claim is withdrawn (the entry deleted, unless it changed) so that nobody
+    /// ever takes it for a send the operator was interrupted in, and the Email comes back
+    /// later (or ends Expired).
+    async fn slot_for_claim(
+        &self,
+        p: &Prepared,
+        reservation: Reservation,
+        created: &EmailDelivery,
+    ) -> Result<Result<SendPermit, Action>, kube::Error> {
+        let permit = reservation.wait(SLOT_WAIT).await;
+        let expired = self
+            .facts()
+            .not_after
+            .is_some_and(|t| t <= Timestamp::now());
+        if let Some(permit) = permit
+            && !expired
+            && !self.ctx.is_stopping()
+        {
+            return Ok(Ok(permit));
+        }
+        tracing::debug!(email = %self.id, sender = %p.sender.key, expired, "withdrawing an unused claim");
+        if let Err(e) = ledger::withdraw_new(&self.deliveries, created).await {
+            // The claim stays ours and unused: the next reconcile resumes it.
+            tracing::warn!(email = %self.id, error = %e, "could not withdraw an unused claim; it is resumed later");
+        }
+        if expired {
+            self.write(self.expired()).await?;
+            return Ok(Err(Action::await_change()));
+        }
+        Ok(Err(Action::requeue(slot_retry())))
     }
 
     /// Acts on the ledger entry of this delivery.
@@ -386,10 +429,18 @@ impl Reconcile<'_> {
                     let wait: Duration = (next - now).try_into().unwrap_or_default();
                     return Ok(Action::requeue(wait));
                 }
-                let permit = match self.admit(p, token).await {
-                    Ok(permit) => permit,
+                let reservation = match self.admit(p, token).await {
+                    Ok(reservation) => reservation,
                     Err(instead) => return instead,
                 };
+                // A later attempt claims only once it has its slot: the entry holds the
+                // delivery's history, so an unused claim could not simply be withdrawn.
+                let Some(permit) = reservation.wait(SLOT_WAIT).await else {
+                    return Ok(Action::requeue(slot_retry()));
+                };
+                if let Some(instead) = self.past_not_after().await? {
+                    return Ok(instead);
+                }
                 let settings = &self.ctx.settings;
                 let next_no = attempts + 1;
                 if ledger::claim_next(
@@ -432,8 +483,21 @@ impl Reconcile<'_> {
         if !still_ours {
             return Box::pin(self.follow_entry(g, p, &fresh, token)).await;
         }
-        // The claim is already made, so only the slot is waited for (notAfter and the rate
-        // limit were checked before the claim).
+        // The claim is already made, so only the slot is waited for (the rate limit was
+        // checked before the claim), and attempt 1 withdraws its claim if it gets none.
+        if attempt == 1 {
+            let Some(reservation) = self.ctx.sends.slots.reserve(&self.namespace, &p.sender.key)
+            else {
+                return Ok(Action::requeue(slot_retry()));
+            };
+            return match self.slot_for_claim(p, reservation, &fresh).await? {
+                Ok(permit) => {
+                    tracing::info!(email = %self.id, entry = entry_name, attempt, "using a claim whose answer was lost or whose slot came late");
+                    self.attempt(g, p, &fresh, attempt, token, permit).await
+                }
+                Err(instead) => Ok(instead),
+            };
+        }
         let Some(permit) = self
             .ctx
             .sends
@@ -441,7 +505,7 @@ impl Reconcile<'_> {
             .acquire(&self.namespace, &p.sender.key, SLOT_WAIT)
             .await
         else {
-            return Ok(Action::requeue(SLOT_RETRY));
+            return Ok(Action::requeue(slot_retry()));
         };
         tracing::info!(email = %self.id, entry = entry_name, attempt, "using a claim whose answer was lost");
         self.attempt(g, p, &fresh, attempt, token, permit).await
