@@ -28,6 +28,8 @@
 #   LATENCY_MS            provider latency per send (default 50)
 #   MAX_CONCURRENT_SENDS  the operator's --max-concurrent-sends (default 16, its default)
 #   OPEN_LOOP_S           length of the open-loop run in seconds (default 60; 0 skips it)
+#   OPERATOR_BIN          measure this operator binary instead of building the current one
+#                         (e.g. a release build of an older commit, for a before/after pair)
 #   BUSY_CORES            processes that spin on the CPU for the whole measuring part
 #                         (default 0): BUSY_CORES=1 measures a loaded machine (one core busy)
 #   BENCH_API_PORT, BENCH_ETCD_PORT   the private test server's ports (default 36443, 33790)
@@ -65,10 +67,17 @@ log "building (release)"
 E2E_BIN=$(cargo bench --bench e2e --bench render --no-run --message-format=json-render-diagnostics |
   grep '"name":"e2e"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
 [[ -x $E2E_BIN ]] || die "cargo did not report the e2e bench executable"
-cargo build --release --bin kmailops
 mkdir -p "$OUT"
-# A copy, so that no later cargo command can swap the binary being measured.
-cp target/release/kmailops "$OUT/kmailops"
+if [[ -n ${OPERATOR_BIN:-} ]]; then
+  # Another build of the operator (an older commit, for a before/after pair) under the same
+  # bench: only the binary differs between the two runs.
+  [[ -x $OPERATOR_BIN ]] || die "OPERATOR_BIN=$OPERATOR_BIN is not an executable"
+  cp "$OPERATOR_BIN" "$OUT/kmailops"
+else
+  cargo build --release --bin kmailops
+  # A copy, so that no later cargo command can swap the binary being measured.
+  cp target/release/kmailops "$OUT/kmailops"
+fi
 
 log "micro-benchmark: template rendering and message building"
 BENCH_OUT="$OUT" cargo bench --bench render
