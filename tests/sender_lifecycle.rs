@@ -731,38 +731,6 @@ async fn every_sender_is_counted_as_configured_by_provider_and_status_until_it_i
     op.stop().await;
 }
 
-/// A MailerSend health endpoint that answers 200 or, during an "outage", 503.
-async fn switchable_quota_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let down = std::sync::Arc::new(AtomicBool::new(false));
-    let flag = down.clone();
-    let app = axum::Router::new().route(
-        "/v1/api-quota",
-        axum::routing::get(move || {
-            let down = flag.load(Ordering::SeqCst);
-            async move {
-                if down {
-                    (
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                        r#"{"message":"Service Unavailable"}"#,
-                    )
-                } else {
-                    (
-                        axum::http::StatusCode::OK,
-                        r#"{"quota":3000,"remaining":2999,"reset":"2026-12-01T00:00:00Z"}"#,
-                    )
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/v1"), down)
-}
-
 #[tokio::test]
 async fn a_provider_outage_changes_healthy_never_ready_and_a_disabled_sender_is_ready() {
     kmailops::provider::http::install_crypto_provider();
@@ -770,7 +738,7 @@ async fn a_provider_outage_changes_healthy_never_ready_and_a_disabled_sender_is_
     let ns = env.unique_namespace("ready-healthy").await;
     let client = env.client();
     secret(&client, &ns, "mailersend-token", "token", "test-token").await;
-    let (base_url, down) = switchable_quota_server().await;
+    let (base_url, down, _) = switchable_provider().await;
     // The shortest intervals the schema allows. A changed spec is checked at once, which is
     // how the outage below is noticed without waiting out the interval.
     let checks = "  healthCheck: {interval: 30s, unhealthyInterval: 10s, timeout: 2s}";

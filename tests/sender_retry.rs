@@ -79,15 +79,18 @@ async fn one_token_on_the_sender_retries_its_unknown_emails_once() {
 
     outage.store(false, Ordering::SeqCst);
     let senders: Api<EmailSenderConfig> = Api::namespaced(env.client(), &ns);
-    let retry = |token: &str| serde_json::json!({"metadata": {"annotations": {"kmailops.io/retry": token}}});
-    senders
-        .patch(
-            "mailgun",
-            &PatchParams::default(),
-            &Patch::Merge(&retry("after-outage")),
-        )
-        .await
-        .unwrap();
+    let retry = |token: &'static str| {
+        let senders = senders.clone();
+        async move {
+            let patch =
+                serde_json::json!({"metadata": {"annotations": {"kmailops.io/retry": token}}});
+            senders
+                .patch("mailgun", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    };
+    retry("after-outage").await;
     for n in names {
         let sent = wait_for(&emails, n, phase_is(EmailPhase::Sent), WAIT).await;
         let status = sent.status.unwrap();
@@ -99,14 +102,7 @@ async fn one_token_on_the_sender_retries_its_unknown_emails_once() {
     assert_eq!(sends(), 6, "exactly one more attempt each");
 
     // The same token again, or an unrelated change of the sender: nothing more.
-    senders
-        .patch(
-            "mailgun",
-            &PatchParams::default(),
-            &Patch::Merge(&retry("after-outage")),
-        )
-        .await
-        .unwrap();
+    retry("after-outage").await;
     env.apply_yaml(
         &ns,
         &format!("{}  displayName: Mailgun EU\n", mailgun_sender(&mock.url)),
