@@ -518,6 +518,9 @@ async fn settle(proxy: &Proxy, quiet: Duration, max: Duration) {
     }
 }
 
+/// The operator's count of Email reconciles.
+const EMAIL_RECONCILES: &str = "kmailops_reconcile_duration_seconds_count{kind=\"Email\"}";
+
 // ---- end to end ------------------------------------------------------------------------------
 
 /// When each Email was first seen Sent, and with which Ready reason.
@@ -570,6 +573,8 @@ struct EndToEnd {
     rss_before_mib: f64,
     cpu_s: f64,
     cpu_s_window: f64,
+    /// Email reconciles during the run per Email (each watch event, requeue and wake-up is one).
+    reconciles_per_email: f64,
     startup: Duration,
     /// CPU seconds of the API server, etcd and this bench process during the window.
     other_cpu: BTreeMap<String, f64>,
@@ -613,6 +618,7 @@ async fn end_to_end(
     let calls_before = mock.calls();
     let apiserver_before = apiserver_writes(client).await;
     let cpu_before = operator.cpu_seconds();
+    let reconciles_before = operator.metric(EMAIL_RECONCILES).await.unwrap_or(0.0);
     let rss_before = procstat::rss_mib(operator.pid).unwrap_or(f64::NAN);
     let others_before = other_cpu(s);
     let machine_before = procstat::machine_ticks();
@@ -691,6 +697,7 @@ async fn end_to_end(
         _ => None,
     };
     let cpu_s = operator.cpu_seconds();
+    let reconciles = operator.metric(EMAIL_RECONCILES).await.unwrap_or(f64::NAN) - reconciles_before;
     let machine_busy = match (machine_before, procstat::machine_ticks()) {
         (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 / (t1 - t0) as f64,
         _ => f64::NAN,
@@ -716,6 +723,7 @@ async fn end_to_end(
         rss_before_mib: rss_before,
         cpu_s,
         cpu_s_window: cpu_s - cpu_before,
+        reconciles_per_email: reconciles / s.n as f64,
         startup,
         other_cpu,
         machine_busy,
@@ -847,7 +855,7 @@ async fn restart(
     // no CPU for half a second. Idle time is when that quiet half second began.
     const QUIET: Duration = Duration::from_millis(500);
     let deadline = Instant::now() + s.deadline();
-    let series = "kmailops_reconcile_duration_seconds_count{kind=\"Email\"}";
+    let series = EMAIL_RECONCILES;
     let (mut cpu, mut quiet_since) = (operator.cpu_seconds(), Instant::now());
     let idle = loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1106,6 +1114,7 @@ impl Report {
             "operator_startup_s": r(e.startup.as_secs_f64()),
             "operator_rss_before_first_email_mb": r(e.rss_before_mib),
             "operator_cpu_s_during_run": r(e.cpu_s_window),
+            "email_reconciles_per_email": r(e.reconciles_per_email),
             "machine_cpu_busy_during_run": r(e.machine_busy),
             "other_cpu_s_during_run": e.other_cpu.iter().map(|(k, v)| (k.clone(), r(*v))).collect::<BTreeMap<_, _>>(),
             "requests": breakdown(&e.requests),
@@ -1310,6 +1319,10 @@ impl Report {
                     "{:.1} MiB ({:.1} MiB before the first Email) / {:.2} s ({:.2} s during the run)",
                     e.peak_rss_mib, e.rss_before_mib, e.cpu_s, e.cpu_s_window
                 ),
+            ),
+            (
+                "Email reconciles per Email".into(),
+                format!("{:.2}", e.reconciles_per_email),
             ),
             (
                 "  CPU of the others during the run".into(),
