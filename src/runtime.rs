@@ -426,6 +426,17 @@ pub async fn run_with(
         }
     };
     let email_ctx = email::EmailContext::new(ctx);
+    {
+        // A delivery that found no place in line for a send slot is parked, and comes back
+        // when a place frees for it (not by polling: thousands of queued Emails would then
+        // be reconciled again and again for nothing).
+        let tx = trigger_tx.clone();
+        email_ctx.sends.slots.set_waker(Arc::new(move |key: &str| {
+            if let Some((namespace, name)) = key.split_once('/') {
+                let _ = tx.send(ObjectRef::new(name).within(namespace));
+            }
+        }));
+    }
     let emails_controller = controller
         .reconcile_on(tokio_stream_from(trigger_rx))
         .graceful_shutdown_on(stopping)

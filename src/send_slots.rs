@@ -8,9 +8,11 @@
 //!
 //! Waiting is bounded twice: in time (a reconcile that gets no slot within its wait gives the
 //! controller's worker back and comes again later) and in number (as many waiters per sender,
-//! per namespace and in all as there are slots; more come back later at once). So waiting
-//! Emails never keep other Emails from being reconciled, while a busy sender always has the
-//! next delivery waiting when a slot frees.
+//! per namespace and in all as there are slots). A delivery that finds the line full is
+//! parked: it holds no worker, and the first place that frees for it wakes it (one place, one
+//! wake-up). So waiting Emails never keep other Emails from being reconciled, a busy sender
+//! always has the next delivery waiting when a slot frees, and a backlog of thousands costs no
+//! reconciles while it waits.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -71,6 +73,20 @@ struct State {
     waiting_by_namespace: HashMap<String, usize>,
     waiting_total: usize,
     next_ticket: u64,
+    /// Deliveries that found no place in line, oldest first, by the key their owner gave
+    /// ([`SendSlots::reserve_or_park`]); each freed place wakes the first that fits.
+    parked: VecDeque<Parked>,
+    /// Called with a parked key when a place frees for it (outside the lock).
+    waker: Option<Waker>,
+}
+
+/// Wakes a parked delivery's owner (the Email controller queues a reconcile of that Email).
+pub type Waker = Arc<dyn Fn(&str) + Send + Sync>;
+
+struct Parked {
+    namespace: String,
+    sender: String,
+    key: String,
 }
 
 struct Waiter {
@@ -112,6 +128,7 @@ pub enum Reservation {
 /// A waiter's place in line.
 pub struct InLine {
     state: Arc<Mutex<State>>,
+    limits: SlotLimits,
     namespace: String,
     sender: String,
     ticket: u64,
@@ -171,8 +188,15 @@ impl InLine {
                 state.turn.retain(|n| *n != self.namespace);
             }
         }
-        if removed {
+        let wake = if removed {
             state.count_waiter(&self.namespace, &self.sender, -1);
+            state.wake_one(&self.limits)
+        } else {
+            None
+        };
+        drop(state);
+        if let Some((waker, key)) = wake {
+            waker(&key);
         }
     }
 }
@@ -272,6 +296,23 @@ impl State {
         }
     }
 
+    /// One place has freed (a slot, or a place in line): the first parked delivery that now
+    /// fits or may wait leaves the parked list, and its key and the waker are returned so the
+    /// caller wakes it once the lock is released. One place, one wake-up: no herd.
+    fn wake_one(&mut self, limits: &SlotLimits) -> Option<(Waker, String)> {
+        let waker = self.waker.clone()?;
+        let index = self.parked.iter().position(|p| {
+            self.fits(limits, &p.namespace, &p.sender)
+                || self.may_wait(limits, &p.namespace, &p.sender)
+        })?;
+        let parked = self.parked.remove(index)?;
+        Some((waker, parked.key))
+    }
+
+    fn unpark(&mut self, key: &str) {
+        self.parked.retain(|p| p.key != key);
+    }
+
     /// The next waiter to serve: from the first namespace in turn that has room, its oldest
     /// waiter whose sender has room. A namespace served goes to the back of the turn.
     fn next_waiter(&mut self, limits: &SlotLimits) -> Option<(String, Waiter)> {
@@ -340,6 +381,44 @@ impl SendSlots {
     /// [waits](Reservation::wait) for the slot, so a slot is never held across that API write.
     pub fn reserve(&self, namespace: &str, sender: &str) -> Option<Reservation> {
         let mut state = lock(&self.state);
+        self.reserve_locked(&mut state, namespace, sender)
+    }
+
+    /// [`Self::reserve`], and when there is no place, `key` is parked: the waker set with
+    /// [`Self::set_waker`] is called with it as soon as a place that fits it frees, so the
+    /// delivery comes back exactly then instead of polling. A key is parked once however often
+    /// it is refused, and leaves the parked list when it gets a place.
+    pub fn reserve_or_park(&self, namespace: &str, sender: &str, key: &str) -> Option<Reservation> {
+        let mut state = lock(&self.state);
+        let got = self.reserve_locked(&mut state, namespace, sender);
+        if got.is_some() {
+            state.unpark(key);
+        } else if !state.parked.iter().any(|p| p.key == key) {
+            state.parked.push_back(Parked {
+                namespace: namespace.to_string(),
+                sender: sender.to_string(),
+                key: key.to_string(),
+            });
+        }
+        got
+    }
+
+    /// Who is told when a parked delivery may come back (see [`Self::reserve_or_park`]).
+    pub fn set_waker(&self, waker: Waker) {
+        lock(&self.state).waker = Some(waker);
+    }
+
+    /// Deliveries parked now.
+    pub fn parked(&self) -> usize {
+        lock(&self.state).parked.len()
+    }
+
+    fn reserve_locked(
+        &self,
+        state: &mut State,
+        namespace: &str,
+        sender: &str,
+    ) -> Option<Reservation> {
         if state.fits(&self.limits, namespace, sender) {
             state.take(namespace, sender);
             return Some(Reservation::Granted(self.permit(namespace, sender)));
@@ -365,6 +444,7 @@ impl SendSlots {
             });
         Some(Reservation::Queued(InLine {
             state: self.state.clone(),
+            limits: self.limits,
             namespace: namespace.to_string(),
             sender: sender.to_string(),
             ticket,
@@ -391,6 +471,11 @@ impl Drop for SendPermit {
         let mut state = lock(&self.state);
         state.give_back(&self.namespace, &self.sender);
         state.dispatch(&self.limits, &self.state);
+        let wake = state.wake_one(&self.limits);
+        drop(state);
+        if let Some((waker, key)) = wake {
+            waker(&key);
+        }
     }
 }
 

@@ -697,7 +697,8 @@ async fn end_to_end(
         _ => None,
     };
     let cpu_s = operator.cpu_seconds();
-    let reconciles = operator.metric(EMAIL_RECONCILES).await.unwrap_or(f64::NAN) - reconciles_before;
+    let reconciles =
+        operator.metric(EMAIL_RECONCILES).await.unwrap_or(f64::NAN) - reconciles_before;
     let machine_busy = match (machine_before, procstat::machine_ticks()) {
         (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 / (t1 - t0) as f64,
         _ => f64::NAN,

@@ -1,3 +1,4 @@
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -152,6 +153,60 @@ async fn a_place_granted_while_its_owner_was_away_is_given_back_when_dropped() {
     drop(in_line);
     assert_eq!(s.in_use(), 0, "the unreceived slot is given back");
     assert!(s.acquire("c", "c/x", NOW).await.is_some());
+}
+
+/// The keys woken so far, in order.
+fn record_wakes(s: &SendSlots) -> Arc<Mutex<Vec<String>>> {
+    let woken = Arc::new(Mutex::new(Vec::new()));
+    let log = woken.clone();
+    s.set_waker(Arc::new(move |key: &str| {
+        log.lock().unwrap().push(key.to_string())
+    }));
+    woken
+}
+
+#[tokio::test]
+async fn a_refused_delivery_is_parked_once_and_woken_when_a_place_frees_for_it() {
+    let s = slots(1, 1, 1);
+    let woken = record_wakes(&s);
+    let held = s.acquire("a", "a/x", NOW).await.unwrap();
+    let in_line = s.reserve_or_park("a", "a/x", "a/first").unwrap();
+    // Refused twice (the Email was reconciled again meanwhile): parked once.
+    assert!(s.reserve_or_park("a", "a/x", "a/second").is_none());
+    assert!(s.reserve_or_park("a", "a/x", "a/second").is_none());
+    assert_eq!(s.parked(), 1);
+    assert!(woken.lock().unwrap().is_empty(), "nothing freed yet");
+    // The slot goes to the one in line, whose place in line frees: the parked one is woken.
+    drop(held);
+    assert_eq!(*woken.lock().unwrap(), ["a/second"]);
+    assert_eq!(s.parked(), 0);
+    let permit = in_line.wait(SOON).await.unwrap();
+    assert!(s.reserve_or_park("a", "a/x", "a/second").is_some());
+    drop(permit);
+}
+
+#[tokio::test]
+async fn one_freed_place_wakes_one_parked_delivery_that_fits_it() {
+    let s = slots(2, 1, 2);
+    let woken = record_wakes(&s);
+    let stuck = s.acquire("a", "a/stuck", NOW).await.unwrap();
+    let busy = s.acquire("b", "b/x", NOW).await.unwrap();
+    let _stuck_line = s.reserve("a", "a/stuck").unwrap();
+    let _busy_line = s.reserve("b", "b/x").unwrap();
+    // The line is full in all: everyone else is parked, oldest first.
+    for key in ["a/1", "a/2"] {
+        assert!(s.reserve_or_park("a", "a/stuck", key).is_none());
+    }
+    for key in ["b/1", "b/2"] {
+        assert!(s.reserve_or_park("b", "b/x", key).is_none());
+    }
+    assert_eq!(s.parked(), 4);
+    // b's slot frees: its waiter takes it, one place in line frees. a's parked deliveries
+    // are older, but their sender's line is still full: the first of b is woken, and only it.
+    drop(busy);
+    assert_eq!(*woken.lock().unwrap(), ["b/1"]);
+    assert_eq!(s.parked(), 3);
+    drop(stuck);
 }
 
 #[test]

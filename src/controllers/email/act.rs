@@ -37,6 +37,12 @@ fn slot_retry() -> Duration {
     SLOT_RETRY + Duration::from_millis(rand::random::<u64>() % 3000)
 }
 
+/// When a parked delivery comes back if no freed place woke it first (only if a wake-up was
+/// lost, e.g. the woken Email was deleted meanwhile and so did not take the place).
+fn parked_fallback() -> Duration {
+    Duration::from_secs(30) + Duration::from_millis(rand::random::<u64>() % 5000)
+}
+
 impl Reconcile<'_> {
     pub(super) async fn act(
         &self,
@@ -267,9 +273,8 @@ impl Reconcile<'_> {
             Ok(Some(instead)) => return Err(Ok(instead)),
             Err(e) => return Err(Err(e)),
         }
-        let Some(reservation) = self.ctx.sends.slots.reserve(&self.namespace, &p.sender.key) else {
-            tracing::debug!(email = %self.id, sender = %p.sender.key, "no send slot or place in line free for this sender or namespace; trying again shortly");
-            return Err(Ok(Action::requeue(slot_retry())));
+        let Some(reservation) = self.reserve_or_park(p) else {
+            return Err(Ok(Action::requeue(parked_fallback())));
         };
         let limit = p.sender.config.spec.rate_limit.as_ref();
         match self.ctx.rate_limits.try_acquire(&p.sender.key, limit) {
@@ -288,6 +293,20 @@ impl Reconcile<'_> {
                 .await)
             }
         }
+    }
+
+    /// A place in line for a send slot, or `None` with this Email parked: it is woken (a
+    /// reconcile is queued) when a place frees for its sender and namespace.
+    fn reserve_or_park(&self, p: &Prepared) -> Option<Reservation> {
+        let got = self
+            .ctx
+            .sends
+            .slots
+            .reserve_or_park(&self.namespace, &p.sender.key, &self.id);
+        if got.is_none() {
+            tracing::debug!(email = %self.id, sender = %p.sender.key, "no send slot or place in line free for this sender or namespace; parked until one frees");
+        }
+        got
     }
 
     /// `Expired` written when `notAfter` has passed (waiting in line or for a retry may have
@@ -486,9 +505,8 @@ impl Reconcile<'_> {
         // The claim is already made, so only the slot is waited for (the rate limit was
         // checked before the claim), and attempt 1 withdraws its claim if it gets none.
         if attempt == 1 {
-            let Some(reservation) = self.ctx.sends.slots.reserve(&self.namespace, &p.sender.key)
-            else {
-                return Ok(Action::requeue(slot_retry()));
+            let Some(reservation) = self.reserve_or_park(p) else {
+                return Ok(Action::requeue(parked_fallback()));
             };
             return match self.slot_for_claim(p, reservation, &fresh).await? {
                 Ok(permit) => {
