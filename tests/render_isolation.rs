@@ -390,3 +390,38 @@ fn what_one_render_costs_in_a_worker() {
         worker.0, worker.1, here.0, here.1
     );
 }
+
+/// A worker reads every include and built-in through the caller's library, so the caller's
+/// admission rule decides what a render may read.
+#[test]
+fn includes_in_a_worker_are_read_through_the_callers_admission() {
+    isolation::choose(Isolation::Workers {
+        program: env!("CARGO_BIN_EXE_kmailops").into(),
+    });
+    assert!(isolation::in_workers());
+    let page: EmailTemplateSpec = serde_json::from_value(serde_json::json!({
+        "text": "{% include 'private' %}|{% include 'partials/sign.txt' %}",
+    }))
+    .unwrap();
+    let private: EmailTemplateSpec =
+        serde_json::from_value(serde_json::json!({"text": "private"})).unwrap();
+    let mut set = TemplateSet::default();
+    set.insert(
+        "shop",
+        "private",
+        kmailops::api::EmailTemplate::new("private", private),
+    );
+    let builtins = Arc::new(Builtins::from_files([("partials/sign.txt", "signed")]));
+    let library = Library::new("shop", Arc::new(set), builtins);
+
+    let open = library.clone().admitting(Arc::new(|_, _| true));
+    let out = render(&open, "page", &page, None, &[Part::Text]).unwrap();
+    assert_eq!(out.text.as_deref(), Some("private|signed"));
+
+    let closed = library.admitting(Arc::new(|_, t| {
+        t.metadata.name.as_deref() != Some("private")
+    }));
+    let err = render(&closed, "page", &page, None, &[Part::Text]).unwrap_err();
+    assert_eq!(err.reason, "TemplateError");
+    assert!(err.message.contains("not found"), "{}", err.message);
+}

@@ -179,6 +179,9 @@ impl Pool {
         }
     }
 
+    /// No parent-death signal (PR_SET_PDEATHSIG): it fires when the spawning *thread* ends, and
+    /// blocking-pool threads come and go while their workers serve others. A worker whose
+    /// operator is gone reads the end of its input and exits.
     fn spawn(&self) -> io::Result<Worker> {
         let mut child = Command::new(&self.program)
             .arg(worker::COMMAND)
