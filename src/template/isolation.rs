@@ -9,8 +9,9 @@
 //! nothing keeps burning a CPU after the caller gave up.
 //!
 //! The `kmailops` binary always renders in workers ([`choose`] in `main`, for the operator and
-//! every CLI command). Renders run in-process only where nothing chose workers: unit tests and
-//! benches that link the library, whose own program is not `kmailops`.
+//! every CLI command). Renders run in-process only where that is chosen explicitly: tests and
+//! benches that link the library, whose own program is not `kmailops` (the library's unit
+//! tests need not choose). A program that chose nothing gets errors, not unbounded renders.
 
 use std::io::{self, Read};
 use std::os::unix::process::ExitStatusExt;
@@ -39,14 +40,23 @@ pub enum Isolation {
     Workers { program: PathBuf },
 }
 
-static POOL: OnceLock<Pool> = OnceLock::new();
+/// The choice of this process; `None` until [`choose`] is called.
+static CHOSEN: OnceLock<Chosen> = OnceLock::new();
+
+enum Chosen {
+    InProcess,
+    Workers(Pool),
+}
 
 /// Chooses how every render of this process runs, once, before the first render. A later
 /// call changes nothing.
 pub fn choose(isolation: Isolation) {
-    if let Isolation::Workers { program } = isolation {
-        let _ = POOL.set(Pool::new(program, MAX_CONCURRENT_RENDERS));
-    }
+    let _ = CHOSEN.get_or_init(|| match isolation {
+        Isolation::InProcess => Chosen::InProcess,
+        Isolation::Workers { program } => {
+            Chosen::Workers(Pool::new(program, MAX_CONCURRENT_RENDERS))
+        }
+    });
 }
 
 /// The program to run as a worker: this one. `/proc/self/exe` still names the running
@@ -62,12 +72,31 @@ pub fn this_program() -> io::Result<PathBuf> {
 
 /// Whether renders run in workers (then the worker enforces [`RENDER_BUDGET`] itself).
 pub fn in_workers() -> bool {
-    POOL.get().is_some()
+    matches!(CHOSEN.get(), Some(Chosen::Workers(_)))
 }
 
-/// The worker pool if workers were chosen.
-pub(super) fn pool() -> Option<&'static Pool> {
-    POOL.get()
+/// Where the next render runs.
+pub(super) enum Place {
+    Here,
+    Worker(&'static Pool),
+}
+
+/// Where renders run: as chosen; in the library's own unit tests in-process unless chosen
+/// otherwise. A program that never chose gets an error for every render instead of an
+/// unbounded one.
+pub(super) fn place() -> Result<Place, RenderError> {
+    match CHOSEN.get() {
+        Some(Chosen::Workers(pool)) => Ok(Place::Worker(pool)),
+        Some(Chosen::InProcess) => Ok(Place::Here),
+        None if cfg!(test) => Ok(Place::Here),
+        None => Err(RenderError::new(
+            reasons::TEMPLATE_ERROR,
+            TemplateErrorDetail {
+                message: "renders are not set up in this program (kmailops::template::isolation::choose was never called)".into(),
+                ..Default::default()
+            },
+        )),
+    }
 }
 
 /// Long-lived workers, reused render after render (a spawn costs milliseconds; a round trip

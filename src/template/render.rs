@@ -7,6 +7,7 @@ use minijinja::value::{Serde, Value};
 
 use super::engine::render_part;
 use super::error::{RenderError, reasons};
+use super::isolation::Place;
 use super::library::{Library, part_source};
 use super::names::Part;
 use crate::api::{EmailTemplateSpec, TemplateErrorDetail};
@@ -56,9 +57,9 @@ pub fn render(
     given: Option<&Variables>,
     wanted: &[Part],
 ) -> Result<RenderedContent, RenderError> {
-    match super::isolation::pool() {
-        Some(pool) => pool.render(library, name, spec, given, wanted),
-        None => render_here(library, name, spec, given, wanted),
+    match super::isolation::place()? {
+        Place::Worker(pool) => pool.render(library, name, spec, given, wanted),
+        Place::Here => render_here(library, name, spec, given, wanted),
     }
 }
 
