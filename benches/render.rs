@@ -58,6 +58,9 @@ fn per_second(mut once: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f
 }
 
 fn run() -> anyhow::Result<()> {
+    // The render itself, in this thread: what a worker does per request (the `kmailops` binary
+    // adds a pipe round trip to a worker; tests/render_isolation.rs prints that cost).
+    kmailops::template::isolation::choose(kmailops::template::isolation::Isolation::InProcess);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let set = ManifestSet::load(
         &[

@@ -43,7 +43,7 @@ impl fmt::Debug for AttachmentData {
 }
 
 /// Subject and bodies after template rendering (or taken literally from the Email).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RenderedContent {
     pub subject: String,
     pub text: Option<String>,

@@ -47,10 +47,25 @@ impl TemplateLookup for TemplateSet {
 #[derive(Clone)]
 pub struct Library {
     namespace: String,
-    templates: Arc<dyn TemplateLookup>,
-    builtins: Arc<Builtins>,
-    admit: Option<Admit>,
+    sources: Sources,
 }
+
+#[derive(Clone)]
+enum Sources {
+    /// Looked up here: the cluster's cache (or the files) and the built-ins, with the admission
+    /// rule applied.
+    Here {
+        templates: Arc<dyn TemplateLookup>,
+        builtins: Arc<Builtins>,
+        admit: Option<Admit>,
+    },
+    /// Asked of someone else, who applies the admission rule: a render worker asks the
+    /// operator (see [`super::worker`]).
+    Asked(Fetch),
+}
+
+/// Answers a joined name with its source (see [`Library::source`]).
+pub type Fetch = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Whether a template may be included or extended by the render at hand (see
 /// [`Library::admitting`]).
@@ -65,9 +80,20 @@ impl Library {
     ) -> Self {
         Self {
             namespace: namespace.into(),
-            templates,
-            builtins,
-            admit: None,
+            sources: Sources::Here {
+                templates,
+                builtins,
+                admit: None,
+            },
+        }
+    }
+
+    /// A library whose every source is fetched by `fetch`, which decides what exists and
+    /// what is admitted.
+    pub fn asking(namespace: impl Into<String>, fetch: Fetch) -> Self {
+        Self {
+            namespace: namespace.into(),
+            sources: Sources::Asked(fetch),
         }
     }
 
@@ -76,7 +102,9 @@ impl Library {
     /// reach every template of the shared namespace, also those shared with nobody. A template
     /// not admitted reads as one that does not exist, so nothing tells the two apart.
     pub fn admitting(mut self, admit: Admit) -> Self {
-        self.admit = Some(admit);
+        if let Sources::Here { admit: a, .. } = &mut self.sources {
+            *a = Some(admit);
+        }
         self
     }
 
@@ -84,23 +112,27 @@ impl Library {
         &self.namespace
     }
 
-    pub fn builtins(&self) -> &Builtins {
-        &self.builtins
-    }
-
     /// The source behind a joined name (see [`super::names`]), if it exists.
     pub fn source(&self, name: &str) -> Option<String> {
+        let (templates, builtins, admit) = match &self.sources {
+            Sources::Here {
+                templates,
+                builtins,
+                admit,
+            } => (templates, builtins, admit),
+            Sources::Asked(fetch) => return fetch(name),
+        };
         match target(name) {
             Target::Template { name, part } => {
-                let t = self.templates.template(&self.namespace, name)?;
-                if let Some(admit) = &self.admit
+                let t = templates.template(&self.namespace, name)?;
+                if let Some(admit) = admit
                     && !admit(&self.namespace, &t)
                 {
                     return None;
                 }
                 part_source(&t.spec, part).map(str::to_string)
             }
-            Target::Builtin(path) => self.builtins.get(path).map(str::to_string),
+            Target::Builtin(path) => builtins.get(path).map(str::to_string),
             Target::Bare(_) => None,
         }
     }

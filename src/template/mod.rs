@@ -15,18 +15,21 @@
 //! See [`names`]: `base` (EmailTemplate `base` of the same namespace, same part),
 //! `base/html` (a given part), `layouts/base.html` (a built-in file).
 //!
-//! Not bounded: the memory of intermediate values (`{% set s = s ~ s %}` repeated). The
-//! output limit stops what reaches the message; run the operator with a memory limit.
+//! - Memory: the `kmailops` binary renders in worker processes whose memory is capped
+//!   ([`worker::MEMORY_LIMIT_BYTES`]), since minijinja's `*` and `~` build strings no filter
+//!   wrapper sees; see [`isolation`].
 
 pub mod bounded;
 pub mod builtins;
 pub mod engine;
 pub mod error;
+pub mod isolation;
 pub mod library;
 pub mod limits;
 pub mod names;
 pub mod render;
 pub mod sandbox;
+pub mod worker;
 
 pub use builtins::{Builtins, SharedBuiltins};
 pub use error::{RenderError, reasons};

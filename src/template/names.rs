@@ -14,7 +14,9 @@
 use std::fmt;
 
 /// One of the three sources of an EmailTemplate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Part {
     Subject,
     Text,

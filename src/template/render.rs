@@ -7,6 +7,7 @@ use minijinja::value::{Serde, Value};
 
 use super::engine::render_part;
 use super::error::{RenderError, reasons};
+use super::isolation::Place;
 use super::library::{Library, part_source};
 use super::names::Part;
 use crate::api::{EmailTemplateSpec, TemplateErrorDetail};
@@ -46,7 +47,24 @@ pub fn variables(
 /// Renders the `wanted` parts of EmailTemplate `name` (in `library`'s namespace). Parts
 /// the template lacks stay empty (`subject` is then `""`); a part not wanted is not even
 /// parsed, so an Email that overrides a broken part still renders.
+///
+/// Runs in a render worker when the process chose workers (see [`super::isolation`]), which
+/// blocks the calling thread until the worker answers (at most the render budget).
 pub fn render(
+    library: &Library,
+    name: &str,
+    spec: &EmailTemplateSpec,
+    given: Option<&Variables>,
+    wanted: &[Part],
+) -> Result<RenderedContent, RenderError> {
+    match super::isolation::place()? {
+        Place::Worker(pool) => pool.render(library, name, spec, given, wanted),
+        Place::Here => render_here(library, name, spec, given, wanted),
+    }
+}
+
+/// [`render`] in this thread.
+pub fn render_here(
     library: &Library,
     name: &str,
     spec: &EmailTemplateSpec,

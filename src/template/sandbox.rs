@@ -24,7 +24,14 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    run_within(what, RENDER_BUDGET, render).await
+    // In workers, the worker's own budget ends the render (and the worker) and says so; this
+    // one is then only a backstop for a render that waits for a worker.
+    let budget = if super::isolation::in_workers() {
+        RENDER_BUDGET + std::time::Duration::from_secs(5)
+    } else {
+        RENDER_BUDGET
+    };
+    run_within(what, budget, render).await
 }
 
 async fn run_within<T, F>(

@@ -68,6 +68,9 @@ impl Operator {
         metrics_addr: Option<std::net::SocketAddr>,
         election: Option<LeaderElection>,
     ) -> Self {
+        // In this test process (not the `kmailops` binary) renders run in-process; the
+        // worker processes are tested through the binary (tests/render_isolation.rs).
+        kmailops::template::isolation::choose(kmailops::template::isolation::Isolation::InProcess);
         // A test may name the instance (to play the process that made a claim); otherwise
         // every start is a new process.
         if !settings.instance_id.starts_with("test-") {
