@@ -32,6 +32,9 @@ const SLOT_WAIT: Duration = Duration::from_secs(10);
 /// Emails do not all come back at once).
 const SLOT_RETRY: Duration = Duration::from_secs(2);
 
+/// What an entry whose provider call was cut off by the end of its process says.
+const INTERRUPTED: &str = "the operator stopped while the provider call was in flight; the message may or may not have been delivered. Check the recipient's inbox or the provider's log, then set the annotation kmailops.io/retry to a new value to send once more";
+
 /// [`SLOT_RETRY`] plus up to three seconds, so many waiting Emails do not all return at once.
 fn slot_retry() -> Duration {
     SLOT_RETRY + Duration::from_millis(rand::random::<u64>() % 3000)
@@ -108,6 +111,7 @@ impl Reconcile<'_> {
                 self.mirror_entry(&entry, token.as_deref(), SentVia::Delivery)
                     .await
             }
+            Decision::SettleLapsed { entry } => self.settle_lapsed(&entry, token.as_deref()).await,
             Decision::Expired => {
                 self.write(self.expired()).await?;
                 Ok(Action::await_change())
@@ -159,6 +163,27 @@ impl Reconcile<'_> {
             }
         };
         self.write(update).await?;
+        Ok(Action::await_change())
+    }
+
+    /// Marks the lapsed claim `name` (of other content) Unknown and mirrors it, unless the
+    /// entry moved on since the decision (then the Email is decided again).
+    async fn settle_lapsed(&self, name: &str, token: Option<&str>) -> Result<Action, kube::Error> {
+        let Some(entry) = self.deliveries.get_opt(name).await? else {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        };
+        let lapsed = matches!(
+            ledger::state(&entry),
+            EntryState::InFlight { expires, .. } if expires.is_none_or(|e| e <= Timestamp::now())
+        );
+        if !lapsed || !ledger::mark_unknown(&self.deliveries, &entry, INTERRUPTED).await? {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+        tracing::info!(email = %self.id, entry = name, "a send of earlier content was interrupted; it may have been delivered, so it is Unknown");
+        let fresh = self.deliveries.get(name).await?;
+        let empty = EmailDeliveryStatus::default();
+        let outcome = LedgerOutcome::of(&fresh, &empty);
+        self.write(self.mirror_unknown(&outcome, token)).await?;
         Ok(Action::await_change())
     }
 
@@ -419,8 +444,7 @@ impl Reconcile<'_> {
                     // Nobody is calling the provider for this claim any more: the process died
                     // mid-call (or this one lost the task). The message may have gone out, so
                     // it is not sent again without a person asking (kmailops.io/retry).
-                    let message = "the operator stopped while the provider call was in flight; the message may or may not have been delivered. Check the recipient's inbox or the provider's log, then set the annotation kmailops.io/retry to a new value to send once more";
-                    if ledger::mark_unknown(&self.deliveries, entry, message).await? {
+                    if ledger::mark_unknown(&self.deliveries, entry, INTERRUPTED).await? {
                         let fresh = self.deliveries.get(&entry_name).await?;
                         let outcome = LedgerOutcome::of(&fresh, &empty);
                         self.write(self.mirror_unknown(&outcome, token)).await?;

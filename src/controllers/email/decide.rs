@@ -101,6 +101,13 @@ pub enum Decision {
     MirrorUnknown {
         entry: String,
     },
+    /// A claim the delivery would not follow itself (other content under `Never`, or this
+    /// content through another sender) whose process is gone (the claim lapsed): that send may
+    /// have gone out, so the entry is marked Unknown and the Email with it; nothing more is
+    /// sent without a person's token.
+    SettleLapsed {
+        entry: String,
+    },
     /// Unknown, and nobody asked for another attempt: observe the generation only.
     StayUnknown,
     /// The delivery failed, and the ledger entry says why: the status keeps that reason
@@ -368,17 +375,31 @@ fn from_ledger(
             entry: Some(e.name.clone()),
         });
     }
-    // A claim in flight for other content (the Email was edited, or deleted and re-created,
-    // during a send): under Never its outcome decides; wait for it while its claim is live.
-    // A claim of the current content is followed by the delivery itself.
-    let live_elsewhere = ledger.iter().any(|e| match &e.state {
-        EntryState::InFlight { expires, .. } => {
-            !(current(e) && e.token == *token) && expires.is_none_or(|x| x > now)
-        }
+    // A claim in flight that the delivery would not follow itself: for other content (the
+    // Email was edited, or deleted and re-created, during a send), or for this content through
+    // another sender (the chain moved on, to a fallback, while the call was out). Under Never
+    // any such claim decides; under OnChange one of the current content and token does. Wait
+    // for it while its claim is live; once it lapsed (its process died mid-call) it may have
+    // been delivered, so it becomes Unknown. A claim without an expiry counts as lapsed, as
+    // the delivery itself counts it.
+    let own_hash = ready.sender.as_ref().ok().and_then(|&p| ready.hashes.get(p));
+    let own = |e: &Entry| Some(&e.hash) == own_hash && e.token == *token;
+    let elsewhere = |e: &&Entry| {
+        matches!(e.state, EntryState::InFlight { .. })
+            && !own(e)
+            && (never || (current(e) && e.token == *token))
+    };
+    let lapsed = |e: &&Entry| match &e.state {
+        EntryState::InFlight { expires, .. } => expires.is_none_or(|x| x <= now),
         _ => false,
-    });
-    if never && live_elsewhere {
+    };
+    if ledger.iter().filter(elsewhere).any(|e| !lapsed(&e)) {
         return Some(Decision::Wait(IN_FLIGHT_RECHECK));
+    }
+    if let Some(e) = ledger.iter().filter(elsewhere).find(lapsed) {
+        return Some(Decision::SettleLapsed {
+            entry: e.name.clone(),
+        });
     }
     // Unknown may have been delivered: it moves only when a person sets a new token. Under
     // Never that holds for any content of this name; under OnChange for the current content.

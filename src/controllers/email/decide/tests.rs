@@ -208,12 +208,77 @@ fn a_re_created_email_waits_for_a_send_of_other_content_still_in_flight_under_ne
         decide(&facts(&s), &ready(&["h1"]), &ledger, now()),
         deliver(None)
     );
-    // A lapsed claim of other content is no reason to wait.
+    // A lapsed claim of other content: its process died mid-call, so that content may be out.
+    // Under Never it becomes Unknown, and the new content is not sent.
     let lapsed = [entry("h1", None, in_flight("2026-11-29T11:00:00Z"))];
     assert_eq!(
         decide(&facts(&s), &ready(&["h2"]), &lapsed, now()),
-        deliver(None)
+        Decision::SettleLapsed {
+            entry: lapsed[0].name.clone()
+        }
     );
+    // So is a claim that names no expiry (the delivery itself counts it as lapsed).
+    let no_expiry = [entry(
+        "h1",
+        None,
+        EntryState::InFlight {
+            claimed_by: "other".into(),
+            attempt: 1,
+            expires: None,
+        },
+    )];
+    assert_eq!(
+        decide(&facts(&s), &ready(&["h2"]), &no_expiry, now()),
+        Decision::SettleLapsed {
+            entry: no_expiry[0].name.clone()
+        }
+    );
+    // A live claim elsewhere beside a lapsed one: wait for the live one first.
+    let both = [
+        entry("h1", None, in_flight("2026-11-29T11:00:00Z")),
+        entry("h3", None, in_flight("2026-11-29T12:01:00Z")),
+    ];
+    assert_eq!(
+        decide(&facts(&s), &ready(&["h2"]), &both, now()),
+        Decision::Wait(IN_FLIGHT_RECHECK)
+    );
+    // Under OnChange, other content's fate does not hold the new content back.
+    let f = Facts {
+        resend_policy: ResendPolicy::OnChange,
+        ..facts(&s)
+    };
+    assert_eq!(decide(&f, &ready(&["h2"]), &lapsed, now()), deliver(None));
+}
+
+#[test]
+fn a_claim_of_this_content_through_another_sender_is_waited_for_or_settled_first() {
+    // The call went out through the primary ("h1"); the chain now starts at the fallback
+    // ("h2"), and the gathered hashes hold the primary's too.
+    let s = status(None, None, None);
+    let through_fallback = Readiness {
+        sender: Ok(0),
+        ..ready(&["h2", "h1"])
+    };
+    for policy in [ResendPolicy::Never, ResendPolicy::OnChange] {
+        let f = Facts {
+            resend_policy: policy,
+            ..facts(&s)
+        };
+        let live = [entry("h1", None, in_flight("2026-11-29T12:01:00Z"))];
+        assert_eq!(
+            decide(&f, &through_fallback, &live, now()),
+            Decision::Wait(IN_FLIGHT_RECHECK),
+            "{policy:?}"
+        );
+        let lapsed = [entry("h1", None, in_flight("2026-11-29T11:00:00Z"))];
+        assert_eq!(
+            decide(&f, &through_fallback, &lapsed, now()),
+            Decision::SettleLapsed {
+                entry: lapsed[0].name.clone()
+            },
+            "{policy:?}"
+        );
+    }
 }
 
 #[test]
@@ -517,6 +582,9 @@ enum Answer {
     Transient,
     /// Timeout after hand-over: maybe delivered.
     Ambiguous,
+    /// The process died during the call: maybe delivered, and the entry's claim lapses with
+    /// nobody left to record an outcome.
+    Crash,
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -529,7 +597,8 @@ fn event() -> impl Strategy<Value = Event> {
         prop_oneof![
             Just(Answer::Accepted),
             Just(Answer::Transient),
-            Just(Answer::Ambiguous)
+            Just(Answer::Ambiguous),
+            Just(Answer::Crash)
         ]
         .prop_map(Event::Reconcile),
         Just(Event::Reconcile(Answer::Accepted)),
@@ -611,12 +680,24 @@ impl World {
                 self.status.phase = Some(EmailPhase::Sent);
             }
             Decision::Recover { entry } | Decision::MirrorUnknown { entry } => self.mirror(entry),
+            Decision::SettleLapsed { entry } => {
+                let name = entry.clone();
+                self.mark_unknown(&name);
+                self.mirror(&name);
+            }
             Decision::Deliver { position, token } => {
                 let hash = hashes[*position].clone();
                 self.deliver(hash, token.clone(), answer);
             }
         }
         d
+    }
+
+    /// As the ledger does for a lapsed claim.
+    fn mark_unknown(&mut self, name: &str) {
+        if let Some(e) = self.ledger.iter_mut().find(|e| e.name == name) {
+            e.state = EntryState::Unknown;
+        }
     }
 
     fn mirror(&mut self, name: &str) {
@@ -647,7 +728,13 @@ impl World {
                 self.mirror(&name);
                 false
             }
-            Some(EntryState::InFlight { .. }) => false,
+            // Every claim in this world is one a crash left behind, lapsed: the delivery
+            // marks it Unknown (`act::follow_entry`).
+            Some(EntryState::InFlight { .. }) => {
+                self.mark_unknown(&name);
+                self.mirror(&name);
+                false
+            }
         };
         if !call {
             return;
@@ -659,7 +746,26 @@ impl World {
                 attempts: 1,
                 next_attempt: None,
             },
+            Answer::Crash => EntryState::InFlight {
+                claimed_by: "a process that died".into(),
+                attempt: 1,
+                expires: Some(at("2026-11-29T11:00:00Z")),
+            },
         };
+        if answer == Answer::Crash {
+            // Claimed and handed over, then nothing: no outcome, no status write.
+            self.maybe_delivered.push((hash.clone(), token.clone()));
+            match existing {
+                Some(i) => self.ledger[i].state = state,
+                None => self.ledger.push(Entry {
+                    name,
+                    hash,
+                    token,
+                    state,
+                }),
+            }
+            return;
+        }
         if answer != Answer::Transient {
             self.maybe_delivered.push((hash.clone(), token.clone()));
         }
@@ -679,7 +785,7 @@ impl World {
         }
         self.status.phase = Some(match answer {
             Answer::Accepted => EmailPhase::Sent,
-            Answer::Ambiguous => EmailPhase::Unknown,
+            Answer::Ambiguous | Answer::Crash => EmailPhase::Unknown,
             Answer::Transient => EmailPhase::Retrying,
         });
         self.status.message_id = (answer == Answer::Accepted).then(|| name.clone());
