@@ -5,6 +5,8 @@
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh --test crds     # extra arguments go to `cargo test`
+#   CHURN_SEQUENCES=50 scripts/test.sh --test churn   # a long GitOps churn run (default: 2
+#                                   # sequences; CHURN_SEED=<n> replays a printed seed)
 #
 # With KUBECONFIG set to a real cluster, the local API server is not started and the
 # integration tests run against that cluster instead.

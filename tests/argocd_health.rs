@@ -92,17 +92,29 @@ fn email_in(phase: EmailPhase, error: Option<&str>) -> Value {
 #[test]
 fn resting_emails_are_healthy() {
     for phase in [EmailPhase::Sent, EmailPhase::Expired, EmailPhase::Previewed] {
+        assert!(lets_the_next_wave_go_on(
+            "email.lua",
+            &email_in(phase, None)
+        ));
         let (status, message) = health("email.lua", &email_in(phase, None));
         assert_eq!(status, "Healthy", "{phase:?}");
         assert_eq!(message, format!("the Email is {}", phase.as_str()));
     }
 }
 
+/// Argo CD applies the next sync wave only once every resource of the current one is
+/// Healthy; Suspended, Progressing and Degraded all hold it.
+fn lets_the_next_wave_go_on(script: &str, obj: &Value) -> bool {
+    status_of(script, obj) == "Healthy"
+}
+
 #[test]
-fn a_scheduled_email_is_suspended_until_its_send_time() {
-    let (status, message) = health("email.lua", &email_in(EmailPhase::Scheduled, None));
-    assert_eq!(status, "Suspended");
+fn a_scheduled_email_is_healthy_with_its_send_time_so_it_holds_no_sync_until_then() {
+    let scheduled = email_in(EmailPhase::Scheduled, None);
+    let (status, message) = health("email.lua", &scheduled);
+    assert_eq!(status, "Healthy");
     assert!(message.contains("2030-01-01T09:00:00Z"), "{message}");
+    assert!(lets_the_next_wave_go_on("email.lua", &scheduled));
 }
 
 #[test]
@@ -321,6 +333,101 @@ fn a_disabled_sender_is_healthy_and_says_it_is_disabled() {
         health("emailsenderconfig.lua", &old),
         ("Healthy".into(), message)
     );
+}
+
+#[test]
+fn sender_verdicts_in_a_sync_wave_follow_ready_and_never_the_providers_health() {
+    let table = [
+        // (Ready, Healthy, Argo CD health)
+        (("True", "Ready"), Some(("True", "CheckPassed")), "Healthy"),
+        (("True", "Ready"), Some(("False", "AuthFailed")), "Healthy"),
+        (
+            ("True", "Ready"),
+            Some(("False", "ProviderUnavailable")),
+            "Healthy",
+        ),
+        (
+            ("True", "Ready"),
+            Some(("Unknown", "CheckNotPermitted")),
+            "Healthy",
+        ),
+        (
+            ("True", "Disabled"),
+            Some(("Unknown", "Disabled")),
+            "Healthy",
+        ),
+        (("False", "Disabled"), None, "Healthy"),
+        (
+            ("False", "SecretNotFound"),
+            Some(("Unknown", "SecretNotFound")),
+            "Degraded",
+        ),
+        (("False", "InvalidConfig"), None, "Degraded"),
+        (
+            ("False", "FallbackNotFound"),
+            Some(("True", "CheckPassed")),
+            "Degraded",
+        ),
+    ];
+    for ((ready, reason), healthy, want) in table {
+        let mut conditions = vec![condition("Ready", ready, reason, reason)];
+        if let Some((status, reason)) = healthy {
+            conditions.push(condition("Healthy", status, reason, reason));
+        }
+        let s = sender(conditions, reason == "Disabled");
+        assert_eq!(
+            status_of("emailsenderconfig.lua", &s),
+            want,
+            "Ready={ready}/{reason} Healthy={healthy:?}"
+        );
+        assert_eq!(
+            lets_the_next_wave_go_on("emailsenderconfig.lua", &s),
+            want == "Healthy"
+        );
+    }
+}
+
+#[test]
+fn a_disabled_primary_and_an_unhealthy_primary_with_a_fallback_let_the_emails_wave_go_on() {
+    let disabled = sender(
+        vec![
+            condition("Ready", "True", "Disabled", "spec.disabled is true"),
+            condition(
+                "Healthy",
+                "Unknown",
+                "Disabled",
+                "not checked while disabled",
+            ),
+        ],
+        true,
+    );
+    let mut unhealthy = sender(
+        vec![
+            condition("Ready", "True", "Ready", "ready to send"),
+            condition("Healthy", "False", "ProviderUnavailable", "HTTP 503"),
+        ],
+        false,
+    );
+    unhealthy["spec"]["fallback"] = json!(["backup"]);
+    let backup = sender(
+        vec![
+            condition("Ready", "True", "Ready", "ready to send"),
+            condition(
+                "Healthy",
+                "True",
+                "CheckPassed",
+                "GET /api-quota answered 200",
+            ),
+        ],
+        false,
+    );
+    for wave in [[&disabled, &backup], [&unhealthy, &backup]] {
+        assert!(
+            wave.iter()
+                .all(|s| lets_the_next_wave_go_on("emailsenderconfig.lua", s)),
+            "{wave:?}"
+        );
+    }
 }
 
 #[test]

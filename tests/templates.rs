@@ -494,7 +494,7 @@ async fn validate_reports_each_broken_manifest_on_its_own_line() {
 }
 
 #[tokio::test]
-async fn render_prints_the_text_and_html_bodies_of_a_templated_email() {
+async fn render_prints_the_subject_and_recipients_with_the_text_body_and_the_html_body_alone() {
     let examples = [
         "-R",
         "-f",
@@ -506,7 +506,7 @@ async fn render_prints_the_text_and_html_bodies_of_a_templated_email() {
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "Hello Ada,\n\nyour order 10045 has shipped with DHL.\nTrack it here: https://track.example.com/10045\n\nThank you for shopping with us.\n\n-- \nExample Shop, 1 Market Street, Springfield\n"
+        "From: Example Shop <orders@shop.example.com>\nReply-To: Example Shop Support <support@shop.example.com>\nTo: Ada Lovelace <ada@example.org>\nSubject: Your order 10045 is on its way\n\nHello Ada,\n\nyour order 10045 has shipped with DHL.\nTrack it here: https://track.example.com/10045\n\nThank you for shopping with us.\n\n-- \nExample Shop, 1 Market Street, Springfield\n"
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -569,6 +569,65 @@ async fn render_eml_prints_the_whole_message() {
         "{eml}"
     );
     assert!(eml.contains("Message-ID: <"), "{eml}");
+}
+
+const EMAIL_WITHOUT_SENDER: &str = r#"
+apiVersion: kmailops.io/v1alpha1
+kind: EmailTemplate
+metadata: {name: welcome}
+spec:
+  subject: "Welcome, {{ name }}"
+  text: "Hello {{ name }}"
+---
+apiVersion: kmailops.io/v1alpha1
+kind: Email
+metadata: {name: e}
+spec:
+  to: ["Ada Lovelace <ada@example.org>", b@example.org]
+  cc: [c@example.org]
+  bcc: [audit@example.org]
+  templateRef: {name: welcome}
+  variables: {name: Ada}
+"#;
+
+#[tokio::test]
+async fn render_shows_the_rendered_subject_and_every_recipient_without_a_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("email.yaml");
+    std::fs::write(&file, EMAIL_WITHOUT_SENDER).unwrap();
+    let file = file.display().to_string();
+    let out = kmailops(&["render", "-f", &file]).await;
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "To: Ada Lovelace <ada@example.org>, b@example.org\nCc: c@example.org\nBcc: audit@example.org\nSubject: Welcome, Ada\n\nHello Ada\n"
+    );
+    assert_eq!(text(&out.stderr), "", "no sender is no problem for text");
+}
+
+#[tokio::test]
+async fn render_eml_without_a_sender_uses_a_placeholder_from_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("email.yaml");
+    std::fs::write(&file, EMAIL_WITHOUT_SENDER).unwrap();
+    let file = file.display().to_string();
+    let out = kmailops(&["render", "-f", &file, "--format", "eml"]).await;
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let eml = text(&out.stdout);
+    for header in [
+        "From: sender@example.invalid\r\n",
+        "To: \"Ada Lovelace\" <ada@example.org>, b@example.org\r\n",
+        "Subject: Welcome, Ada\r\n",
+    ] {
+        assert!(eml.contains(header), "no {header:?} in:\n{eml}");
+    }
+    assert!(eml.trim_end().ends_with("Hello Ada"), "{eml}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("no EmailSenderConfig for Email default/e")
+            && stderr.contains("From is the placeholder sender@example.invalid"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

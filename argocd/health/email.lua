@@ -1,5 +1,6 @@
 -- Argo CD health of a kmailops.io Email (Lua 5.1, as Argo CD runs it).
--- Sent, Expired and Previewed rest Healthy; Scheduled is Suspended until sendAt;
+-- Sent, Expired, Previewed and Scheduled rest Healthy (only Healthy lets a sync wave go on,
+-- and a schedule is the state Git asks for: it must not hold a sync until sendAt);
 -- Pending, Sending and Retrying are Progressing; Failed and Unknown are Degraded.
 local hs = {}
 
@@ -37,7 +38,7 @@ if phase == "Sent" or phase == "Expired" or phase == "Previewed" then
   hs.status = "Healthy"
   hs.message = explain(phase)
 elseif phase == "Scheduled" then
-  hs.status = "Suspended"
+  hs.status = "Healthy"
   if status.nextAttemptTime ~= nil then
     hs.message = "Scheduled for " .. status.nextAttemptTime
   else

@@ -9,17 +9,19 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, ValueEnum};
 
 use super::offline;
+use crate::api::EmailSenderConfigSpec;
 use crate::manifests::{ManifestSet, files_recursive};
-use crate::message::build_message;
+use crate::message::{OutgoingMessage, build_message};
 use crate::template::Variables;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// The plain-text body.
+    /// The subject and recipients, a blank line, then the plain-text body.
     Text,
     /// The HTML body (redirect it to a file and open it in a browser).
     Html,
-    /// The whole RFC 5322 message as SMTP would send it (needs the EmailSenderConfig).
+    /// The whole RFC 5322 message as SMTP would send it; without an EmailSenderConfig in the
+    /// files, From is a placeholder (said so on standard error).
     Eml,
 }
 
@@ -73,21 +75,45 @@ pub async fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let builtins = offline::builtins(args.templates_dir.clone())?;
     let content = offline::content(&set, email, &spec, builtins, &mut warnings)?;
 
+    // The sender gives From and a default Reply-To; a template author without one still
+    // sees the message, with a placeholder From.
+    let mut sender_notes = Vec::new();
+    let sender =
+        offline::sender_chain(&set, email, &mut sender_notes).map(|chain| chain.senders[0].clone());
+    let placeholder = placeholder_sender();
+    let (sender_spec, sender_key) = match &sender {
+        Ok(s) => (&s.config.spec, s.key.as_str()),
+        Err(_) => (&placeholder, PLACEHOLDER_KEY),
+    };
     let output: Vec<u8> = match args.format {
-        Format::Text => body(content.text, "text", "html")?,
-        Format::Html => body(content.html, "html", "text")?,
+        Format::Text | Format::Html => {
+            let (part, name, other) = match args.format {
+                Format::Text => (content.text.clone(), "text", "html"),
+                _ => (content.html.clone(), "html", "text"),
+            };
+            let body = body(part, name, other)?;
+            // The same checks as a send (recipients, a one-line subject, headers).
+            let msg = build_message(&spec, sender_spec, sender_key, content, Vec::new())
+                .with_context(|| format!("Email {}", email.key()))?;
+            if args.format == Format::Text {
+                let mut out = summary(&msg, sender.is_ok()).into_bytes();
+                out.extend(body);
+                out
+            } else {
+                body
+            }
+        }
         Format::Eml => {
-            let chain = offline::sender_chain(&set, email, &mut warnings)?;
-            let config = &chain.senders[0];
+            warnings.extend(sender_notes);
+            if let Err(why) = &sender {
+                warnings.push(format!(
+                    "no EmailSenderConfig for Email {} in the files ({why}); From is the placeholder {PLACEHOLDER_FROM}",
+                    email.key()
+                ));
+            }
             let attachments = offline::attachments(&set, email)?;
-            let msg = build_message(
-                &spec,
-                &config.config.spec,
-                &config.key,
-                content,
-                attachments,
-            )
-            .with_context(|| format!("Email {}", email.key()))?;
+            let msg = build_message(&spec, sender_spec, sender_key, content, attachments)
+                .with_context(|| format!("Email {}", email.key()))?;
             crate::provider::smtp::rfc5322(&msg)
                 .map_err(|e| anyhow!("Email {}: {}", email.key(), e.message))?
         }
@@ -99,6 +125,35 @@ pub async fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     stdout.write_all(&output)?;
     stdout.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// From when a sender config is in the files, then Subject and every recipient, one header a
+/// line as in a message, and the blank line that ends a header block.
+fn summary(msg: &OutgoingMessage, with_from: bool) -> String {
+    let mut out = String::new();
+    if with_from {
+        out.push_str(&format!("From: {}\n", msg.from));
+    }
+    if let Some(reply_to) = &msg.reply_to {
+        out.push_str(&format!("Reply-To: {reply_to}\n"));
+    }
+    for (name, list) in [("To", &msg.to), ("Cc", &msg.cc), ("Bcc", &msg.bcc)] {
+        if !list.is_empty() {
+            let joined: Vec<String> = list.iter().map(ToString::to_string).collect();
+            out.push_str(&format!("{name}: {}\n", joined.join(", ")));
+        }
+    }
+    out.push_str(&format!("Subject: {}\n\n", msg.subject));
+    out
+}
+
+const PLACEHOLDER_FROM: &str = "sender@example.invalid";
+const PLACEHOLDER_KEY: &str = "(no sender config)";
+
+/// Stands in for an EmailSenderConfig when the files hold none: only its From is used.
+fn placeholder_sender() -> EmailSenderConfigSpec {
+    serde_json::from_value(serde_json::json!({"sender": {"address": PLACEHOLDER_FROM}}))
+        .expect("a sender address is all an EmailSenderConfigSpec needs")
 }
 
 /// A body with a final line break (so a terminal prompt starts on its own line).

@@ -29,6 +29,8 @@ struct Inner {
     calls: Vec<(Instant, serde_json::Value)>,
     next_id: u64,
     always: Option<Reply>,
+    /// The message ids and bodies of the calls answered (or to be answered) 202.
+    accepted: Vec<(String, serde_json::Value)>,
 }
 
 #[derive(Clone)]
@@ -85,6 +87,11 @@ impl MockMailerSend {
     }
 
     /// The JSON bodies of all calls.
+    /// Message id and body of every message the provider accepted.
+    pub fn accepted(&self) -> Vec<(String, serde_json::Value)> {
+        self.inner.lock().unwrap().accepted.clone()
+    }
+
     pub fn bodies(&self) -> Vec<serde_json::Value> {
         self.inner
             .lock()
@@ -114,6 +121,12 @@ async fn send(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
             .pop_front()
             .or_else(|| inner.always.clone())
             .unwrap_or(Reply::Accepted);
+        if matches!(reply, Reply::Accepted | Reply::Slow(_)) {
+            // Accepted by the provider even when the caller is gone before the answer.
+            let id = format!("ms-{:04}", inner.next_id);
+            let body = inner.calls.last().map(|c| c.1.clone()).unwrap_or_default();
+            inner.accepted.push((id, body));
+        }
         (reply, inner.next_id)
     };
     let accepted = move || {
