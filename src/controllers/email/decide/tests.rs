@@ -43,6 +43,8 @@ fn ready(hashes: &[&str]) -> Readiness {
         hashes: hashes.iter().map(|h| h.to_string()).collect(),
         sender: Ok(0),
         sender_wait: Duration::from_secs(1800),
+        ready_hash: hashes.first().map(|h| h.to_string()),
+        lookup: Lookup::Off,
     }
 }
 
@@ -67,6 +69,7 @@ fn deliver(token: Option<&str>) -> Decision {
     Decision::Deliver {
         position: 0,
         token: token.map(str::to_string),
+        look_up: false,
     }
 }
 
@@ -434,6 +437,8 @@ fn a_dry_run_of_content_that_does_not_render_fails_unless_the_email_was_sent() {
         hashes: vec![],
         sender: Ok(0),
         sender_wait: Duration::from_secs(1800),
+        ready_hash: None,
+        lookup: Lookup::Off,
     };
     let fresh = status(None, None, None);
     let f = Facts {
@@ -577,6 +582,8 @@ impl World {
             hashes: hashes.clone(),
             sender: Ok(0),
             sender_wait: Duration::from_secs(1800),
+            ready_hash: hashes.first().cloned(),
+            lookup: Lookup::Off,
         };
         let f = Facts {
             dry_run: self.dry_run,
@@ -595,8 +602,9 @@ impl World {
             | Decision::Scheduled(_)
             | Decision::Fail(_)
             | Decision::AwaitSender { .. }
-            | Decision::MirrorFailed { .. } => {
-                unreachable!("no time, no problems in this world: {d:?}")
+            | Decision::MirrorFailed { .. }
+            | Decision::Resolve { .. } => {
+                unreachable!("no time, no problems, no look-ups in this world: {d:?}")
             }
             Decision::Preview { keep_phase, .. } => {
                 self.status.preview = Some(Default::default());
@@ -611,7 +619,9 @@ impl World {
                 self.status.phase = Some(EmailPhase::Sent);
             }
             Decision::Recover { entry } | Decision::MirrorUnknown { entry } => self.mirror(entry),
-            Decision::Deliver { position, token } => {
+            Decision::Deliver {
+                position, token, ..
+            } => {
                 let hash = hashes[*position].clone();
                 self.deliver(hash, token.clone(), answer);
             }
@@ -767,6 +777,8 @@ fn run(policy: ResendPolicy, events: &[Event]) -> Result<(), TestCaseError> {
     }
     Ok(())
 }
+
+mod lookups;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
