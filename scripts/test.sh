@@ -20,8 +20,21 @@ if [ -z "${KUBECONFIG:-}" ]; then
   started_testenv=1
   export KUBECONFIG="$PWD/target/testenv/kubeconfig"
 fi
+# A second, separate API server: a cluster rebuilt from Git (tests/provider_lookup.rs).
+started_second=0
+if [ -z "${KMAILOPS_SECOND_KUBECONFIG:-}" ]; then
+  KMAILOPS_TESTENV_DIR="$PWD/target/testenv2" \
+    KMAILOPS_TESTENV_API_PORT="${KMAILOPS_SECOND_API_PORT:-26543}" \
+    KMAILOPS_TESTENV_ETCD_PORT="${KMAILOPS_SECOND_ETCD_PORT:-23890}" \
+    scripts/k8s-testenv.sh start
+  started_second=1
+  export KMAILOPS_SECOND_KUBECONFIG="$PWD/target/testenv2/kubeconfig"
+fi
 cleanup() {
   if [ "$started_testenv" = 1 ]; then scripts/k8s-testenv.sh stop || true; fi
+  if [ "$started_second" = 1 ]; then
+    KMAILOPS_TESTENV_DIR="$PWD/target/testenv2" scripts/k8s-testenv.sh stop || true
+  fi
 }
 trap cleanup EXIT
 

@@ -1,0 +1,261 @@
+//! Exactly once beyond the cluster, end to end against real API servers and local providers
+//! that keep what they were sent and answer searches as documented: the same manifests applied
+//! to a second, empty API server (a cluster rebuilt from Git) send nothing through Postmark or
+//! Resend and report the first cluster's message ids; a Postmark 500 after acceptance and a
+//! timeout after the hand-over end `Sent` after a look-up, with one delivery.
+
+#[path = "support/mock_postmark.rs"]
+mod mock_postmark;
+#[path = "support/mock_resend.rs"]
+mod mock_resend;
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::events::v1::Event;
+use kube::{Api, Client};
+use support::operator::*;
+use support::{TestEnv, wait_for};
+
+use kmailops::api::{Email, EmailPhase};
+use kmailops::context::Settings;
+use mock_postmark::{Inject, MockPostmark, SearchInject};
+use mock_resend::MockResend;
+
+const PM_TOKEN: &str = "pm-lookup-3c1d-distinctive";
+const RE_KEY: &str = "re_LOOKUP_test_key";
+
+fn postmark_sender(url: &str) -> String {
+    format!(
+        r#"
+apiVersion: kmailops.io/v1alpha1
+kind: EmailSenderConfig
+metadata: {{name: postmark}}
+spec:
+  sender: {{address: shop@example.com}}
+  postmark:
+    serverTokenSecretRef: {{name: postmark, key: token}}
+    baseUrl: {url}
+  retry: {{initialBackoff: 1s, maxBackoff: 2s}}
+"#
+    )
+}
+
+fn resend_sender(url: &str) -> String {
+    format!(
+        r#"
+apiVersion: kmailops.io/v1alpha1
+kind: EmailSenderConfig
+metadata: {{name: resend}}
+spec:
+  sender: {{address: shop@example.com}}
+  resend:
+    apiKeySecretRef: {{name: resend, key: apiKey}}
+    baseUrl: {url}
+"#
+    )
+}
+
+fn email(name: &str, sender: &str) -> String {
+    format!(
+        r#"
+apiVersion: kmailops.io/v1alpha1
+kind: Email
+metadata: {{name: {name}}}
+spec:
+  senderConfigRef: {{name: {sender}}}
+  to: [jane@example.org]
+  subject: Order {name}
+  text: Your order {name} has shipped.
+"#
+    )
+}
+
+/// Everything a cluster gets from Git (and the Secrets from the secret store).
+async fn apply_git(env: &TestEnv, ns: &str, pm: &MockPostmark, re: &MockResend) {
+    let client = env.client();
+    secret(&client, ns, "postmark", "token", PM_TOKEN).await;
+    secret(&client, ns, "resend", "apiKey", RE_KEY).await;
+    env.apply_yaml(ns, &postmark_sender(&pm.url)).await;
+    env.apply_yaml(ns, &resend_sender(&re.url)).await;
+    env.apply_yaml(ns, &email("order-1", "postmark")).await;
+    env.apply_yaml(ns, &email("order-2", "resend")).await;
+}
+
+async fn sent(client: &Client, ns: &str, name: &str) -> Email {
+    let emails: Api<Email> = Api::namespaced(client.clone(), ns);
+    wait_for(&emails, name, phase_is(EmailPhase::Sent), WAIT).await
+}
+
+fn message_id(e: &Email) -> String {
+    e.status
+        .as_ref()
+        .and_then(|s| s.message_id.clone())
+        .unwrap_or_default()
+}
+
+async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    api.list(&Default::default())
+        .await
+        .expect("list Events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cluster_rebuilt_from_git_sends_nothing_twice_and_reports_the_first_message_ids() {
+    init_test_logging();
+    let first = TestEnv::get().await;
+    let second = TestEnv::second().await;
+    let ns = first.unique_namespace("rebuild").await;
+    let pm = MockPostmark::start(PM_TOKEN).await;
+    let re = MockResend::start(RE_KEY).await;
+
+    // The first cluster sends both.
+    apply_git(&first, &ns, &pm, &re).await;
+    let op = Operator::start(first.client(), &ns);
+    let pm_first = sent(&first.client(), &ns, "order-1").await;
+    let re_first = sent(&first.client(), &ns, "order-2").await;
+    op.stop().await;
+    assert_eq!((pm.sent().len(), re.sent().len()), (1, 1));
+    let searches_before = pm.searches();
+
+    // The cluster is gone; the same Git is applied to an empty one, ledger and all lost.
+    let client = second.client();
+    apply_git(&second, &ns, &pm, &re).await;
+    assert!(deliveries(&client, &ns).await.is_empty(), "a new cluster");
+    let op = Operator::start(client.clone(), &ns);
+    let pm_again = sent(&client, &ns, "order-1").await;
+    let re_again = sent(&client, &ns, "order-2").await;
+    op.stop().await;
+
+    assert_eq!(pm.sent().len(), 1, "Postmark got the message a second time");
+    assert_eq!(
+        re.sent().len(),
+        1,
+        "Resend delivered the message a second time"
+    );
+    assert_eq!(message_id(&pm_again), message_id(&pm_first));
+    assert_eq!(message_id(&re_again), message_id(&re_first));
+    assert_eq!(
+        ready_reason(&pm_again).as_deref(),
+        Some("RecoveredFromProvider")
+    );
+    assert_eq!(pm.searches(), searches_before + 1, "one look-up per Email");
+    assert!(
+        event_reasons(&client, &ns)
+            .await
+            .iter()
+            .any(|r| r == "RecoveredFromProvider")
+    );
+    // The rebuilt ledger knows it now: a re-created Email recovers from it, asking nobody.
+    let recorded = deliveries(&client, &ns).await;
+    assert!(
+        recorded
+            .iter()
+            .any(|d| d.status.as_ref().and_then(|s| s.reason.as_deref())
+                == Some("RecoveredFromProvider")),
+        "{recorded:?}"
+    );
+}
+
+async fn postmark_only(env: &TestEnv, ns: &str, pm: &MockPostmark, extra: &str) {
+    let client = env.client();
+    secret(&client, ns, "postmark", "token", PM_TOKEN).await;
+    env.apply_yaml(ns, &format!("{}{extra}", postmark_sender(&pm.url)))
+        .await;
+}
+
+#[tokio::test]
+async fn a_postmark_500_after_acceptance_ends_sent_after_a_look_up_with_one_delivery() {
+    init_test_logging();
+    let env = TestEnv::get().await;
+    let ns = env.unique_namespace("pm-500").await;
+    let pm = MockPostmark::start(PM_TOKEN).await;
+    postmark_only(&env, &ns, &pm, "").await;
+    pm.inject(Inject::AcceptThenFail);
+    let op = Operator::start(env.client(), &ns);
+    env.apply_yaml(&ns, &email("order-3", "postmark")).await;
+    let e = sent(&env.client(), &ns, "order-3").await;
+    op.stop().await;
+    assert_eq!(pm.sent().len(), 1);
+    assert_eq!(ready_reason(&e).as_deref(), Some("RecoveredFromProvider"));
+    assert_eq!(message_id(&e), "b7bc2f4a-e38e-4336-af7d-e6c390000001");
+}
+
+#[tokio::test]
+async fn a_timeout_after_the_hand_over_ends_sent_after_a_look_up_with_one_delivery() {
+    init_test_logging();
+    let env = TestEnv::get().await;
+    let ns = env.unique_namespace("pm-timeout").await;
+    let pm = MockPostmark::start(PM_TOKEN).await;
+    postmark_only(&env, &ns, &pm, "").await;
+    pm.inject(Inject::AcceptThenStall(Duration::from_secs(20)));
+    // Calls are cut off at 80 % of the claim: 1.6 s.
+    let settings = Settings {
+        claim_ttl: Duration::from_secs(2),
+        ..Settings::default()
+    };
+    let op = Operator::start_with(env.client(), &ns, settings);
+    env.apply_yaml(&ns, &email("order-4", "postmark")).await;
+    let e = sent(&env.client(), &ns, "order-4").await;
+    op.stop().await;
+    assert_eq!(pm.sent().len(), 1);
+    assert_eq!(ready_reason(&e).as_deref(), Some("RecoveredFromProvider"));
+}
+
+#[tokio::test]
+async fn a_failed_look_up_never_sends_blind_and_the_email_says_why() {
+    init_test_logging();
+    let env = TestEnv::get().await;
+    let ns = env.unique_namespace("pm-lookup-down").await;
+    let pm = MockPostmark::start(PM_TOKEN).await;
+    postmark_only(&env, &ns, &pm, "").await;
+    pm.inject_search(SearchInject::Raw(
+        503,
+        r#"{"ErrorCode":503,"Message":"Service unavailable"}"#.into(),
+    ));
+    let op = Operator::start(env.client(), &ns);
+    env.apply_yaml(&ns, &email("order-5", "postmark")).await;
+    let emails: Api<Email> = Api::namespaced(env.client(), &ns);
+    let waiting = wait_for(
+        &emails,
+        "order-5",
+        |e: &Email| ready_reason(e).as_deref() == Some("LookupFailed"),
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        waiting.status.as_ref().and_then(|s| s.phase),
+        Some(EmailPhase::Retrying)
+    );
+    assert!(pm.sent().is_empty(), "sent without asking");
+    assert!(
+        waiting
+            .status
+            .as_ref()
+            .and_then(|s| s.error.clone())
+            .is_some_and(|e| e.contains("503")),
+        "{:?}",
+        waiting.status
+    );
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn a_sender_with_look_ups_off_sends_without_asking() {
+    init_test_logging();
+    let env = TestEnv::get().await;
+    let ns = env.unique_namespace("pm-lookup-off").await;
+    let pm = MockPostmark::start(PM_TOKEN).await;
+    postmark_only(&env, &ns, &pm, "  lookup: {disabled: true}\n").await;
+    let op = Operator::start(env.client(), &ns);
+    env.apply_yaml(&ns, &email("order-6", "postmark")).await;
+    let e = sent(&env.client(), &ns, "order-6").await;
+    op.stop().await;
+    assert_eq!(ready_reason(&e).as_deref(), Some("Sent"));
+    assert_eq!((pm.sent().len(), pm.searches()), (1, 0));
+}
