@@ -2,8 +2,12 @@
 //! that keep what they were sent and answer searches as documented: the same manifests applied
 //! to a second, empty API server (a cluster rebuilt from Git) send nothing through Postmark or
 //! Resend and report the first cluster's message ids; a Postmark 500 after acceptance and a
-//! timeout after the hand-over end `Sent` after a look-up, with one delivery.
+//! timeout after the hand-over end `Sent` after a look-up, with one delivery; Mailgun's late
+//! events are waited for (a short `lookup.settlingTime`) before a resend.
 
+mod common;
+#[path = "support/mock_mailgun.rs"]
+mod mock_mailgun;
 #[path = "support/mock_postmark.rs"]
 mod mock_postmark;
 #[path = "support/mock_resend.rs"]
@@ -19,6 +23,7 @@ use support::{TestEnv, wait_for};
 
 use kmailops::api::{Email, EmailPhase};
 use kmailops::context::Settings;
+use mock_mailgun::MockMailgun;
 use mock_postmark::{Inject, MockPostmark, SearchInject};
 use mock_resend::MockResend;
 
@@ -258,4 +263,89 @@ async fn a_sender_with_look_ups_off_sends_without_asking() {
     op.stop().await;
     assert_eq!(ready_reason(&e).as_deref(), Some("Sent"));
     assert_eq!((pm.sent().len(), pm.searches()), (1, 0));
+}
+
+const MG_KEY: &str = "key-mg-settling-51aa-distinctive";
+
+async fn mailgun_sender(env: &TestEnv, ns: &str, mg: &MockMailgun, settling: &str) {
+    secret(&env.client(), ns, "mailgun", "key", MG_KEY).await;
+    env.apply_yaml(
+        ns,
+        &format!(
+            r#"
+apiVersion: kmailops.io/v1alpha1
+kind: EmailSenderConfig
+metadata: {{name: mailgun}}
+spec:
+  sender: {{address: shop@mg.example.com}}
+  mailgun:
+    domain: mg.example.com
+    apiKeySecretRef: {{name: mailgun, key: key}}
+    baseUrl: {}
+  lookup: {{settlingTime: {settling}}}
+"#,
+            mg.url
+        ),
+    )
+    .await;
+}
+
+/// Waits for the Email to say `reason`, returning how long that took.
+async fn reason_seen(client: &Client, ns: &str, name: &str, reason: &str) -> Email {
+    let emails: Api<Email> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        &emails,
+        name,
+        |e: &Email| ready_reason(e).as_deref() == Some(reason),
+        WAIT,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn mailgun_absence_is_trusted_only_after_the_settling_time() {
+    init_test_logging();
+    let env = TestEnv::get().await;
+    let ns = env.unique_namespace("mg-settling").await;
+    // The 5xx left nothing behind: absent now, and still absent once the record settled.
+    let mg = MockMailgun::start(MG_KEY, "mg.example.com", Duration::ZERO).await;
+    mailgun_sender(&env, &ns, &mg, "4s").await;
+    mg.inject(mock_mailgun::Inject::Fail);
+    let op = Operator::start(env.client(), &ns);
+    let started = std::time::Instant::now();
+    env.apply_yaml(&ns, &email("order-7", "mailgun")).await;
+    let waiting = reason_seen(&env.client(), &ns, "order-7", "AwaitingProviderRecord").await;
+    assert_eq!(
+        waiting.status.as_ref().and_then(|s| s.phase),
+        Some(EmailPhase::Retrying)
+    );
+    assert!(mg.accepted().is_empty(), "resent before the events settled");
+    let e = sent(&env.client(), &ns, "order-7").await;
+    op.stop().await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "resent {:?} after the 5xx, before the settling time",
+        started.elapsed()
+    );
+    assert_eq!(mg.accepted().len(), 1);
+    assert_eq!(ready_reason(&e).as_deref(), Some("Sent"));
+}
+
+#[tokio::test]
+async fn a_mailgun_message_whose_events_arrive_late_is_found_not_sent_again() {
+    init_test_logging();
+    let env = TestEnv::get().await;
+    let ns = env.unique_namespace("mg-late").await;
+    // Accepted, the answer lost, and its event shows 1 s later: the first look-up misses it.
+    let mg = MockMailgun::start(MG_KEY, "mg.example.com", Duration::from_secs(1)).await;
+    mailgun_sender(&env, &ns, &mg, "3s").await;
+    mg.inject(mock_mailgun::Inject::AcceptThenFail);
+    let op = Operator::start(env.client(), &ns);
+    env.apply_yaml(&ns, &email("order-8", "mailgun")).await;
+    reason_seen(&env.client(), &ns, "order-8", "AwaitingProviderRecord").await;
+    let e = sent(&env.client(), &ns, "order-8").await;
+    op.stop().await;
+    assert_eq!(mg.accepted().len(), 1, "sent twice");
+    assert_eq!(ready_reason(&e).as_deref(), Some("RecoveredFromProvider"));
+    assert_eq!(message_id(&e), format!("<{}>", mg.accepted()[0].message_id));
 }

@@ -370,13 +370,27 @@ pub async fn reopen(api: &Api<EmailDelivery>, entry: &EmailDelivery) -> Result<b
     )
 }
 
-/// When the attempt of an entry was handed over at the latest: its claim's expiry (a call
-/// never outlives its claim).
+/// When the attempt of an Unknown entry was handed over at the latest: when its status was
+/// last written (the outcome, or the mark of a claim that lapsed, both come after the
+/// hand-over), else its claim's expiry (a call never outlives its claim). Read from an entry
+/// fetched from the API server (the cache drops what this reads).
 pub fn handed_over_by(entry: &EmailDelivery) -> Option<Timestamp> {
-    entry
-        .annotations()
-        .get(CLAIM_EXPIRES)
-        .and_then(|t| t.parse::<Timestamp>().ok())
+    let status_written = entry
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| f.subresource.as_deref() == Some("status"))
+        .filter_map(|f| f.time.as_ref().map(|t| t.0))
+        .max()
+        // Written in whole seconds: the write itself may have been up to a second later.
+        .and_then(|t| t.checked_add(jiff::SignedDuration::from_secs(1)).ok());
+    status_written.or_else(|| {
+        entry
+            .annotations()
+            .get(CLAIM_EXPIRES)
+            .and_then(|t| t.parse::<Timestamp>().ok())
+    })
 }
 
 /// Every entry of an Email name, read from the API server (authoritative, used when an Email
