@@ -4,7 +4,7 @@
 //! back as `user-variables`), and `GET /v3/{domain}/events` filtered by `message-id`, in pages
 //! linked by `paging.next`, with an `accepted` event that shows only some time after the
 //! message was accepted (Mailgun's events arrive late). Failures are injected per call.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::result_large_err)]
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
