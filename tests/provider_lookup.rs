@@ -329,6 +329,12 @@ async fn mailgun_absence_is_trusted_only_after_the_settling_time() {
     );
     assert_eq!(mg.accepted().len(), 1);
     assert_eq!(ready_reason(&e).as_deref(), Some("Sent"));
+    // Before the first send, after the 5xx, once the record settled; not in between.
+    assert!(
+        mg.event_requests() <= 4,
+        "{} look-ups for one Email",
+        mg.event_requests()
+    );
 }
 
 #[tokio::test]

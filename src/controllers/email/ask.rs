@@ -17,6 +17,7 @@ use super::Reconcile;
 use super::decide::{self, BeforeSend, Moment};
 use super::gather::{Gathered, Prepared};
 use super::outcome::LedgerOutcome;
+use super::status;
 
 /// How long a look-up may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -179,6 +180,15 @@ impl Reconcile<'_> {
             let outcome = LedgerOutcome::of(&entry, &empty);
             self.write(self.mirror_unknown(&outcome, token)).await?;
             return Ok(Action::await_change());
+        }
+        // Already told to wait for the provider's record: a reconcile meanwhile (a sender's
+        // status, a resync) does not ask again before then.
+        if let Some(next) = self.status.next_attempt_time.as_ref().map(|t| t.0)
+            && next > Timestamp::now()
+            && status::current_reason(self.email).as_deref()
+                == Some(status::reasons::AWAITING_PROVIDER_RECORD)
+        {
+            return Ok(Action::requeue(until(next) + Duration::from_secs(1)));
         }
         let handed_over = ledger::handed_over_by(&entry)
             .or(self.status.last_attempt_time.as_ref().map(|t| t.0))
