@@ -182,13 +182,30 @@ async fn a_postmark_500_after_acceptance_ends_sent_after_a_look_up_with_one_deli
     let pm = MockPostmark::start(PM_TOKEN).await;
     postmark_only(&env, &ns, &pm, "").await;
     pm.inject(Inject::AcceptThenFail);
-    let op = Operator::start(env.client(), &ns);
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let op = Operator::start_full(env.client(), &ns, Settings::default(), Some(addr));
     env.apply_yaml(&ns, &email("order-3", "postmark")).await;
     let e = sent(&env.client(), &ns, "order-3").await;
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
     op.stop().await;
     assert_eq!(pm.sent().len(), 1);
     assert_eq!(ready_reason(&e).as_deref(), Some("RecoveredFromProvider"));
     assert_eq!(message_id(&e), "b7bc2f4a-e38e-4336-af7d-e6c390000001");
+    // Two look-ups for this Email: before its first send (absent), after the 500 (found).
+    for (result, n) in [("absent", 1), ("found", 1)] {
+        let line = format!(
+            "kmailops_provider_lookups_total{{provider=\"Postmark\",result=\"{result}\"}} {n}"
+        );
+        assert!(metrics.contains(&line), "no `{line}` in:\n{metrics}");
+    }
 }
 
 #[tokio::test]
