@@ -372,3 +372,34 @@ async fn a_mailgun_message_whose_events_arrive_late_is_found_not_sent_again() {
     assert_eq!(ready_reason(&e).as_deref(), Some("RecoveredFromProvider"));
     assert_eq!(message_id(&e), format!("<{}>", mg.accepted()[0].message_id));
 }
+
+#[tokio::test]
+async fn a_postmark_that_keeps_answering_500_is_asked_and_retried_with_backoff_then_sent_once() {
+    init_test_logging();
+    let env = TestEnv::get().await;
+    let ns = env.unique_namespace("pm-500s").await;
+    let pm = MockPostmark::start(PM_TOKEN).await;
+    postmark_only(&env, &ns, &pm, "").await;
+    // Two 500s that kept nothing: each is looked up, found absent, and sent again after the
+    // sender's backoff (1 s, then up to 2 s), not in a loop.
+    for _ in 0..2 {
+        pm.inject(Inject::Raw(
+            500,
+            r#"{"ErrorCode":500,"Message":"Internal server error"}"#.into(),
+            vec![],
+        ));
+    }
+    let op = Operator::start(env.client(), &ns);
+    let started = std::time::Instant::now();
+    env.apply_yaml(&ns, &email("order-9", "postmark")).await;
+    let e = sent(&env.client(), &ns, "order-9").await;
+    op.stop().await;
+    assert_eq!((pm.sent().len(), pm.posts()), (1, 3));
+    assert_eq!(ready_reason(&e).as_deref(), Some("Sent"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "resent without backoff: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(pm.searches(), 3, "before the send and after each 500");
+}

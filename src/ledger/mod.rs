@@ -344,10 +344,15 @@ pub async fn mark_recovered(
     )
 }
 
-/// Opens an Unknown entry for another attempt, because the provider, asked after its record
-/// settled, does not have the message. The attempt that was in doubt counts as made, so the
-/// entry waits for the next one; false when the entry changed since it was read.
-pub async fn reopen(api: &Api<EmailDelivery>, entry: &EmailDelivery) -> Result<bool, kube::Error> {
+/// Opens an Unknown entry for another attempt (due at `next_attempt`, or now), because the
+/// provider, asked after its record settled, does not have the message. The attempt that was
+/// in doubt counts as made, so the entry waits for the next one; false when the entry changed
+/// since it was read.
+pub async fn reopen(
+    api: &Api<EmailDelivery>,
+    entry: &EmailDelivery,
+    next_attempt: Option<Timestamp>,
+) -> Result<bool, kube::Error> {
     let recorded = entry.status.as_ref().and_then(|s| s.attempts).unwrap_or(0);
     let claimed = entry
         .annotations()
@@ -360,7 +365,7 @@ pub async fn reopen(api: &Api<EmailDelivery>, entry: &EmailDelivery) -> Result<b
             "phase": DeliveryPhase::Sending,
             "reason": null,
             "attempts": recorded.max(claimed),
-            "nextAttemptTime": null,
+            "nextAttemptTime": next_attempt.map(Time),
         },
     });
     let params = merge_params();

@@ -214,9 +214,32 @@ impl Reconcile<'_> {
                 Ok(Action::await_change())
             }
             BeforeSend::Send => {
-                tracing::info!(email = %self.id, entry = entry_name, "the provider does not have the message whose outcome was unknown; sending it again");
-                if !ledger::reopen(&self.deliveries, &entry).await? {
+                // Not there: another attempt, within the sender's retry budget and after its
+                // backoff counted from the hand-over, so a provider that keeps answering 5xx
+                // is not called in a tight loop.
+                let retry = &p.sender.config.spec.retry;
+                let attempts = status.attempts.unwrap_or(1);
+                let next = crate::backoff::next_attempt_at(
+                    handed_over,
+                    crate::backoff::delay(retry, attempts, None),
+                );
+                let first = entry
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(handed_over, |t| t.0);
+                if !retry.allows_another(attempts, first, next) {
+                    let outcome = LedgerOutcome::of(&entry, &empty);
+                    self.write(self.mirror_unknown(&outcome, token)).await?;
+                    return Ok(Action::await_change());
+                }
+                tracing::info!(email = %self.id, entry = entry_name, %next, "the provider does not have the message whose outcome was unknown; sending it again");
+                if !ledger::reopen(&self.deliveries, &entry, Some(next)).await? {
                     return Ok(Action::requeue(Duration::from_secs(1)));
+                }
+                if next > Timestamp::now() {
+                    self.write(self.resend_planned(status, next)).await?;
+                    return Ok(Action::requeue(until(next) + Duration::from_millis(50)));
                 }
                 let fresh = self.deliveries.get(entry_name).await?;
                 self.follow_entry(g, p, &fresh, token).await

@@ -290,6 +290,25 @@ impl Reconcile<'_> {
         )
     }
 
+    /// The provider, asked after an answer that may have meant "accepted", does not have the
+    /// message: it goes out again at `at` (the sender's backoff).
+    pub(super) fn resend_planned(&self, mut status: EmailStatus, at: Timestamp) -> Update {
+        status.next_attempt_time = Some(Time(Timestamp::from_second(at.as_second()).unwrap_or(at)));
+        let message = format!(
+            "the provider does not have the message whose send had an ambiguous answer, so it was not delivered; next attempt at {at}"
+        );
+        let event = self
+            .is_news(reasons::TRANSIENT_ERROR)
+            .then(|| Note::warning("Retrying", message.clone()));
+        self.update(
+            status,
+            EmailPhase::Retrying,
+            reasons::TRANSIENT_ERROR,
+            &message,
+            event,
+        )
+    }
+
     /// The provider could not be asked: Retrying, never a blind send.
     pub(super) fn lookup_failed(
         &self,

@@ -72,6 +72,8 @@ fn before_send_table() {
             POSTMARK, ambiguous(0), Some(found("pm-1")), recovered()),
         ("Postmark: after a 500, absent is sent again at once (no settling)",
             POSTMARK, ambiguous(0), Some(LookupAnswer::Absent), Send),
+        ("Postmark: also when the hand-over bound lies ahead of the clock",
+            POSTMARK, ambiguous(-1), Some(LookupAnswer::Absent), Send),
         ("Mailgun: after a timeout, found is Sent at once",
             MAILGUN, ambiguous(1), Some(found("pm-1")), recovered()),
         ("Mailgun: absent within the settling time waits until it passes",
