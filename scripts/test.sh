@@ -9,7 +9,8 @@
 #                                   # sequences; CHURN_SEED=<n> replays a printed seed)
 #
 # With KUBECONFIG set to a real cluster, the local API server is not started and the
-# integration tests run against that cluster instead.
+# integration tests run against that cluster instead; tests/provider_lookup.rs then needs a
+# second, separate cluster in KMAILOPS_SECOND_KUBECONFIG (a cluster rebuilt from Git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,10 +23,23 @@ if [ -z "${KUBECONFIG:-}" ]; then
   started_testenv=1
   export KUBECONFIG="$PWD/target/testenv/kubeconfig"
 fi
+started_second=0
 cleanup() {
   if [ "$started_testenv" = 1 ]; then scripts/k8s-testenv.sh stop || true; fi
+  if [ "$started_second" = 1 ]; then
+    KMAILOPS_TESTENV_DIR="$PWD/target/testenv2" scripts/k8s-testenv.sh stop || true
+  fi
 }
 trap cleanup EXIT
+# A second, separate API server: a cluster rebuilt from Git (tests/provider_lookup.rs).
+if [ -z "${KMAILOPS_SECOND_KUBECONFIG:-}" ] && [ "$started_testenv" = 1 ]; then
+  started_second=1
+  KMAILOPS_TESTENV_DIR="$PWD/target/testenv2" \
+    KMAILOPS_TESTENV_API_PORT="${KMAILOPS_SECOND_API_PORT:-26543}" \
+    KMAILOPS_TESTENV_ETCD_PORT="${KMAILOPS_SECOND_ETCD_PORT:-23890}" \
+    scripts/k8s-testenv.sh start
+  export KMAILOPS_SECOND_KUBECONFIG="$PWD/target/testenv2/kubeconfig"
+fi
 
 # Integration tests must fail, never skip, when their environment is missing.
 export KMAILOPS_REQUIRE_TESTENV=1

@@ -50,6 +50,13 @@ pub struct ProviderLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    pub provider: String,
+    /// `found`, `absent` or `failed`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HealthCheckLabels {
     pub sender: String,
     pub result: String,
@@ -82,6 +89,8 @@ pub struct Metrics {
     pub emails_sent: Family<SenderLabels, Counter>,
     pub emails_failed: Family<FailureLabels, Counter>,
     pub send_duration: Family<ProviderLabels, Histogram, fn() -> Histogram>,
+    /// Look-ups of a message at its provider before a send (see docs/exactly-once.md).
+    pub provider_lookups: Family<LookupLabels, Counter>,
     pub health_checks: Family<HealthCheckLabels, Counter>,
     pub health_check_duration: Family<SenderOnly, Histogram, fn() -> Histogram>,
     pub sender_status: Family<SenderOnly, Gauge>,
@@ -115,6 +124,7 @@ impl Metrics {
         let emails_sent = Family::<SenderLabels, Counter>::default();
         let emails_failed = Family::<FailureLabels, Counter>::default();
         let send_duration = Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        let provider_lookups = Family::<LookupLabels, Counter>::default();
         let health_checks = Family::<HealthCheckLabels, Counter>::default();
         let health_check_duration =
             Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
@@ -141,6 +151,11 @@ impl Metrics {
             "send_duration_seconds",
             "Duration of provider send calls",
             send_duration.clone(),
+        );
+        r.register(
+            "provider_lookups",
+            "Look-ups of a message at its provider before a send, by provider and result (found, absent, failed)",
+            provider_lookups.clone(),
         );
         r.register(
             "sender_health_checks",
@@ -195,6 +210,7 @@ impl Metrics {
             emails_sent,
             emails_failed,
             send_duration,
+            provider_lookups,
             health_checks,
             health_check_duration,
             sender_status,

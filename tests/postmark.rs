@@ -15,7 +15,8 @@ use kmailops::provider::{
     Credentials, ErrorClass, HealthReport, HttpTimeouts, Provider, SendError, build_provider,
     http_client_with,
 };
-use mock_postmark::{Inject, MockPostmark, TEST_TOKEN};
+use kmailops::provider::{LookupAnswer, Recall};
+use mock_postmark::{Inject, MockPostmark, SearchInject, TEST_TOKEN};
 use serde_json::json;
 
 const TOKEN: &str = "pm-server-6a1f0c2e-distinctive";
@@ -131,6 +132,96 @@ async fn the_delivery_key_finds_the_message_in_postmarks_search() {
         .await
         .expect("json");
     assert_eq!(found["TotalCount"], 1, "{found}");
+}
+
+const LOOKUP: Duration = Duration::from_millis(500);
+
+#[tokio::test]
+async fn a_look_up_finds_a_sent_message_by_its_delivery_key_and_only_that_one() {
+    let mock = MockPostmark::start(TOKEN).await;
+    let p = provider(&mock.url);
+    assert_eq!(p.recall(), Recall::Searchable { settles: false });
+    let msg = message(&mock.url);
+    assert_eq!(p.look_up(&msg, LOOKUP).await, LookupAnswer::Absent);
+    let receipt = p.send(&msg).await.expect("accepted");
+    assert_eq!(
+        p.look_up(&msg, LOOKUP).await,
+        LookupAnswer::Found {
+            message_id: receipt.message_id
+        }
+    );
+    // Another delivery (a retry token) is another key: not found.
+    let mut other = message(&mock.url);
+    other.delivery_key = Some(delivery_key(
+        "mail",
+        "welcome",
+        &other.delivery_hash,
+        Some("t1"),
+    ));
+    assert_eq!(p.look_up(&other, LOOKUP).await, LookupAnswer::Absent);
+    assert_eq!(mock.searches(), 3);
+}
+
+#[tokio::test]
+async fn a_500_after_acceptance_is_ambiguous_and_the_look_up_finds_the_message() {
+    let mock = MockPostmark::start(TOKEN).await;
+    mock.inject(Inject::AcceptThenFail);
+    let p = provider(&mock.url);
+    let msg = message(&mock.url);
+    let err = p.send(&msg).await.expect_err("500");
+    assert_eq!(err.class, ErrorClass::Ambiguous);
+    assert!(matches!(
+        p.look_up(&msg, LOOKUP).await,
+        LookupAnswer::Found { .. }
+    ));
+    assert_eq!(mock.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn a_look_up_that_fails_says_why_and_never_reads_as_absent() {
+    let mock = MockPostmark::start(TOKEN).await;
+    let p = provider(&mock.url);
+    let msg = message(&mock.url);
+    mock.inject_search(SearchInject::Raw(
+        500,
+        r#"{"ErrorCode":500,"Message":"Internal server error"}"#.into(),
+    ));
+    match p.look_up(&msg, LOOKUP).await {
+        LookupAnswer::Failed(why) => assert!(why.contains("500"), "{why}"),
+        other => panic!("a 500 is no answer: {other:?}"),
+    }
+    mock.inject_search(SearchInject::Stall(Duration::from_secs(3)));
+    match p.look_up(&msg, LOOKUP).await {
+        LookupAnswer::Failed(why) => assert!(why.contains("in time"), "{why}"),
+        other => panic!("a timeout is no answer: {other:?}"),
+    }
+    // Not JSON in Postmark's format: described, not quoted.
+    mock.inject_search(SearchInject::Raw(200, "<html>proxy login</html>".into()));
+    match p.look_up(&msg, LOOKUP).await {
+        LookupAnswer::Failed(why) => assert!(!why.contains("proxy login"), "{why}"),
+        other => panic!("an unreadable answer is no answer: {other:?}"),
+    }
+    match closed_port_provider().look_up(&msg, LOOKUP).await {
+        LookupAnswer::Failed(why) => assert!(why.contains("could not reach"), "{why}"),
+        other => panic!("no server is no answer: {other:?}"),
+    }
+}
+
+fn closed_port_provider() -> Arc<dyn Provider> {
+    provider(&closed_port_url())
+}
+
+#[tokio::test]
+async fn a_look_up_with_a_wrong_token_fails_naming_the_field_without_the_token() {
+    let mock = MockPostmark::start(TOKEN).await;
+    let p = provider_for(&spec(&mock.url), "pm-WRONG-0000-distinctive");
+    match p.look_up(&message(&mock.url), LOOKUP).await {
+        LookupAnswer::Failed(why) => {
+            assert!(why.contains("spec.postmark.serverTokenSecretRef"), "{why}");
+            assert!(!why.contains("pm-WRONG-0000"), "token leaked: {why}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -106,6 +106,10 @@ pub struct EmailSenderConfigSpec {
     /// How often the provider is checked.
     #[serde(default)]
     pub health_check: HealthCheckSpec,
+    /// Asking the provider whether a message already went out, before a first send and before
+    /// resending after an answer that may have meant "accepted" (Postmark, Mailgun).
+    #[serde(default)]
+    pub lookup: LookupSpec,
 }
 
 /// The From identity.
@@ -461,6 +465,44 @@ pub struct RateLimitSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub burst: Option<i32>,
+}
+
+/// Asking the provider before sending what may already be out (see docs/exactly-once.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LookupSpec {
+    /// Never ask the provider: a first send goes out without a look-up, and an answer that
+    /// may have meant "accepted" leaves the Email `Unknown` for a person, as with providers
+    /// that can not be asked.
+    #[serde(default)]
+    pub disabled: bool,
+    /// How long after a hand-over the provider's record is complete, so that not finding the
+    /// message means it was not accepted (Mailgun's events arrive late; default `30m`).
+    /// Until then a resend waits (`Retrying`, reason `AwaitingProviderRecord`).
+    #[serde(default = "default_settling_time")]
+    #[schemars(length(max = 32), regex(pattern = super::common::DURATION_PATTERN))]
+    pub settling_time: String,
+}
+
+impl Default for LookupSpec {
+    fn default() -> Self {
+        Self {
+            disabled: false,
+            settling_time: default_settling_time(),
+        }
+    }
+}
+
+fn default_settling_time() -> String {
+    "30m".into()
+}
+
+impl LookupSpec {
+    /// `settlingTime`, parsed (the schema's pattern has checked its form; 30 minutes if not).
+    pub fn settling_time(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.settling_time)
+            .unwrap_or(std::time::Duration::from_secs(30 * 60))
+    }
 }
 
 /// Health check schedule.

@@ -342,6 +342,84 @@ pub async fn mark_unknown(
     )
 }
 
+/// Marks an Unknown entry `Sent` under `message_id` because the provider, asked, had the
+/// message; false when the entry changed since it was read.
+pub async fn mark_recovered(
+    api: &Api<EmailDelivery>,
+    entry: &EmailDelivery,
+    message_id: &str,
+) -> Result<bool, kube::Error> {
+    let patch = serde_json::json!({
+        "metadata": { "resourceVersion": entry.resource_version() },
+        "status": {
+            "phase": DeliveryPhase::Sent,
+            "reason": reasons::RECOVERED_FROM_PROVIDER,
+            "messageId": message_id,
+            "error": null,
+            "nextAttemptTime": null,
+        },
+    });
+    let params = merge_params();
+    unless_conflict(
+        api.patch_status(&entry.name_any(), &params, &Patch::Merge(&patch))
+            .await,
+    )
+}
+
+/// Opens an Unknown entry for another attempt (due at `next_attempt`, or now), because the
+/// provider, asked after its record settled, does not have the message. The attempt that was
+/// in doubt counts as made, so the entry waits for the next one; false when the entry changed
+/// since it was read.
+pub async fn reopen(
+    api: &Api<EmailDelivery>,
+    entry: &EmailDelivery,
+    next_attempt: Option<Timestamp>,
+) -> Result<bool, kube::Error> {
+    let recorded = entry.status.as_ref().and_then(|s| s.attempts).unwrap_or(0);
+    let claimed = entry
+        .annotations()
+        .get(CLAIM_ATTEMPT)
+        .and_then(|a| a.parse::<i32>().ok())
+        .unwrap_or(1);
+    let patch = serde_json::json!({
+        "metadata": { "resourceVersion": entry.resource_version() },
+        "status": {
+            "phase": DeliveryPhase::Sending,
+            "reason": null,
+            "attempts": recorded.max(claimed),
+            "nextAttemptTime": next_attempt.map(Time),
+        },
+    });
+    let params = merge_params();
+    unless_conflict(
+        api.patch_status(&entry.name_any(), &params, &Patch::Merge(&patch))
+            .await,
+    )
+}
+
+/// When the attempt of an Unknown entry was handed over at the latest: when its status was
+/// last written (the outcome, or the mark of a claim that lapsed, both come after the
+/// hand-over), else its claim's expiry (a call never outlives its claim). Read from an entry
+/// fetched from the API server (the cache drops what this reads).
+pub fn handed_over_by(entry: &EmailDelivery) -> Option<Timestamp> {
+    let status_written = entry
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| f.subresource.as_deref() == Some("status"))
+        .filter_map(|f| f.time.as_ref().map(|t| t.0))
+        .max()
+        // Written in whole seconds: the write itself may have been up to a second later.
+        .and_then(|t| t.checked_add(jiff::SignedDuration::from_secs(1)).ok());
+    status_written.or_else(|| {
+        entry
+            .annotations()
+            .get(CLAIM_EXPIRES)
+            .and_then(|t| t.parse::<Timestamp>().ok())
+    })
+}
+
 /// Every entry of an Email name, read from the API server (authoritative, used when an Email
 /// has no status of its own: new, or deleted and created again).
 pub async fn list_for_email(
@@ -386,6 +464,9 @@ pub mod reasons {
     pub const AUTH_FAILED: &str = "AuthFailed";
     pub const RETRIES_EXHAUSTED: &str = "RetriesExhausted";
     pub const OUTCOME_UNKNOWN: &str = "OutcomeUnknown";
+    /// The provider had the message when it was asked (by its delivery key): Sent, and not
+    /// sent again.
+    pub const RECOVERED_FROM_PROVIDER: &str = "RecoveredFromProvider";
 }
 
 fn sent_time(d: &EmailDelivery) -> Option<Timestamp> {

@@ -123,7 +123,7 @@ pub(crate) async fn probe(
 
 /// Reads status, headers and body. A body that can not be read is kept as an explanation:
 /// the status already tells what happened.
-async fn read(response: reqwest::Response) -> Reply {
+pub(crate) async fn read(response: reqwest::Response) -> Reply {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = match response.text().await {

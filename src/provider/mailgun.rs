@@ -7,6 +7,7 @@ use reqwest::multipart::{Form, Part};
 use serde::Deserialize;
 
 use super::http::{self, Reply, describe_body};
+use super::lookup::{self, LookupAnswer, Recall};
 use super::{ConfigError, HealthReport, Provider, SecretValue, SendError, SendReceipt, reason};
 use crate::api::ProviderKind;
 use crate::api::sender_config::MailgunSpec;
@@ -147,6 +148,115 @@ fn refused(reply: &Reply) -> SendError {
     err.with_status(status)
 }
 
+/// A page of `GET /v3/{domain}/events`: `{"items": [...], "paging": {"next": "<url>", ...}}`.
+#[derive(Deserialize)]
+struct EventPage {
+    #[serde(default)]
+    items: Vec<Event>,
+    #[serde(default)]
+    paging: Paging,
+}
+
+#[derive(Deserialize, Default)]
+struct Paging {
+    #[serde(default)]
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Event {
+    #[serde(default)]
+    event: String,
+    #[serde(default, rename = "user-variables")]
+    user_variables: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    message: EventMessage,
+}
+
+#[derive(Deserialize, Default)]
+struct EventMessage {
+    #[serde(default)]
+    headers: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Mailgun returns at most 300 events a page.
+const EVENTS_LIMIT: &str = "300";
+/// Pages followed at most for one message (one message has a handful of events).
+const MAX_EVENT_PAGES: usize = 5;
+
+impl Mailgun {
+    /// The first event of `msg` (by Message-ID, and carrying its delivery key) that says
+    /// Mailgun accepted it.
+    async fn find_event(
+        &self,
+        msg: &OutgoingMessage,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Option<String>, LookupAnswer> {
+        let id = msg.message_id.trim_start_matches('<').trim_end_matches('>');
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/v3/{}/events", self.base, self.domain),
+            [("message-id", id), ("limit", EVENTS_LIMIT)],
+        )
+        .map_err(|e| LookupAnswer::Failed(format!("the events URL is not valid: {e}")))?;
+        let mut req = self.http.get(url);
+        for _ in 0..MAX_EVENT_PAGES {
+            let reply = lookup::ask(
+                req.basic_auth("api", Some(self.key.expose()))
+                    .timeout(timeout),
+                "Mailgun",
+            )
+            .await?;
+            if !(200..300).contains(&reply.status) {
+                let hint = match reply.status {
+                    401 | 403 => {
+                        "; the key must be allowed to read events (a domain sending key is not)"
+                    }
+                    _ => "",
+                };
+                return Err(LookupAnswer::Failed(format!(
+                    "Mailgun's events answered {}: {}{hint}",
+                    reply.status,
+                    explain(&reply)
+                )));
+            }
+            let page: EventPage = serde_json::from_str(&reply.body).map_err(|_| {
+                LookupAnswer::Failed(format!(
+                    "Mailgun's events answered {} with {}",
+                    reply.status,
+                    describe_body(&reply.body)
+                ))
+            })?;
+            if page.items.is_empty() {
+                return Ok(None);
+            }
+            let ours = page.items.iter().find(|e| {
+                e.event != "rejected"
+                    && e.user_variables
+                        .get(DELIVERY_KEY_VARIABLE)
+                        .and_then(|v| v.as_str())
+                        == Some(key)
+            });
+            if let Some(e) = ours {
+                let id = e
+                    .message
+                    .headers
+                    .get("message-id")
+                    .and_then(|v| v.as_str())
+                    .map(|id| format!("<{}>", id.trim_start_matches('<').trim_end_matches('>')))
+                    .unwrap_or_else(|| msg.message_id.clone());
+                return Ok(Some(id));
+            }
+            // Only pages of this same API are followed: the link comes from the server.
+            match page.paging.next {
+                Some(next) if next.starts_with(&self.base) => req = self.http.get(next),
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+}
+
 #[derive(Deserialize)]
 struct DomainReply {
     domain: DomainInfo,
@@ -190,6 +300,23 @@ impl Provider for Mailgun {
             message_id,
             warnings,
         })
+    }
+
+    fn recall(&self) -> Recall {
+        Recall::Searchable { settles: true }
+    }
+
+    /// Mailgun's events of the message's Message-ID, checked for its delivery key. Events
+    /// arrive late: the caller trusts "absent" only after the sender's settling time.
+    async fn look_up(&self, msg: &OutgoingMessage, timeout: Duration) -> LookupAnswer {
+        let Some(key) = msg.delivery_key.as_deref() else {
+            return LookupAnswer::Failed("the message has no delivery key to search by".into());
+        };
+        match self.find_event(msg, key, timeout).await {
+            Ok(Some(message_id)) => LookupAnswer::Found { message_id },
+            Ok(None) => LookupAnswer::Absent,
+            Err(failed) => failed,
+        }
     }
 
     async fn check_health(&self, timeout: Duration) -> HealthReport {

@@ -16,6 +16,7 @@ mod error;
 mod health;
 pub mod http;
 mod limits;
+pub mod lookup;
 pub mod mailersend;
 pub mod mailgun;
 pub mod postmark;
@@ -28,6 +29,7 @@ pub mod smtp;
 pub use error::{ConfigError, ErrorClass, SendError};
 pub use health::{HealthReport, reason};
 pub use http::{HttpTimeouts, http_client, http_client_with};
+pub use lookup::{LookupAnswer, Recall};
 pub use secret::{Credentials, Loaded, SecretValue};
 
 use secret::{LearnedSecrets, Redactor};
@@ -52,6 +54,16 @@ pub trait Provider: Send + Sync {
     async fn send(&self, msg: &OutgoingMessage) -> Result<SendReceipt, SendError>;
     /// Checks that the account would take mail, within `timeout`.
     async fn check_health(&self, timeout: Duration) -> HealthReport;
+    /// What this provider can tell about messages it accepted (see [`Recall`]).
+    fn recall(&self) -> Recall {
+        Recall::Nothing
+    }
+    /// Asks the provider, within `timeout`, whether it has `msg` (found by its delivery key).
+    /// Read-only; only called where [`Provider::recall`] says it can answer.
+    async fn look_up(&self, msg: &OutgoingMessage, timeout: Duration) -> LookupAnswer {
+        let _ = (msg, timeout);
+        LookupAnswer::Failed(format!("{} can not be asked about a message", self.kind()))
+    }
 }
 
 /// The first Secret key a config needs (see [`required_secrets`]), with the field path to
@@ -391,6 +403,17 @@ impl<P: Provider> Provider for Redacting<P> {
             .check_health(timeout)
             .await
             .map_message(|m| self.redactor.scrub(&m))
+    }
+
+    fn recall(&self) -> Recall {
+        self.inner.recall()
+    }
+
+    async fn look_up(&self, msg: &OutgoingMessage, timeout: Duration) -> LookupAnswer {
+        match self.inner.look_up(msg, timeout).await {
+            LookupAnswer::Failed(why) => LookupAnswer::Failed(self.redactor.scrub(&why)),
+            other => other,
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::http::{self, Reply, describe_body};
 use super::limits::{self, RecipientLimits};
+use super::lookup::{self, LookupAnswer, Recall};
 use super::{ConfigError, HealthReport, Provider, SecretValue, SendError, SendReceipt, reason};
 use crate::api::ProviderKind;
 use crate::api::sender_config::{POSTMARK_BASE_URL, PostmarkSpec};
@@ -213,6 +214,26 @@ fn refused(reply: &Reply) -> SendError {
     err.with_status(status)
 }
 
+/// `GET /messages/outbound`: `{"TotalCount": 1, "Messages": [{"MessageID", "Metadata", ...}]}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SearchReply {
+    #[serde(default)]
+    messages: Vec<Found>,
+}
+
+#[derive(Deserialize)]
+struct Found {
+    #[serde(default, rename = "MessageID")]
+    message_id: Option<String>,
+    #[serde(default, rename = "Metadata")]
+    metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// How many matches one search asks for: the filter is exact, one is enough, a few show a
+/// duplicate sent by something else.
+const SEARCH_COUNT: u32 = 10;
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Server {
@@ -265,6 +286,72 @@ impl Provider for Postmark {
             message_id,
             warnings,
         })
+    }
+
+    fn recall(&self) -> Recall {
+        Recall::Searchable { settles: false }
+    }
+
+    /// Postmark's outbound message search, filtered by the delivery key in the metadata.
+    async fn look_up(&self, msg: &OutgoingMessage, timeout: Duration) -> LookupAnswer {
+        let Some(key) = msg.delivery_key.as_deref() else {
+            return LookupAnswer::Failed("the message has no delivery key to search by".into());
+        };
+        let count = SEARCH_COUNT.to_string();
+        let filter = format!("metadata_{DELIVERY_KEY_METADATA}");
+        let url = match reqwest::Url::parse_with_params(
+            &format!("{}/messages/outbound", self.base),
+            [
+                ("count", count.as_str()),
+                ("offset", "0"),
+                (filter.as_str(), key),
+            ],
+        ) {
+            Ok(url) => url,
+            Err(e) => return LookupAnswer::Failed(format!("the search URL is not valid: {e}")),
+        };
+        let req = self
+            .http
+            .get(url)
+            .header(HEADER, self.token.expose())
+            .header("Accept", "application/json")
+            .timeout(timeout);
+        let reply = match lookup::ask(req, "Postmark").await {
+            Ok(reply) => reply,
+            Err(failed) => return failed,
+        };
+        if !(200..300).contains(&reply.status) {
+            let hint = match (reply.status, answer(&reply).error_code) {
+                (401, _) | (_, Some(10)) => format!("; {CHECK_TOKEN}"),
+                _ => String::new(),
+            };
+            return LookupAnswer::Failed(format!(
+                "Postmark's message search answered {}: {}{hint}",
+                reply.status,
+                explain(&reply)
+            ));
+        }
+        let Ok(found) = serde_json::from_str::<SearchReply>(&reply.body) else {
+            return LookupAnswer::Failed(format!(
+                "Postmark's message search answered {} with {}",
+                reply.status,
+                describe_body(&reply.body)
+            ));
+        };
+        // Only a message that carries our key counts, whatever else the server matched.
+        let ours = found.messages.into_iter().find(|m| {
+            m.metadata
+                .get(DELIVERY_KEY_METADATA)
+                .and_then(|v| v.as_str())
+                == Some(key)
+        });
+        match ours
+            .and_then(|m| m.message_id)
+            .filter(|id| !id.trim().is_empty())
+        {
+            Some(message_id) => LookupAnswer::Found { message_id },
+            None => LookupAnswer::Absent,
+        }
     }
 
     async fn check_health(&self, timeout: Duration) -> HealthReport {

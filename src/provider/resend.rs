@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::http::{self, Reply, describe_body};
 use super::limits::{self, RecipientLimits};
+use super::lookup::{self, Recall};
 use super::{
     ConfigError, ErrorClass, HealthReport, Provider, SecretValue, SendError, SendReceipt, reason,
 };
@@ -299,6 +300,10 @@ impl Provider for Resend {
             message_id,
             warnings,
         })
+    }
+
+    fn recall(&self) -> Recall {
+        Recall::Deduplicates(lookup::RESEND_WINDOW)
     }
 
     async fn check_health(&self, timeout: Duration) -> HealthReport {

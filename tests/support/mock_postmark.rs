@@ -31,6 +31,17 @@ pub enum Inject {
     AcceptThenFail,
     /// Answer only after this long (nothing sent before the answer).
     Stall(Duration),
+    /// Send, then answer only after this long (a timeout after the hand-over).
+    AcceptThenStall(Duration),
+}
+
+/// What the next `GET /messages/outbound` does instead of searching.
+#[derive(Clone, Debug)]
+pub enum SearchInject {
+    /// Answer with this HTTP status and body.
+    Raw(u16, String),
+    /// Answer (searching) only after this long.
+    Stall(Duration),
 }
 
 #[derive(Default)]
@@ -39,6 +50,8 @@ struct Inner {
     streams: Vec<String>,
     suppressed: Vec<String>,
     inject: VecDeque<Inject>,
+    search_inject: VecDeque<SearchInject>,
+    searches: usize,
     sent: Vec<Value>,
     posts: usize,
     last_headers: Option<HeaderMap>,
@@ -99,6 +112,15 @@ impl MockPostmark {
 
     pub fn inject(&self, what: Inject) {
         self.inner.lock().unwrap().inject.push_back(what);
+    }
+
+    pub fn inject_search(&self, what: SearchInject) {
+        self.inner.lock().unwrap().search_inject.push_back(what);
+    }
+
+    /// Searches answered (failed ones included).
+    pub fn searches(&self) -> usize {
+        self.inner.lock().unwrap().searches
     }
 
     pub fn sent(&self) -> Vec<Value> {
@@ -258,6 +280,14 @@ async fn send(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
                 json!({"MessageID": id(0), "ErrorCode": 0, "Message": "OK"}),
             )
         }
+        Some(Inject::AcceptThenStall(d)) => {
+            let n = inner.lock().unwrap().sent.len();
+            tokio::time::sleep(d).await;
+            json_reply(
+                200,
+                json!({"MessageID": id(n), "ErrorCode": 0, "Message": "OK"}),
+            )
+        }
         _ => {
             let n = inner.lock().unwrap().sent.len();
             json_reply(
@@ -283,10 +313,31 @@ async fn search(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, uri:
     let q: Vec<(String, String)> = reqwest::Url::parse(&format!("http://mock{uri}"))
         .map(|u| u.query_pairs().into_owned().collect())
         .unwrap_or_default();
-    let s = inner.lock().unwrap();
-    if let Err(r) = authenticate(&s, &headers) {
-        return r;
+    let inject = {
+        let mut s = inner.lock().unwrap();
+        s.searches += 1;
+        if let Err(r) = authenticate(&s, &headers) {
+            return r;
+        }
+        s.search_inject.pop_front()
+    };
+    match inject {
+        Some(SearchInject::Raw(status, body)) => {
+            return (StatusCode::from_u16(status).unwrap(), body).into_response();
+        }
+        Some(SearchInject::Stall(d)) => tokio::time::sleep(d).await,
+        None => {}
     }
+    // Postmark requires both; count is 1-500.
+    let param = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let count = param("count").and_then(|c| c.parse::<usize>().ok());
+    if !count.is_some_and(|c| (1..=500).contains(&c)) || param("offset").is_none() {
+        return code(
+            300,
+            "The 'count' (1-500) and 'offset' query parameters are required.",
+        );
+    }
+    let s = inner.lock().unwrap();
     let filters: Vec<(String, String)> = q
         .into_iter()
         .filter_map(|(k, v)| k.strip_prefix("metadata_").map(|k| (k.to_string(), v)))

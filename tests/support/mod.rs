@@ -63,6 +63,18 @@ struct Shared {
 }
 
 static SHARED: OnceCell<Shared> = OnceCell::const_new();
+static SECOND: OnceCell<Shared> = OnceCell::const_new();
+
+/// The kubeconfig of a second, separate API server (a cluster rebuilt from Git):
+/// `KMAILOPS_SECOND_KUBECONFIG`, else `<repo>/target/testenv2/kubeconfig`, which
+/// `scripts/test.sh` starts (`KMAILOPS_TESTENV_DIR=target/testenv2` with other ports).
+fn second_kubeconfig_path() -> PathBuf {
+    std::env::var_os("KMAILOPS_SECOND_KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/testenv2/kubeconfig")
+        })
+}
 
 /// A handle on the test API server, with the kmailops CRDs installed and established.
 #[derive(Clone)]
@@ -80,6 +92,35 @@ impl TestEnv {
     /// once that test ends.
     pub async fn get() -> TestEnv {
         let shared = SHARED.get_or_init(set_up).await;
+        TestEnv {
+            client: build_client(&shared.config, !shared.full_cluster),
+            full_cluster: shared.full_cluster,
+        }
+    }
+
+    /// A second API server, separate from the first (its own etcd): what a cluster rebuilt
+    /// from Git sees. Fails, never skips, when it is not running.
+    pub async fn second() -> TestEnv {
+        let shared = SECOND
+            .get_or_init(|| async {
+                let path = second_kubeconfig_path();
+                if !path.exists() {
+                    panic!(
+                        "no second API server: start one with `KMAILOPS_TESTENV_DIR=$PWD/target/testenv2 \
+                         KMAILOPS_TESTENV_API_PORT=26543 KMAILOPS_TESTENV_ETCD_PORT=23890 \
+                         scripts/k8s-testenv.sh start` (or set KMAILOPS_SECOND_KUBECONFIG); {} does not exist",
+                        path.display()
+                    );
+                }
+                let kubeconfig = Kubeconfig::read_from(&path)
+                    .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+                let config =
+                    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                        .await
+                        .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
+                set_up_with(config).await
+            })
+            .await;
         TestEnv {
             client: build_client(&shared.config, !shared.full_cluster),
             full_cluster: shared.full_cluster,
@@ -290,6 +331,11 @@ async fn set_up() -> Shared {
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let config = load_config().await;
+    set_up_with(config).await
+}
+
+async fn set_up_with(config: Config) -> Shared {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let url = config.cluster_url.clone();
     let client = build_client(&config, false);
 

@@ -125,17 +125,36 @@ impl Reconcile<'_> {
                 self.write(self.fail(&problem)).await?;
                 Ok(Action::requeue(PROBLEM_RECHECK))
             }
-            Decision::Deliver { position, token } => {
+            Decision::Deliver {
+                position,
+                token,
+                look_up,
+            } => {
                 let Some(p) = g.ready.as_ref().filter(|p| p.position == position) else {
                     return Ok(Action::requeue(Duration::from_secs(1)));
                 };
+                if look_up
+                    && let Some(instead) = self.ask_before_first_send(p, token.as_deref()).await?
+                {
+                    return Ok(instead);
+                }
                 self.deliver(g, p, token.as_deref()).await
+            }
+            Decision::Resolve {
+                position,
+                entry,
+                token,
+            } => {
+                let Some(p) = g.ready.as_ref().filter(|p| p.position == position) else {
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                };
+                self.resolve(g, p, &entry, token.as_deref()).await
             }
         }
     }
 
     /// The one way this controller writes the Email's status (and its Event).
-    async fn write(&self, update: Update) -> Result<Applied, kube::Error> {
+    pub(super) async fn write(&self, update: Update) -> Result<Applied, kube::Error> {
         status::apply(self.ctx, self.email, update).await
     }
 
@@ -230,7 +249,12 @@ impl Reconcile<'_> {
                 {
                     Claim::Won(created) => {
                         return match self.slot_for_claim(p, reservation, &created).await? {
-                            Ok(permit) => self.attempt(g, p, &created, 1, token, permit).await,
+                            Ok(permit) => {
+                                if let Some(key) = &p.message.delivery_key {
+                                    self.ctx.sends.claimed(key);
+                                }
+                                self.attempt(g, p, &created, 1, token, permit).await
+                            }
                             Err(instead) => Ok(instead),
                         };
                     }
@@ -379,7 +403,7 @@ impl Reconcile<'_> {
     }
 
     /// Acts on the ledger entry of this delivery.
-    async fn follow_entry(
+    pub(super) async fn follow_entry(
         &self,
         g: &Gathered,
         p: &Prepared,
@@ -661,6 +685,11 @@ impl Reconcile<'_> {
             && let Some(next) = self.fail_over(g, p, token).await
         {
             return next;
+        }
+        // The provider may have accepted it, and can be asked: it settles the doubt now
+        // (Postmark), once its record is complete (Mailgun), or a resend is a no-op (Resend).
+        if outcome.phase == Some(DeliveryPhase::Unknown) && p.lookup().resolves_unknown() {
+            return Box::pin(self.resolve(g, p, &entry_name, token)).await;
         }
         let mut status = self.delivery_status(p, token);
         status.attempts = Some(attempt);

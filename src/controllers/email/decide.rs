@@ -14,7 +14,12 @@
 //! 4. Unknown moves only on a new `kmailops.io/retry` token.
 //! 5. `notAfter` passed: Expired. `sendAt` ahead: Scheduled.
 //! 6. A problem (content, sender) fails the Email, naming the field and the fix.
-//! 7. Otherwise: deliver through the first sender that can send now, with the token in effect.
+//! 7. Otherwise: deliver through the first sender that can send now, with the token in effect;
+//!    a delivery the ledger does not know yet first asks a provider that can be searched
+//!    whether the message is already out (a cluster rebuilt from Git).
+//!
+//! Before a send that may repeat one the provider already has, [`before_send`] decides from
+//! what the provider's look-up said: recover the message id, send, or wait and say why.
 //!
 //! What happens to the one ledger entry a delivery uses (claim, attempts, failover, a claim
 //! whose process died) is the delivery's own state machine (`act`), driven by that entry.
@@ -59,6 +64,134 @@ pub struct Readiness {
     /// How long an Email waits for its sender to turn healthy again before it fails: the
     /// chosen sender's `retry.maxDuration`.
     pub sender_wait: Duration,
+    /// The delivery hash through the sender that can send now (the one `sender` names).
+    pub ready_hash: Option<String>,
+    /// What that sender's provider can be asked about messages it has (and whether its
+    /// `lookup` is switched on).
+    pub lookup: Lookup,
+}
+
+/// What a sender's provider can tell before a send, with the sender's `lookup` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Nothing (SES, SendGrid, MailerSend, SMTP, or `lookup.disabled`): the ledger only.
+    Off,
+    /// The provider drops a repeat of the same delivery key for this long (Resend).
+    Deduplicates(Duration),
+    /// Searchable by the delivery key; absence counts only `settling` after a hand-over
+    /// (zero for Postmark, `lookup.settlingTime` for Mailgun).
+    Search { settling: Duration },
+}
+
+impl Lookup {
+    /// The sender's look-up, from what its provider can tell and its `lookup` settings.
+    pub fn of(
+        recall: crate::provider::Recall,
+        spec: &crate::api::sender_config::LookupSpec,
+    ) -> Self {
+        use crate::provider::Recall;
+        match recall {
+            _ if spec.disabled => Lookup::Off,
+            Recall::Nothing => Lookup::Off,
+            Recall::Deduplicates(window) => Lookup::Deduplicates(window),
+            Recall::Searchable { settles: false } => Lookup::Search {
+                settling: Duration::ZERO,
+            },
+            Recall::Searchable { settles: true } => Lookup::Search {
+                settling: spec.settling_time(),
+            },
+        }
+    }
+
+    /// Whether an outcome that may have been accepted can be settled without a person.
+    pub fn resolves_unknown(&self) -> bool {
+        !matches!(self, Lookup::Off)
+    }
+}
+
+/// Where a send stands when the provider may already have the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moment {
+    /// The first send of a delivery the ledger does not know (a new Email, or one applied
+    /// again to a cluster rebuilt from Git).
+    FirstSend,
+    /// A resend after an answer that may have meant "accepted" (a 5xx, a timeout after the
+    /// hand-over, an operator that stopped mid-call), made at `handed_over`.
+    AfterAmbiguous { handed_over: Timestamp },
+}
+
+/// What to do before a send, given what the provider said (see [`before_send`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BeforeSend {
+    /// Send (nothing to ask, or the provider does not have it).
+    Send,
+    /// Ask the provider first.
+    LookUp,
+    /// The provider has it: Sent under this id, reason `RecoveredFromProvider`, no send.
+    Recovered { message_id: String },
+    /// The provider does not show it yet, but its record is not complete before `until`:
+    /// wait (`Retrying`, reason `AwaitingProviderRecord`), then ask again.
+    AwaitRecord { until: Timestamp },
+    /// The provider could not be asked: wait (`Retrying`, reason `LookupFailed`), never send
+    /// blind.
+    LookupFailed { why: String },
+    /// Nobody can tell whether the message went out: `Unknown` until a person decides.
+    StayUnknown,
+}
+
+/// Decides whether a send may go out, from what the provider can tell (`lookup`), where the
+/// send stands (`moment`), and what a look-up said (`answer`, `None` before asking).
+///
+/// - Found is always Sent, whatever the moment: the provider has the message.
+/// - A look-up that failed never turns into a send.
+/// - Absent is trusted at once for a first send (nothing of ours was handed over that this
+///   cluster knows of) and after the settling time for a resend (Mailgun's events arrive late).
+/// - Resend drops a repeat within its window, so a resend inside it needs no look-up; outside
+///   it nobody can tell.
+pub fn before_send(
+    lookup: &Lookup,
+    moment: Moment,
+    answer: Option<&crate::provider::LookupAnswer>,
+    now: Timestamp,
+) -> BeforeSend {
+    use crate::provider::LookupAnswer;
+    let after = |at: Timestamp, d: Duration| {
+        at.checked_add(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX))
+            .unwrap_or(Timestamp::MAX)
+    };
+    match (lookup, moment) {
+        (Lookup::Off, Moment::FirstSend) | (Lookup::Deduplicates(_), Moment::FirstSend) => {
+            BeforeSend::Send
+        }
+        (Lookup::Off, Moment::AfterAmbiguous { .. }) => BeforeSend::StayUnknown,
+        (Lookup::Deduplicates(window), Moment::AfterAmbiguous { handed_over }) => {
+            if now < after(handed_over, *window) {
+                BeforeSend::Send
+            } else {
+                BeforeSend::StayUnknown
+            }
+        }
+        (Lookup::Search { settling }, moment) => match answer {
+            None => BeforeSend::LookUp,
+            Some(LookupAnswer::Found { message_id }) => BeforeSend::Recovered {
+                message_id: message_id.clone(),
+            },
+            Some(LookupAnswer::Failed(why)) => BeforeSend::LookupFailed { why: why.clone() },
+            Some(LookupAnswer::Absent) => match moment {
+                Moment::FirstSend => BeforeSend::Send,
+                Moment::AfterAmbiguous { handed_over } => {
+                    // A record complete at once (Postmark) is trusted at once, whatever the
+                    // clock says of the hand-over.
+                    let until = after(handed_over, *settling);
+                    if settling.is_zero() || now >= until {
+                        BeforeSend::Send
+                    } else {
+                        BeforeSend::AwaitRecord { until }
+                    }
+                }
+            },
+        },
+    }
 }
 
 /// One ledger entry of the Email's name, as a decision sees it.
@@ -124,9 +257,19 @@ pub enum Decision {
     Expired,
     Scheduled(Timestamp),
     Fail(Problem),
-    /// Deliver through the sender at `position` of the chain, under `token`.
+    /// Deliver through the sender at `position` of the chain, under `token`. `look_up`: the
+    /// ledger does not know this delivery and its provider can be searched, so ask it first
+    /// ([`before_send`] with [`Moment::FirstSend`]).
     Deliver {
         position: usize,
+        token: Option<String>,
+        look_up: bool,
+    },
+    /// The delivery's ledger entry `entry` is Unknown and the sender at `position` can settle
+    /// it: ask the provider ([`before_send`] with [`Moment::AfterAmbiguous`]).
+    Resolve {
+        position: usize,
+        entry: String,
         token: Option<String>,
     },
 }
@@ -205,6 +348,15 @@ pub fn needs_ledger(facts: &Facts<'_>) -> bool {
     }
 }
 
+/// [`needs_ledger`], and for an Unknown Email also when its sender's provider can be asked:
+/// the ledger entry is what it settles.
+pub fn reads_ledger(facts: &Facts<'_>, ready: &Readiness) -> bool {
+    needs_ledger(facts)
+        || (facts.status.phase == Some(EmailPhase::Unknown)
+            && !facts.dry_run
+            && ready.lookup.resolves_unknown())
+}
+
 /// A token set that the Email has not acted on yet.
 fn new_token(facts: &Facts<'_>) -> bool {
     let token = token_in_effect(facts);
@@ -221,8 +373,8 @@ pub fn decide(facts: &Facts<'_>, ready: &Readiness, ledger: &[Entry], now: Times
     // 1. The ledger, for an Email whose status does not tell, and before a token sends an
     //    Unknown Email's content again (it may have been sent under another token).
     if phase != Some(EmailPhase::Sent)
-        && needs_ledger(facts)
-        && let Some(d) = from_ledger(ready, ledger, never, &token, fresh_token, now)
+        && reads_ledger(facts, ready)
+        && let Some(d) = from_ledger(facts, ready, ledger, never, &token, fresh_token, now)
     {
         return d;
     }
@@ -327,11 +479,17 @@ pub fn decide(facts: &Facts<'_>, ready: &Readiness, ledger: &[Entry], now: Times
                 _ => Decision::Fail(problem.clone()),
             }
         }
-        // 7. Deliver.
-        Ok(position) => Decision::Deliver {
-            position: *position,
-            token,
-        },
+        // 7. Deliver; a delivery the ledger does not know asks a searchable provider first.
+        Ok(position) => {
+            let known = ledger
+                .iter()
+                .any(|e| Some(&e.hash) == ready.ready_hash.as_ref() && e.token == token);
+            Decision::Deliver {
+                position: *position,
+                look_up: matches!(ready.lookup, Lookup::Search { .. }) && !known,
+                token,
+            }
+        }
     }
 }
 
@@ -350,6 +508,7 @@ fn keep_own_state(facts: &Facts<'_>, ready: &Readiness) -> Decision {
 }
 
 fn from_ledger(
+    facts: &Facts<'_>,
     ready: &Readiness,
     ledger: &[Entry],
     never: bool,
@@ -403,12 +562,26 @@ fn from_ledger(
     }
     // Unknown may have been delivered: it moves only when a person sets a new token. Under
     // Never that holds for any content of this name; under OnChange for the current content.
+    // Where the sender that can send now went through it and its provider can be asked,
+    // the provider settles it instead (not in a dry run, which never sends).
     if !fresh_token
         && let Some(e) = ledger
             .iter()
             .filter(|e| e.state == EntryState::Unknown)
             .find(|e| never || (current(e) && e.token == *token))
     {
+        if let Ok(position) = ready.sender
+            && !facts.dry_run
+            && ready.lookup.resolves_unknown()
+            && ready.ready_hash.as_ref() == Some(&e.hash)
+            && e.token == *token
+        {
+            return Some(Decision::Resolve {
+                position,
+                entry: e.name.clone(),
+                token: token.clone(),
+            });
+        }
         return Some(Decision::MirrorUnknown {
             entry: e.name.clone(),
         });

@@ -19,7 +19,7 @@ use crate::problem::{Problem, reasons};
 use crate::provider::Provider;
 
 use super::Reconcile;
-use super::decide::{Entry, Readiness};
+use super::decide::{Entry, Lookup, Readiness};
 
 /// How long an Email waits for an unhealthy sender when no sender could be chosen to say.
 const DEFAULT_SENDER_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
@@ -46,6 +46,13 @@ pub(super) struct Prepared {
     pub sender: ResolvedSender,
     pub provider: Arc<dyn Provider>,
     pub message: OutgoingMessage,
+}
+
+impl Prepared {
+    /// What this sender's provider can be asked before a send.
+    pub fn lookup(&self) -> Lookup {
+        Lookup::of(self.provider.recall(), &self.sender.config.spec.lookup)
+    }
 }
 
 impl Reconcile<'_> {
@@ -147,6 +154,8 @@ impl Reconcile<'_> {
                         hashes: Vec::new(),
                         sender: Err(chain_problem.unwrap_or(problem)),
                         sender_wait,
+                        ready_hash: None,
+                        lookup: Lookup::Off,
                     },
                     preview: None,
                     values,
@@ -199,6 +208,8 @@ impl Reconcile<'_> {
                 hashes,
                 sender: Err(Problem::new(reasons::SENDER_UNAVAILABLE, "")),
                 sender_wait,
+                ready_hash: None,
+                lookup: Lookup::Off,
             },
             preview,
             values,
@@ -210,6 +221,8 @@ impl Reconcile<'_> {
         gathered.readiness.sender = match sender {
             Ok(p) => {
                 let position = p.position;
+                gathered.readiness.ready_hash = Some(p.message.delivery_hash.clone());
+                gathered.readiness.lookup = p.lookup();
                 gathered.ready = Some(p);
                 Ok(position)
             }
@@ -335,8 +348,11 @@ impl Reconcile<'_> {
     ///
     /// The cache shows every entry but those made in the last moments (the watch's lag); an
     /// entry that is missing here is still guarded by the claim's atomic create.
-    pub(super) async fn ledger_entries(&self) -> Result<Vec<Entry>, kube::Error> {
-        if !super::decide::needs_ledger(&self.facts())
+    pub(super) async fn ledger_entries(
+        &self,
+        ready: &Readiness,
+    ) -> Result<Vec<Entry>, kube::Error> {
+        if !super::decide::reads_ledger(&self.facts(), ready)
             || !self
                 .ctx
                 .stores

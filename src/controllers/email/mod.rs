@@ -13,6 +13,7 @@
 //! watches bring the Email back when the cause changes.
 
 mod act;
+mod ask;
 pub mod decide;
 mod gather;
 pub mod outcome;
@@ -171,7 +172,7 @@ impl Reconcile<'_> {
             return Ok(Action::requeue(STALE_RECHECK));
         }
         let gathered = self.gather().await?;
-        let ledger = self.ledger_entries().await?;
+        let ledger = self.ledger_entries(&gathered.readiness).await?;
         let facts = self.facts();
         let decision = decide::decide(&facts, &gathered.readiness, &ledger, jiff::Timestamp::now());
         tracing::debug!(email = %self.id, ?decision, "decided");

@@ -239,6 +239,102 @@ impl Reconcile<'_> {
         )
     }
 
+    // ---- what the provider said when asked --------------------------------------------
+
+    /// The provider had the message (found by its delivery key): Sent, nothing sent now.
+    pub(super) fn recovered_from_provider(
+        &self,
+        mut status: EmailStatus,
+        message_id: &str,
+    ) -> Update {
+        status.message_id = Some(message_id.to_string());
+        let message = format!(
+            "{} already has this message as {message_id} (found by its delivery key); not sent again",
+            status
+                .provider
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "the provider".into()),
+        );
+        let event = Note::normal(reasons::RECOVERED_FROM_PROVIDER, message.clone());
+        self.update(
+            status,
+            EmailPhase::Sent,
+            reasons::RECOVERED_FROM_PROVIDER,
+            &message,
+            Some(event),
+        )
+    }
+
+    /// The provider does not show the message yet, and its record is complete only at
+    /// `until`: Retrying, nothing sent before then.
+    pub(super) fn awaiting_provider_record(
+        &self,
+        mut status: EmailStatus,
+        until: Timestamp,
+    ) -> Update {
+        status.next_attempt_time = Some(Time(
+            Timestamp::from_second(until.as_second()).unwrap_or(until),
+        ));
+        let message = format!(
+            "the provider may have accepted the message but does not show it yet; its record is complete at {until} (spec.lookup.settlingTime of the sender), so the Email asks again then and is sent only if the message is not there"
+        );
+        let event = self
+            .is_news(reasons::AWAITING_PROVIDER_RECORD)
+            .then(|| Note::normal(reasons::AWAITING_PROVIDER_RECORD, message.clone()));
+        self.update(
+            status,
+            EmailPhase::Retrying,
+            reasons::AWAITING_PROVIDER_RECORD,
+            &message,
+            event,
+        )
+    }
+
+    /// The provider, asked after an answer that may have meant "accepted", does not have the
+    /// message: it goes out again at `at` (the sender's backoff).
+    pub(super) fn resend_planned(&self, mut status: EmailStatus, at: Timestamp) -> Update {
+        status.next_attempt_time = Some(Time(Timestamp::from_second(at.as_second()).unwrap_or(at)));
+        let message = format!(
+            "the provider does not have the message whose send had an ambiguous answer, so it was not delivered; next attempt at {at}"
+        );
+        let event = self
+            .is_news(reasons::TRANSIENT_ERROR)
+            .then(|| Note::warning("Retrying", message.clone()));
+        self.update(
+            status,
+            EmailPhase::Retrying,
+            reasons::TRANSIENT_ERROR,
+            &message,
+            event,
+        )
+    }
+
+    /// The provider could not be asked: Retrying, never a blind send.
+    pub(super) fn lookup_failed(
+        &self,
+        mut status: EmailStatus,
+        why: &str,
+        again: Timestamp,
+    ) -> Update {
+        status.error = Some(why.to_string());
+        status.next_attempt_time = Some(Time(
+            Timestamp::from_second(again.as_second()).unwrap_or(again),
+        ));
+        let message = format!(
+            "could not ask the provider whether it already has this message ({why}); nothing is sent until it answers (asking again at {again}; set spec.lookup.disabled on the sender to send without asking)"
+        );
+        let event = self
+            .is_news(reasons::LOOKUP_FAILED)
+            .then(|| Note::warning(reasons::LOOKUP_FAILED, message.clone()));
+        self.update(
+            status,
+            EmailPhase::Retrying,
+            reasons::LOOKUP_FAILED,
+            &message,
+            event,
+        )
+    }
+
     // ---- resting states without a send -------------------------------------------------
 
     /// Sent or Unknown with nothing new: observe the generation, keep reason and message.

@@ -2,7 +2,7 @@
 //! process has started, outcomes the API server did not take yet, and notes of its own status
 //! writes that the cache has not shown yet.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::api::EmailDeliveryStatus;
@@ -20,6 +20,10 @@ pub struct SendState {
     /// Emails whose status this process wrote and whose write the cache has not shown yet:
     /// uid -> the resourceVersion the write was computed from (see [`SendState::is_stale`]).
     status_written_from: Mutex<HashMap<String, String>>,
+    /// Delivery keys whose provider said "not there" when asked before their first send, so
+    /// an Email held back by a rate limit or a busy slot is not asked about again; dropped
+    /// when the delivery is claimed.
+    absent: Mutex<HashSet<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +60,25 @@ impl SendState {
             calls: Arc::default(),
             unrecorded: Mutex::default(),
             status_written_from: Mutex::default(),
+            absent: Mutex::default(),
         }
+    }
+
+    /// Notes that the provider does not have the delivery `key` (asked before its first send).
+    pub fn note_absent(&self, key: &str) {
+        if !key.is_empty() {
+            lock(&self.absent).insert(key.to_string());
+        }
+    }
+
+    /// Whether the provider said it does not have `key` since this process started.
+    pub fn known_absent(&self, key: &str) -> bool {
+        !key.is_empty() && lock(&self.absent).contains(key)
+    }
+
+    /// The delivery `key` is claimed: the ledger speaks for it from now on.
+    pub fn claimed(&self, key: &str) {
+        lock(&self.absent).remove(key);
     }
 
     /// Notes that this process calls the provider for `attempt` of `entry`.

@@ -20,6 +20,14 @@ use super::EmailContext;
 /// Reasons of the Email's conditions beyond the phase names.
 pub mod reasons {
     pub const RECOVERED_FROM_LEDGER: &str = "RecoveredFromLedger";
+    /// The provider, asked by the delivery key, had the message: Sent, not sent again.
+    pub const RECOVERED_FROM_PROVIDER: &str = "RecoveredFromProvider";
+    /// The provider may have the message but its record is not complete yet (Mailgun's
+    /// events): the Email waits before it asks again and resends only if it is not there.
+    pub const AWAITING_PROVIDER_RECORD: &str = "AwaitingProviderRecord";
+    /// The provider could not be asked whether it has the message: nothing is sent until it
+    /// answers.
+    pub const LOOKUP_FAILED: &str = "LookupFailed";
     pub const CHANGED_AFTER_SEND: &str = "ChangedAfterSend";
     pub const OUTCOME_UNKNOWN: &str = "OutcomeUnknown";
     pub const PROVIDER_REJECTED: &str = "ProviderRejected";

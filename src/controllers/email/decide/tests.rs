@@ -43,6 +43,8 @@ fn ready(hashes: &[&str]) -> Readiness {
         hashes: hashes.iter().map(|h| h.to_string()).collect(),
         sender: Ok(0),
         sender_wait: Duration::from_secs(1800),
+        ready_hash: hashes.first().map(|h| h.to_string()),
+        lookup: Lookup::Off,
     }
 }
 
@@ -67,6 +69,7 @@ fn deliver(token: Option<&str>) -> Decision {
     Decision::Deliver {
         position: 0,
         token: token.map(str::to_string),
+        look_up: false,
     }
 }
 
@@ -499,6 +502,8 @@ fn a_dry_run_of_content_that_does_not_render_fails_unless_the_email_was_sent() {
         hashes: vec![],
         sender: Ok(0),
         sender_wait: Duration::from_secs(1800),
+        ready_hash: None,
+        lookup: Lookup::Off,
     };
     let fresh = status(None, None, None);
     let f = Facts {
@@ -646,6 +651,8 @@ impl World {
             hashes: hashes.clone(),
             sender: Ok(0),
             sender_wait: Duration::from_secs(1800),
+            ready_hash: hashes.first().cloned(),
+            lookup: Lookup::Off,
         };
         let f = Facts {
             dry_run: self.dry_run,
@@ -664,8 +671,9 @@ impl World {
             | Decision::Scheduled(_)
             | Decision::Fail(_)
             | Decision::AwaitSender { .. }
-            | Decision::MirrorFailed { .. } => {
-                unreachable!("no time, no problems in this world: {d:?}")
+            | Decision::MirrorFailed { .. }
+            | Decision::Resolve { .. } => {
+                unreachable!("no time, no problems, no look-ups in this world: {d:?}")
             }
             Decision::Preview { keep_phase, .. } => {
                 self.status.preview = Some(Default::default());
@@ -685,7 +693,9 @@ impl World {
                 self.mark_unknown(&name);
                 self.mirror(&name);
             }
-            Decision::Deliver { position, token } => {
+            Decision::Deliver {
+                position, token, ..
+            } => {
                 let hash = hashes[*position].clone();
                 self.deliver(hash, token.clone(), answer);
             }
@@ -873,6 +883,8 @@ fn run(policy: ResendPolicy, events: &[Event]) -> Result<(), TestCaseError> {
     }
     Ok(())
 }
+
+mod lookups;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
