@@ -474,6 +474,18 @@ impl Operator {
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
     }
 
+    /// The sum of every series of a counter (`name{...} value` lines), 0 when it has none.
+    async fn metric_sum(&self, name: &str) -> Option<f64> {
+        let (_, text) = self.get("/metrics").await?;
+        let prefix = format!("{name}{{");
+        Some(
+            text.lines()
+                .filter_map(|l| l.strip_prefix(&prefix)?.rsplit_once("} "))
+                .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+                .sum(),
+        )
+    }
+
     fn cpu_seconds(&self) -> f64 {
         procstat::cpu_seconds(self.pid).unwrap_or(f64::NAN)
     }
@@ -517,6 +529,9 @@ async fn settle(proxy: &Proxy, quiet: Duration, max: Duration) {
         }
     }
 }
+
+/// The operator's look-ups at the provider, by provider and result.
+const LOOKUPS: &str = "kmailops_provider_lookups_total";
 
 /// The operator's count of Email reconciles.
 const EMAIL_RECONCILES: &str = "kmailops_reconcile_duration_seconds_count{kind=\"Email\"}";
@@ -575,6 +590,8 @@ struct EndToEnd {
     cpu_s_window: f64,
     /// Email reconciles during the run per Email (each watch event, requeue and wake-up is one).
     reconciles_per_email: f64,
+    /// Look-ups at the provider per Email (`kmailops_provider_lookups_total`).
+    lookups_per_email: f64,
     startup: Duration,
     /// CPU seconds of the API server, etcd and this bench process during the window.
     other_cpu: BTreeMap<String, f64>,
@@ -619,6 +636,7 @@ async fn end_to_end(
     let apiserver_before = apiserver_writes(client).await;
     let cpu_before = operator.cpu_seconds();
     let reconciles_before = operator.metric(EMAIL_RECONCILES).await.unwrap_or(0.0);
+    let lookups_before = operator.metric_sum(LOOKUPS).await.unwrap_or(0.0);
     let rss_before = procstat::rss_mib(operator.pid).unwrap_or(f64::NAN);
     let others_before = other_cpu(s);
     let machine_before = procstat::machine_ticks();
@@ -699,6 +717,7 @@ async fn end_to_end(
     let cpu_s = operator.cpu_seconds();
     let reconciles =
         operator.metric(EMAIL_RECONCILES).await.unwrap_or(f64::NAN) - reconciles_before;
+    let lookups = operator.metric_sum(LOOKUPS).await.unwrap_or(f64::NAN) - lookups_before;
     let machine_busy = match (machine_before, procstat::machine_ticks()) {
         (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 / (t1 - t0) as f64,
         _ => f64::NAN,
@@ -725,6 +744,7 @@ async fn end_to_end(
         cpu_s,
         cpu_s_window: cpu_s - cpu_before,
         reconciles_per_email: reconciles / s.n as f64,
+        lookups_per_email: lookups / s.n as f64,
         startup,
         other_cpu,
         machine_busy,
@@ -1116,6 +1136,7 @@ impl Report {
             "operator_rss_before_first_email_mb": r(e.rss_before_mib),
             "operator_cpu_s_during_run": r(e.cpu_s_window),
             "email_reconciles_per_email": r(e.reconciles_per_email),
+            "provider_lookups_per_email": r(e.lookups_per_email),
             "machine_cpu_busy_during_run": r(e.machine_busy),
             "other_cpu_s_during_run": e.other_cpu.iter().map(|(k, v)| (k.clone(), r(*v))).collect::<BTreeMap<_, _>>(),
             "requests": breakdown(&e.requests),
@@ -1322,8 +1343,8 @@ impl Report {
                 ),
             ),
             (
-                "Email reconciles per Email".into(),
-                format!("{:.2}", e.reconciles_per_email),
+                "Email reconciles / provider look-ups per Email".into(),
+                format!("{:.2} / {:.2}", e.reconciles_per_email, e.lookups_per_email),
             ),
             (
                 "  CPU of the others during the run".into(),

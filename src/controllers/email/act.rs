@@ -27,7 +27,7 @@ use crate::send_slots::{Reservation, SendPermit};
 /// waiters is bounded by the slots (`send_slots`), so a stuck sender holds few workers; the
 /// wait itself is long enough that a busy sender's next delivery is in line when a slot frees
 /// (250 ms, with Emails coming back 2-5 s later, cost a fifth of the throughput).
-const SLOT_WAIT: Duration = Duration::from_secs(10);
+pub(super) const SLOT_WAIT: Duration = Duration::from_secs(10);
 /// When a delivery that got no slot comes back (plus up to three seconds, so many waiting
 /// Emails do not all come back at once).
 const SLOT_RETRY: Duration = Duration::from_secs(2);
@@ -36,7 +36,7 @@ const SLOT_RETRY: Duration = Duration::from_secs(2);
 const INTERRUPTED: &str = "the operator stopped while the provider call was in flight; the message may or may not have been delivered. Check the recipient's inbox or the provider's log, then set the annotation kmailops.io/retry to a new value to send once more";
 
 /// [`SLOT_RETRY`] plus up to three seconds, so many waiting Emails do not all return at once.
-fn slot_retry() -> Duration {
+pub(super) fn slot_retry() -> Duration {
     SLOT_RETRY + Duration::from_millis(rand::random::<u64>() % 3000)
 }
 

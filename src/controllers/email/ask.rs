@@ -35,8 +35,17 @@ fn until(at: Timestamp) -> Duration {
 }
 
 impl Reconcile<'_> {
-    /// One look-up of `p`'s message at its provider, counted by result.
-    async fn look_up(&self, p: &Prepared) -> LookupAnswer {
+    /// One look-up of `p`'s message at its provider, counted by result; `None` when no send
+    /// slot came in time. A look-up is a call to the tenant's provider like a send, so it
+    /// takes a fair share of the slots: a provider that hangs on look-ups holds no more of
+    /// the operator than one that hangs on sends.
+    async fn look_up(&self, p: &Prepared) -> Option<LookupAnswer> {
+        let _slot = self
+            .ctx
+            .sends
+            .slots
+            .acquire(&self.namespace, &p.sender.key, super::act::SLOT_WAIT)
+            .await?;
         let answer = p.provider.look_up(&p.message, LOOKUP_TIMEOUT).await;
         let result = match &answer {
             LookupAnswer::Found { .. } => "found",
@@ -52,7 +61,7 @@ impl Reconcile<'_> {
                 result: result.into(),
             })
             .inc();
-        answer
+        Some(answer)
     }
 
     /// Before the first send of a delivery the ledger does not know: `None` to go on and
@@ -72,7 +81,9 @@ impl Reconcile<'_> {
         let now = Timestamp::now();
         let mut next = decide::before_send(&lookup, Moment::FirstSend, None, now);
         if next == BeforeSend::LookUp {
-            let answer = self.look_up(p).await;
+            let Some(answer) = self.look_up(p).await else {
+                return Ok(Some(Action::requeue(super::act::slot_retry())));
+            };
             next = decide::before_send(&lookup, Moment::FirstSend, Some(&answer), now);
         }
         match next {
@@ -198,7 +209,9 @@ impl Reconcile<'_> {
         let now = Timestamp::now();
         let mut next = decide::before_send(&lookup, moment, None, now);
         if next == BeforeSend::LookUp {
-            let answer = self.look_up(p).await;
+            let Some(answer) = self.look_up(p).await else {
+                return Ok(Action::requeue(super::act::slot_retry()));
+            };
             next = decide::before_send(&lookup, moment, Some(&answer), now);
         }
         let mut status = self.delivery_status(p, token);

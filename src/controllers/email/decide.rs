@@ -541,7 +541,11 @@ fn from_ledger(
     // for it while its claim is live; once it lapsed (its process died mid-call) it may have
     // been delivered, so it becomes Unknown. A claim without an expiry counts as lapsed, as
     // the delivery itself counts it.
-    let own_hash = ready.sender.as_ref().ok().and_then(|&p| ready.hashes.get(p));
+    let own_hash = ready
+        .sender
+        .as_ref()
+        .ok()
+        .and_then(|&p| ready.hashes.get(p));
     let own = |e: &Entry| Some(&e.hash) == own_hash && e.token == *token;
     let elsewhere = |e: &&Entry| {
         matches!(e.state, EntryState::InFlight { .. })
