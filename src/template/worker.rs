@@ -156,6 +156,7 @@ pub fn serve() -> ExitCode {
         // Never render without the cap: the operator sees the worker die and fails the render.
         return ExitCode::FAILURE;
     }
+    exit_when_orphaned();
     loop {
         let request = match read_frame::<ToWorker>(&mut io::stdin().lock()) {
             Ok(ToWorker::Render(r)) => r,
@@ -174,6 +175,23 @@ pub fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+}
+
+/// Ends this worker within half a second of its operator's end, even in the middle of a
+/// render: an end of input is only seen between renders, and a render the operator gave up on
+/// must not keep a CPU busy for a process that is gone (tests and CLI runs end while their
+/// workers render). The parent-death signal cannot do this: it follows the spawning thread,
+/// and blocking-pool threads come and go.
+fn exit_when_orphaned() {
+    let parent = rustix::process::getppid();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            if rustix::process::getppid() != parent {
+                std::process::exit(3);
+            }
+        }
+    });
 }
 
 /// Asks the operator for a source. A broken pipe ends the worker: the operator is gone or
