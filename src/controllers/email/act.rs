@@ -228,25 +228,7 @@ impl Reconcile<'_> {
                     Ok(reservation) => reservation,
                     Err(instead) => return instead,
                 };
-                let new = ledger::NewEntry {
-                    namespace: &self.namespace,
-                    email_name: &self.name,
-                    email_uid: self.email.metadata.uid.as_deref().unwrap_or_default(),
-                    delivery_hash: hash,
-                    key: &key,
-                    sender_config: &p.sender.key,
-                    recipient_count: p.message.to.len() + p.message.cc.len() + p.message.bcc.len(),
-                    retry_token: token,
-                };
-                let settings = &self.ctx.settings;
-                match ledger::claim_new(
-                    &self.deliveries,
-                    new,
-                    &settings.instance_id,
-                    settings.claim_ttl,
-                )
-                .await?
-                {
+                match self.claim_first(p, &key, token).await? {
                     Claim::Won(created) => {
                         return match self.slot_for_claim(p, reservation, &created).await? {
                             Ok(permit) => {
@@ -280,6 +262,34 @@ impl Reconcile<'_> {
             return Ok(Action::requeue(PROBLEM_RECHECK));
         }
         self.follow_entry(g, p, &entry, token).await
+    }
+
+    /// Creates the ledger entry of `p`'s delivery under `key`, claiming attempt 1 for this
+    /// process (the atomic step of exactly-once).
+    pub(super) async fn claim_first(
+        &self,
+        p: &Prepared,
+        key: &str,
+        token: Option<&str>,
+    ) -> Result<Claim, kube::Error> {
+        let new = ledger::NewEntry {
+            namespace: &self.namespace,
+            email_name: &self.name,
+            email_uid: self.email.metadata.uid.as_deref().unwrap_or_default(),
+            delivery_hash: &p.message.delivery_hash,
+            key,
+            sender_config: &p.sender.key,
+            recipient_count: p.message.to.len() + p.message.cc.len() + p.message.bcc.len(),
+            retry_token: token,
+        };
+        let settings = &self.ctx.settings;
+        ledger::claim_new(
+            &self.deliveries,
+            new,
+            &settings.instance_id,
+            settings.claim_ttl,
+        )
+        .await
     }
 
     /// Moves on to the next sender of the chain after `p`, if there is one.

@@ -123,25 +123,7 @@ impl Reconcile<'_> {
     ) -> Result<Action, kube::Error> {
         let hash = p.message.delivery_hash.as_str();
         let key = ledger::ledger_key(hash, token);
-        let new = ledger::NewEntry {
-            namespace: &self.namespace,
-            email_name: &self.name,
-            email_uid: self.email.metadata.uid.as_deref().unwrap_or_default(),
-            delivery_hash: hash,
-            key: &key,
-            sender_config: &p.sender.key,
-            recipient_count: p.message.to.len() + p.message.cc.len() + p.message.bcc.len(),
-            retry_token: token,
-        };
-        let settings = &self.ctx.settings;
-        let created = match ledger::claim_new(
-            &self.deliveries,
-            new,
-            &settings.instance_id,
-            settings.claim_ttl,
-        )
-        .await?
-        {
+        let created = match self.claim_first(p, &key, token).await? {
             Claim::Won(created) => created,
             // Someone else made the entry meanwhile: decide again from it.
             Claim::Exists => return Ok(Action::requeue(Duration::from_secs(1))),
