@@ -612,3 +612,66 @@ async fn a_stop_waits_only_for_the_call_under_way_and_a_delivery_in_line_gives_u
     assert!(subjects.contains(&"Waits".to_string()) && subjects.contains(&"Calling".to_string()));
     op.stop().await;
 }
+
+#[tokio::test]
+async fn an_unused_claim_of_a_later_attempt_is_handed_back_and_the_entry_waits_again() {
+    use kmailops::ledger::{self, Claim, EntryState, NewEntry};
+    let env = TestEnv::get().await;
+    let ns = env.unique_namespace("withdraw-next").await;
+    let api: Api<EmailDelivery> = Api::namespaced(env.client(), &ns);
+    let hash = "ab".repeat(32);
+    let new = NewEntry {
+        namespace: &ns,
+        email_name: "receipt",
+        email_uid: "uid-1",
+        delivery_hash: &hash,
+        key: &hash,
+        sender_config: "shop/mailersend",
+        recipient_count: 1,
+        retry_token: None,
+    };
+    let ttl = Duration::from_secs(60);
+    let Claim::Won(entry) = ledger::claim_new(&api, new, "test-a", ttl).await.unwrap() else {
+        panic!("the entry existed");
+    };
+    let name = entry.name_any();
+    // Attempt 1 ended with a transient error; attempt 2 is claimed and never made.
+    let waiting = kmailops::api::EmailDeliveryStatus {
+        phase: Some(DeliveryPhase::Sending),
+        attempts: Some(1),
+        error: Some("503".into()),
+        ..Default::default()
+    };
+    ledger::record(&api, &name, &waiting).await.unwrap();
+    let recorded = api.get(&name).await.unwrap();
+    assert!(
+        ledger::claim_next(&api, &recorded, 2, "test-a", ttl)
+            .await
+            .unwrap()
+    );
+    let claimed = api.get(&name).await.unwrap();
+    assert!(matches!(
+        ledger::state(&claimed),
+        EntryState::InFlight { attempt: 2, .. }
+    ));
+
+    // Guarded like a claim: a stale copy changes nothing.
+    assert!(!ledger::withdraw_next(&api, &recorded).await.unwrap());
+    assert!(ledger::withdraw_next(&api, &claimed).await.unwrap());
+    let back = api.get(&name).await.unwrap();
+    assert_eq!(
+        ledger::state(&back),
+        EntryState::Waiting {
+            attempts: 1,
+            next_attempt: None
+        }
+    );
+    // The history stays, and the next claimer may make attempt 2.
+    assert_eq!(back.status.unwrap().error.as_deref(), Some("503"));
+    let again = api.get(&name).await.unwrap();
+    assert!(
+        ledger::claim_next(&api, &again, 2, "test-b", ttl)
+            .await
+            .unwrap()
+    );
+}

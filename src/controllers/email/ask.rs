@@ -36,9 +36,9 @@ fn until(at: Timestamp) -> Duration {
 
 impl Reconcile<'_> {
     /// One look-up of `p`'s message at its provider, counted by result; `None` when no send
-    /// slot came in time (or the process is stopping). A look-up is a call to the tenant's provider like a send, so it
-    /// takes a fair share of the slots: a provider that hangs on look-ups holds no more of
-    /// the operator than one that hangs on sends.
+    /// slot came in time, or the process began stopping while it waited. A look-up is a call
+    /// to the tenant's provider like a send, so it takes a fair share of the slots: a provider
+    /// that hangs on look-ups holds no more of the operator than one that hangs on sends.
     async fn look_up(&self, p: &Prepared) -> Option<LookupAnswer> {
         let place = self
             .ctx
