@@ -31,7 +31,7 @@
 //! or target/testenv) without API server restarts, and says so.
 //!
 //! `CHURN_SEQUENCES` (default 2) sequences of `CHURN_STEPS` (default 14) steps; `CHURN_SEED`
-//! replays one run. scripts/test.sh runs the default (fixed seeds, under a minute); run long
+//! replays one run. scripts/test.sh runs the default (fixed seeds, about a minute); run long
 //! ones on demand, with new seeds: `CHURN_SEQUENCES=50 cargo test --test churn`. Sequences that
 //! kill the operator race its sends, so a seed replays the steps, not always their timing.
 //!
