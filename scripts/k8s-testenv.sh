@@ -10,6 +10,11 @@
 #   scripts/k8s-testenv.sh start     certs, etcd, apiserver, stand-in CRDs, kubeconfig (~2.5 s);
 #                                    a fresh, empty etcd each time unless already running
 #   scripts/k8s-testenv.sh stop      stop both processes by pid
+#   scripts/k8s-testenv.sh restart-apiserver
+#                                    stop the apiserver (SIGTERM) and start it again on the same
+#                                    etcd, certs and port, as a control-plane restart: objects and
+#                                    resourceVersions survive, every client's connections and
+#                                    watches break; returns once it answers again (~2-3 s)
 #   scripts/k8s-testenv.sh status    is it running, where is the kubeconfig
 #   scripts/k8s-testenv.sh env       prints `export KUBECONFIG=...` (use with eval)
 #
@@ -381,8 +386,14 @@ apply_standin_crds() {
     [[ ${out##*$'\n'} == 200 || ${out##*$'\n'} == 201 ]] ||
       die "applying CRD $plural.$group failed (HTTP ${out##*$'\n'}): ${out%$'\n'*}"
   done
-  # Established is not yet served: wait until every stand-in lists.
-  local deadline=$((SECONDS + 30))
+  wait_standins_served
+}
+
+# Established is not yet served (after a create, and after an apiserver start until its CRD
+# informer has synced; all CRDs are served from that one moment): wait until every stand-in
+# lists.
+wait_standins_served() {
+  local entry group kind plural deadline=$((SECONDS + 30))
   for entry in "${STANDINS[@]}"; do
     read -r group kind plural <<<"$entry"
     until api_curl -f -o /dev/null "$API_URL/apis/$group/v1/$plural" 2>/dev/null; do
@@ -405,6 +416,37 @@ start_failed() {
   show_log_tails
   cmd_stop >/dev/null 2>&1 || true
   die "$*"
+}
+
+# Starts the apiserver on the running etcd and waits until it answers; $1 is called with a
+# message if it does not (default: start_failed, which stops everything).
+start_apiserver() {
+  local on_failure=${1:-start_failed}
+  # There is no core kube-apiserver: the authn/authz/core kubeconfigs all point
+  # at this server itself, and every admission plugin that would look up
+  # Namespaces or webhooks is off (so tests need no Namespace objects).
+  setsid "$APISERVER_BIN" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --secure-port "$API_PORT" \
+    --cert-dir "$RUN_DIR/apiserver-certs" \
+    --tls-cert-file "$RUN_DIR/pki/server.crt" --tls-private-key-file "$RUN_DIR/pki/server.key" \
+    --client-ca-file "$RUN_DIR/pki/ca.crt" \
+    --kubeconfig "$KUBECONFIG_FILE" \
+    --authentication-kubeconfig "$KUBECONFIG_FILE" \
+    --authorization-kubeconfig "$KUBECONFIG_FILE" \
+    --authentication-skip-lookup \
+    --enable-priority-and-fairness=false \
+    --disable-admission-plugins NamespaceLifecycle,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,MutatingAdmissionPolicy \
+    </dev/null >"$RUN_DIR/apiserver.log" 2>&1 &
+  echo $! >"$RUN_DIR/apiserver.pid"
+
+  # /readyz never turns green without a core apiserver: ask for what tests use.
+  local deadline=$((SECONDS + 60))
+  until api_curl -f -o /dev/null "$API_URL/apis/apiextensions.k8s.io/v1/customresourcedefinitions" 2>/dev/null; do
+    pid_alive "$RUN_DIR/apiserver.pid" || "$on_failure" "apiextensions-apiserver exited during start"
+    ((SECONDS < deadline)) || "$on_failure" "apiextensions-apiserver not answering after 60 s"
+    sleep 0.2
+  done
 }
 
 cmd_start() {
@@ -448,31 +490,7 @@ cmd_start() {
     sleep 0.2
   done
 
-  # There is no core kube-apiserver: the authn/authz/core kubeconfigs all point
-  # at this server itself, and every admission plugin that would look up
-  # Namespaces or webhooks is off (so tests need no Namespace objects).
-  setsid "$APISERVER_BIN" \
-    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --secure-port "$API_PORT" \
-    --cert-dir "$RUN_DIR/apiserver-certs" \
-    --tls-cert-file "$RUN_DIR/pki/server.crt" --tls-private-key-file "$RUN_DIR/pki/server.key" \
-    --client-ca-file "$RUN_DIR/pki/ca.crt" \
-    --kubeconfig "$KUBECONFIG_FILE" \
-    --authentication-kubeconfig "$KUBECONFIG_FILE" \
-    --authorization-kubeconfig "$KUBECONFIG_FILE" \
-    --authentication-skip-lookup \
-    --enable-priority-and-fairness=false \
-    --disable-admission-plugins NamespaceLifecycle,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,MutatingAdmissionPolicy \
-    </dev/null >"$RUN_DIR/apiserver.log" 2>&1 &
-  echo $! >"$RUN_DIR/apiserver.pid"
-
-  # /readyz never turns green without a core apiserver: ask for what tests use.
-  deadline=$((SECONDS + 60))
-  until api_curl -f -o /dev/null "$API_URL/apis/apiextensions.k8s.io/v1/customresourcedefinitions" 2>/dev/null; do
-    pid_alive "$RUN_DIR/apiserver.pid" || start_failed "apiextensions-apiserver exited during start"
-    ((SECONDS < deadline)) || start_failed "apiextensions-apiserver not answering after 60 s"
-    sleep 0.2
-  done
+  start_apiserver
   apply_standin_crds
   log "running at $API_URL in $((SECONDS - started)) s; logs and pids in $RUN_DIR"
   log "kubeconfig: $KUBECONFIG_FILE  (eval \"\$($0 env)\")"
@@ -502,6 +520,23 @@ cmd_stop() {
   # The apiserver first, so it does not log a storm of etcd errors.
   stop_pid_file "$RUN_DIR/apiserver.pid" apiextensions-apiserver
   stop_pid_file "$RUN_DIR/etcd.pid" etcd
+}
+
+cmd_restart_apiserver() {
+  pid_alive "$RUN_DIR/etcd.pid" || die "etcd is not running in $RUN_DIR: use '$0 start'"
+  pid_alive "$RUN_DIR/apiserver.pid" || log "the apiserver was not running; starting it"
+  local started=$SECONDS
+  stop_pid_file "$RUN_DIR/apiserver.pid" apiextensions-apiserver
+  # Its port must be free again before the new process binds it.
+  local deadline=$((SECONDS + 10))
+  while port_in_use "$API_PORT"; do
+    ((SECONDS < deadline)) || die "port $API_PORT still taken 10 s after the apiserver stopped"
+    sleep 0.1
+  done
+  mv -f "$RUN_DIR/apiserver.log" "$RUN_DIR/apiserver.log.1" 2>/dev/null || true
+  start_apiserver die
+  wait_standins_served
+  log "apiserver restarted at $API_URL in $((SECONDS - started)) s (etcd kept)"
 }
 
 cmd_status() {
@@ -535,10 +570,11 @@ main() {
     install) cmd_install ;;
     start) cmd_start ;;
     stop) cmd_stop ;;
+    restart-apiserver) cmd_restart_apiserver ;;
     status) cmd_status ;;
     env) cmd_env ;;
     *)
-      echo "usage: $0 install|start|stop|status|env" >&2
+      echo "usage: $0 install|start|stop|restart-apiserver|status|env" >&2
       exit 2
       ;;
   esac

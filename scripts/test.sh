@@ -8,6 +8,11 @@
 #   CHURN_SEQUENCES=50 scripts/test.sh --test churn   # a long GitOps churn run (default: 2
 #                                   # sequences; CHURN_SEED=<n> replays a printed seed)
 #
+# tests/churn.rs starts and stops an API server of its own (target/testenv-churn, ports
+# KMAILOPS_CHURN_API_PORT / KMAILOPS_CHURN_ETCD_PORT, default 26643 / 23990), which it restarts
+# mid-sequence; cargo runs test binaries one after another, so it shares the machine with no
+# other test's server traffic. CHURN_API_RESTARTS=0 runs it on the shared server instead.
+#
 # With KUBECONFIG set to a real cluster, the local API server is not started and the
 # integration tests run against that cluster instead; tests/provider_lookup.rs then needs a
 # second, separate cluster in KMAILOPS_SECOND_KUBECONFIG (a cluster rebuilt from Git).

@@ -118,6 +118,9 @@ pub struct Context {
     /// Set once shutdown began: no new provider call is claimed after it, so a stopping
     /// replica only finishes the calls already under way and hands the rest to its successor.
     stopping: std::sync::atomic::AtomicBool,
+    /// Tells those waiting (for a send slot, in line) that shutdown began, so they give up
+    /// at once instead of at the end of their wait.
+    stop_signal: tokio::sync::watch::Sender<bool>,
     /// Asks the sender controller to look at a sender again (e.g. to show a recent send).
     sender_wakeups: tokio::sync::mpsc::UnboundedSender<ObjectRef<EmailSenderConfig>>,
 }
@@ -162,6 +165,7 @@ impl Context {
             checked_clients: Mutex::default(),
             sender_wakeups,
             stopping: Default::default(),
+            stop_signal: tokio::sync::watch::Sender::new(false),
             client,
             settings,
             stores,
@@ -236,6 +240,15 @@ impl Context {
     pub fn begin_shutdown(&self) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop_signal.send_replace(true);
+    }
+
+    /// Resolves once shutdown began (at once if it already has). A wait that should end with
+    /// the process (a place in line for a send slot) races this.
+    pub async fn stopped(&self) {
+        let mut rx = self.stop_signal.subscribe();
+        // The sender lives as long as `self`, so this only ends when the value turns true.
+        let _ = rx.wait_for(|stopping| *stopping).await;
     }
 
     /// Whether shutdown began.

@@ -367,14 +367,29 @@ pub async fn run_with(
         tasks.spawn(drive(stream, "EmailDelivery", |_: &EmailDelivery, _| {}));
     }
 
-    wait_ready(&senders, "EmailSenderConfig").await?;
-    wait_ready(&deliveries, "EmailDelivery").await?;
-    // Filled from the same watch, after the cache: ready at the same moment or just after.
-    tokio::time::timeout(WAIT_READY, ledger.wait_until_ready())
-        .await
-        .map_err(|_| not_listed("EmailDelivery"))?;
-    wait_ready(secrets.meta(), "Secret").await?;
-    wait_ready(&templates, "EmailTemplate").await?;
+    let shutdown = shutdown.shared();
+    let filled = async {
+        wait_ready(&senders, "EmailSenderConfig").await?;
+        wait_ready(&deliveries, "EmailDelivery").await?;
+        // Filled from the same watch, after the cache: ready at the same moment or just after.
+        tokio::time::timeout(WAIT_READY, ledger.wait_until_ready())
+            .await
+            .map_err(|_| not_listed("EmailDelivery"))?;
+        wait_ready(secrets.meta(), "Secret").await?;
+        wait_ready(&templates, "EmailTemplate").await?;
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        filled = filled => filled?,
+        () = shutdown.clone() => {
+            // Stopped before anything was reconciled (e.g. while the API server was away):
+            // nothing is under way, so nothing to finish.
+            tracing::info!("shutting down before the caches were filled");
+            readiness.set(false, "stopped");
+            tasks.abort_all();
+            return Ok(());
+        }
+    }
     template_watch.trigger_all();
     tracing::info!(namespace = config.namespace.as_deref().unwrap_or("<all>"), instance = %config.settings.instance_id, "caches ready; starting the controllers");
     readiness.set(true, "leading: caches filled, the controllers run");
@@ -410,7 +425,6 @@ pub async fn run_with(
         config.settings.delivery_retention,
     ));
 
-    let shutdown = shutdown.shared();
     let templates_controller = template_controller::run(
         ctx.clone(),
         tokio_stream_from(template_rx),

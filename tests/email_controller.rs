@@ -518,3 +518,160 @@ async fn sender_selection_problems_name_the_fix() {
     assert_eq!(mock.calls(), 1);
     op.stop().await;
 }
+
+#[tokio::test]
+async fn a_stop_waits_only_for_the_call_under_way_and_a_delivery_in_line_gives_up_and_sends_after_restart()
+ {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "stop-in-line").await;
+    let client = env.client();
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+    // One send slot, so a second delivery waits in line behind a slow call; the claim outlives
+    // the slow call (which is no timeout).
+    let settings = || kmailops::context::Settings {
+        sends: kmailops::send_slots::SlotLimits {
+            total: 1,
+            per_sender: 1,
+            per_namespace: 1,
+        },
+        claim_ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
+    const SLOW: Duration = Duration::from_secs(5);
+    mock.script([Reply::Status(
+        429,
+        r#"{"message":"Too Many Attempts."}"#.into(),
+        vec![("retry-after".into(), "2".into())],
+    )]);
+    mock.always(Reply::Slow(SLOW));
+    let op = Operator::start_with(client.clone(), &ns, settings());
+
+    // "waits" is refused once and waits 2 s for its next attempt; meanwhile "calling" takes the
+    // slot for a slow call, so when "waits" comes back it is in line behind it.
+    env.apply_yaml(&ns, &email_yaml("waits", "Waits", "")).await;
+    wait_for(&emails, "waits", phase_is(EmailPhase::Retrying), WAIT).await;
+    let first = mock.call_times()[0];
+    env.apply_yaml(&ns, &email_yaml("calling", "Calling", ""))
+        .await;
+    let deadline = Instant::now() + WAIT;
+    while mock.calls() < 2 {
+        assert!(Instant::now() < deadline, "the slow call never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let slow_call = mock.call_times()[1];
+    // In line since about first + 2 s; the slow call runs until slow_call + SLOW.
+    let stop_at = (first + Duration::from_millis(3000)).max(slow_call + Duration::from_secs(1));
+    tokio::time::sleep_until(stop_at.into()).await;
+    assert!(
+        Instant::now() < slow_call + SLOW - Duration::from_millis(500),
+        "the test machine is too slow for this timing"
+    );
+
+    let stopping = Instant::now();
+    op.stop().await;
+    let took = stopping.elapsed();
+    let call_left = (slow_call + SLOW).saturating_duration_since(stopping);
+    // The stop waits for the call under way (its outcome is recorded), not for the delivery in
+    // line, which must not start another provider call once stopping began.
+    assert!(
+        took < call_left + Duration::from_millis(2500),
+        "stopping took {took:?}; the call under way had {call_left:?} left"
+    );
+    assert_eq!(
+        mock.calls(),
+        2,
+        "a provider call was started after stopping began"
+    );
+    // No claim is left that no call used: the successor would take it for an interrupted send.
+    for d in deliveries(&client, &ns).await {
+        let state = kmailops::ledger::state(&d);
+        assert!(
+            !matches!(state, kmailops::ledger::EntryState::InFlight { .. }),
+            "{} is left claimed: {state:?}",
+            d.name_any()
+        );
+    }
+    let calling = emails.get("calling").await.unwrap();
+    assert_eq!(
+        calling.status.and_then(|s| s.phase),
+        Some(EmailPhase::Sent),
+        "the call under way recorded its outcome"
+    );
+
+    // The successor sends what was waiting, once; nothing is sent twice.
+    mock.always(Reply::Accepted);
+    let op = Operator::start(client.clone(), &ns);
+    let waits = wait_for(&emails, "waits", phase_is(EmailPhase::Sent), WAIT).await;
+    assert_eq!(waits.status.unwrap().attempts, Some(2));
+    let subjects: Vec<String> = mock
+        .accepted()
+        .iter()
+        .map(|(_, b)| b["subject"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(subjects.len(), 2, "{subjects:?}");
+    assert!(subjects.contains(&"Waits".to_string()) && subjects.contains(&"Calling".to_string()));
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn an_unused_claim_of_a_later_attempt_is_handed_back_and_the_entry_waits_again() {
+    use kmailops::ledger::{self, Claim, EntryState, NewEntry};
+    let env = TestEnv::get().await;
+    let ns = env.unique_namespace("withdraw-next").await;
+    let api: Api<EmailDelivery> = Api::namespaced(env.client(), &ns);
+    let hash = "ab".repeat(32);
+    let new = NewEntry {
+        namespace: &ns,
+        email_name: "receipt",
+        email_uid: "uid-1",
+        delivery_hash: &hash,
+        key: &hash,
+        sender_config: "shop/mailersend",
+        recipient_count: 1,
+        retry_token: None,
+    };
+    let ttl = Duration::from_secs(60);
+    let Claim::Won(entry) = ledger::claim_new(&api, new, "test-a", ttl).await.unwrap() else {
+        panic!("the entry existed");
+    };
+    let name = entry.name_any();
+    // Attempt 1 ended with a transient error; attempt 2 is claimed and never made.
+    let waiting = kmailops::api::EmailDeliveryStatus {
+        phase: Some(DeliveryPhase::Sending),
+        attempts: Some(1),
+        error: Some("503".into()),
+        ..Default::default()
+    };
+    ledger::record(&api, &name, &waiting).await.unwrap();
+    let recorded = api.get(&name).await.unwrap();
+    assert!(
+        ledger::claim_next(&api, &recorded, 2, "test-a", ttl)
+            .await
+            .unwrap()
+    );
+    let claimed = api.get(&name).await.unwrap();
+    assert!(matches!(
+        ledger::state(&claimed),
+        EntryState::InFlight { attempt: 2, .. }
+    ));
+
+    // Guarded like a claim: a stale copy changes nothing.
+    assert!(!ledger::withdraw_next(&api, &recorded).await.unwrap());
+    assert!(ledger::withdraw_next(&api, &claimed).await.unwrap());
+    let back = api.get(&name).await.unwrap();
+    assert_eq!(
+        ledger::state(&back),
+        EntryState::Waiting {
+            attempts: 1,
+            next_attempt: None
+        }
+    );
+    // The history stays, and the next claimer may make attempt 2.
+    assert_eq!(back.status.unwrap().error.as_deref(), Some("503"));
+    let again = api.get(&name).await.unwrap();
+    assert!(
+        ledger::claim_next(&api, &again, 2, "test-b", ttl)
+            .await
+            .unwrap()
+    );
+}

@@ -282,6 +282,35 @@ pub async fn claim_next(
     )
 }
 
+/// Hands back the claim of a later attempt (2 or more) that was never used (no provider call
+/// was made for it): the entry is waiting between attempts again, so whoever comes next makes
+/// that attempt instead of taking the claim for one the operator was interrupted in. Guarded by
+/// the entry's resourceVersion like [`claim_next`]; `false` when it changed meanwhile.
+pub async fn withdraw_next(
+    api: &Api<EmailDelivery>,
+    entry: &EmailDelivery,
+) -> Result<bool, kube::Error> {
+    let finished = entry.status.as_ref().and_then(|s| s.attempts).unwrap_or(0);
+    if finished < 1 {
+        // Attempt 1 has no history to keep: that claim is withdrawn whole (`withdraw_new`).
+        return Ok(false);
+    }
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": entry.resource_version(),
+            "annotations": {
+                CLAIM_ATTEMPT: finished.to_string(),
+                CLAIMED_BY: null,
+                CLAIM_EXPIRES: null,
+            },
+        }
+    });
+    unless_conflict(
+        api.patch(&entry.name_any(), &merge_params(), &Patch::Merge(&patch))
+            .await,
+    )
+}
+
 fn merge_params() -> PatchParams {
     PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),

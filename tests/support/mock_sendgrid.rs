@@ -35,6 +35,8 @@ struct Inner {
     key: String,
     scopes: Vec<String>,
     inject: VecDeque<Inject>,
+    /// What every call gets once `inject` is used up (`None`: the normal answer).
+    always: Option<Inject>,
     sent: Vec<Value>,
     posts: usize,
     last_headers: Option<HeaderMap>,
@@ -89,6 +91,25 @@ impl MockSendGrid {
 
     pub fn inject(&self, what: Inject) {
         self.inner.lock().unwrap().inject.push_back(what);
+    }
+
+    /// Injects `what` into every later call once the queued injections are used up; `None`
+    /// goes back to the normal answer.
+    pub fn always(&self, what: Option<Inject>) {
+        self.inner.lock().unwrap().always = what;
+    }
+
+    /// The message id (as `X-Message-Id` gives it) and payload of every message taken,
+    /// including those whose answer said otherwise (`AcceptThenFail`) or came late (`Stall`).
+    pub fn accepted(&self) -> Vec<(String, Value)> {
+        self.inner
+            .lock()
+            .unwrap()
+            .sent
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (message_id(i + 1), p.clone()))
+            .collect()
     }
 
     pub fn sent(&self) -> Vec<Value> {
@@ -246,7 +267,7 @@ async fn send(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
         if let Err(r) = validate(&payload) {
             return r;
         }
-        let inject = s.inject.pop_front();
+        let inject = s.inject.pop_front().or_else(|| s.always.clone());
         match &inject {
             Some(Inject::Raw(status, body, extra)) => {
                 let mut r = (
@@ -280,16 +301,7 @@ async fn send(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
         s.sent.push(payload);
         (inject, s.sent.len())
     };
-    let accepted = || {
-        (
-            StatusCode::ACCEPTED,
-            [(
-                "x-message-id",
-                format!("14c5d75ce93.dfd.64b469.filter-{n:04}"),
-            )],
-        )
-            .into_response()
-    };
+    let accepted = || (StatusCode::ACCEPTED, [("x-message-id", message_id(n))]).into_response();
     match inject {
         Some(Inject::AcceptThenFail) => errors(500, &[("internal error", None)]),
         Some(Inject::Stall(d)) => {
@@ -298,6 +310,11 @@ async fn send(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
         }
         _ => accepted(),
     }
+}
+
+/// The `X-Message-Id` of the `n`th message taken (from 1).
+fn message_id(n: usize) -> String {
+    format!("14c5d75ce93.dfd.64b469.filter-{n:04}")
 }
 
 async fn scopes(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Response {

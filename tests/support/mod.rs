@@ -127,6 +127,22 @@ impl TestEnv {
         }
     }
 
+    /// The server of the kubeconfig at `path`, set up like [`TestEnv::get`]'s (CRDs installed,
+    /// stand-ins checked), for a test that runs a server of its own (tests/churn.rs restarts
+    /// its API server). Set up anew on every call.
+    pub async fn at(path: &std::path::Path) -> TestEnv {
+        let kubeconfig = Kubeconfig::read_from(path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
+        let shared = set_up_with(config).await;
+        TestEnv {
+            client: build_client(&shared.config, !shared.full_cluster),
+            full_cluster: shared.full_cluster,
+        }
+    }
+
     /// A client for this server; on the testenv server it carries the Secret/ConfigMap shim,
     /// so hand it to the operator code under test as is.
     pub fn client(&self) -> Client {

@@ -378,6 +378,21 @@ impl Reconcile<'_> {
         Ok(Some(Action::await_change()))
     }
 
+    /// The slot of a place in line, waited for at most [`SLOT_WAIT`]; `None` when none came
+    /// in time or the process began stopping (before or meanwhile). A delivery still in line
+    /// when stopping begins gives up at once, leaving the line: a stop waits only for the
+    /// provider calls under way, never for a slot one of them holds, and starts no new call
+    /// (the successor makes it).
+    pub(super) async fn wait_in_line(&self, reservation: Reservation) -> Option<SendPermit> {
+        if self.ctx.is_stopping() {
+            return None;
+        }
+        tokio::select! {
+            permit = reservation.wait(SLOT_WAIT) => permit.filter(|_| !self.ctx.is_stopping()),
+            () = self.ctx.stopped() => None,
+        }
+    }
+
     /// The slot for attempt 1 of an entry this reconcile has just created (claimed). When none
     /// comes within [`SLOT_WAIT`], the process began stopping, or `notAfter` passed meanwhile,
     /// the unused claim is withdrawn (the entry deleted, unless it changed) so that nobody
@@ -389,7 +404,7 @@ impl Reconcile<'_> {
         reservation: Reservation,
         created: &EmailDelivery,
     ) -> Result<Result<SendPermit, Action>, kube::Error> {
-        let permit = reservation.wait(SLOT_WAIT).await;
+        let permit = self.wait_in_line(reservation).await;
         let expired = self
             .facts()
             .not_after
@@ -400,7 +415,7 @@ impl Reconcile<'_> {
         {
             return Ok(Ok(permit));
         }
-        tracing::debug!(email = %self.id, sender = %p.sender.key, expired, "withdrawing an unused claim");
+        tracing::debug!(email = %self.id, sender = %p.sender.key, expired, stopping = self.ctx.is_stopping(), "withdrawing an unused claim");
         if let Err(e) = ledger::withdraw_new(&self.deliveries, created).await {
             // The claim stays ours and unused: the next reconcile resumes it.
             tracing::warn!(email = %self.id, error = %e, "could not withdraw an unused claim; it is resumed later");
@@ -512,7 +527,7 @@ impl Reconcile<'_> {
                 };
                 // A later attempt claims only once it has its slot: the entry holds the
                 // delivery's history, so an unused claim could not simply be withdrawn.
-                let Some(permit) = reservation.wait(SLOT_WAIT).await else {
+                let Some(permit) = self.wait_in_line(reservation).await else {
                     return Ok(Action::requeue(slot_retry()));
                 };
                 if let Some(instead) = self.past_not_after().await? {
@@ -574,13 +589,19 @@ impl Reconcile<'_> {
                 Err(instead) => Ok(instead),
             };
         }
-        let Some(permit) = self
-            .ctx
-            .sends
-            .slots
-            .acquire(&self.namespace, &p.sender.key, SLOT_WAIT)
-            .await
-        else {
+        let place = self.ctx.sends.slots.reserve(&self.namespace, &p.sender.key);
+        let permit = match place {
+            Some(place) => self.wait_in_line(place).await,
+            None => None,
+        };
+        let Some(permit) = permit else {
+            if self.ctx.is_stopping() {
+                // Never used: handed back, so the successor makes this attempt instead of
+                // taking it for one the operator was interrupted in.
+                if let Err(e) = ledger::withdraw_next(&self.deliveries, &fresh).await {
+                    tracing::warn!(email = %self.id, entry = entry_name, error = %e, "could not withdraw an unused claim");
+                }
+            }
             return Ok(Action::requeue(slot_retry()));
         };
         tracing::info!(email = %self.id, entry = entry_name, attempt, "using a claim whose answer was lost");

@@ -36,16 +36,16 @@ fn until(at: Timestamp) -> Duration {
 
 impl Reconcile<'_> {
     /// One look-up of `p`'s message at its provider, counted by result; `None` when no send
-    /// slot came in time. A look-up is a call to the tenant's provider like a send, so it
-    /// takes a fair share of the slots: a provider that hangs on look-ups holds no more of
-    /// the operator than one that hangs on sends.
+    /// slot came in time, or the process began stopping while it waited. A look-up is a call
+    /// to the tenant's provider like a send, so it takes a fair share of the slots: a provider
+    /// that hangs on look-ups holds no more of the operator than one that hangs on sends.
     async fn look_up(&self, p: &Prepared) -> Option<LookupAnswer> {
-        let _slot = self
+        let place = self
             .ctx
             .sends
             .slots
-            .acquire(&self.namespace, &p.sender.key, super::act::SLOT_WAIT)
-            .await?;
+            .reserve(&self.namespace, &p.sender.key)?;
+        let _slot = self.wait_in_line(place).await?;
         let answer = p.provider.look_up(&p.message, LOOKUP_TIMEOUT).await;
         let result = match &answer {
             LookupAnswer::Found { .. } => "found",
