@@ -494,8 +494,9 @@ impl Operator {
         )
     }
 
+    /// The operator's CPU seconds, its render workers' included.
     fn cpu_seconds(&self) -> f64 {
-        procstat::cpu_seconds(self.pid).unwrap_or(f64::NAN)
+        procstat::cpu_seconds_with_children(self.pid).unwrap_or(f64::NAN)
     }
 
     fn peak_rss_mib(&self) -> f64 {
@@ -1400,7 +1401,7 @@ impl Report {
                 format!("{:?}", e.sent_reasons),
             ),
             (
-                "operator peak RSS / CPU".into(),
+                "operator peak RSS / CPU (its render workers included)".into(),
                 format!(
                     "{:.1} MiB ({:.1} MiB before the first Email) / {:.2} s ({:.2} s during the run)",
                     e.peak_rss_mib, e.rss_before_mib, e.cpu_s, e.cpu_s_window

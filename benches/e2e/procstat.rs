@@ -21,6 +21,46 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     times_from_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// CPU seconds of the process and its children (the operator's render workers): its own
+/// time, the time of children it has reaped, and that of the children still running.
+pub fn cpu_seconds_with_children(pid: u32) -> Option<f64> {
+    let own_stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let own = times_from_stat(&own_stat)?;
+    let reaped = children_times_from_stat(&own_stat).unwrap_or(0.0);
+    let mut live = 0.0;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        if parent_from_stat(&stat) == Some(pid) {
+            live += times_from_stat(&stat).unwrap_or(0.0);
+        }
+    }
+    Some(own + reaped + live)
+}
+
+/// The parent pid (field 4) of a `stat` line.
+fn parent_from_stat(stat: &str) -> Option<u32> {
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    after_comm.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// cutime + cstime (fields 16 and 17): the children the process has waited for.
+fn children_times_from_stat(stat: &str) -> Option<f64> {
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let cutime: f64 = fields.get(13)?.parse().ok()?;
+    let cstime: f64 = fields.get(14)?.parse().ok()?;
+    Some((cutime + cstime) / ticks_per_second())
+}
+
 /// utime + stime of a `stat` line (of a process or a thread), in seconds.
 fn times_from_stat(stat: &str) -> Option<f64> {
     // The command name (field 2) may contain spaces and parentheses: count from its end.
