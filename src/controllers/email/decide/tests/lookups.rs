@@ -48,8 +48,11 @@ fn searchable(hashes: &[&str], lookup: Lookup) -> Readiness {
     }
 }
 
+/// One sender of a chain: what it can tell, and what its look-up said.
+type Sender = (Lookup, Option<LookupAnswer>);
+
 /// The senders of a chain, `shop/a`, `shop/b`, ..., with what each can tell and said.
-fn chain(senders: &[(Lookup, Option<LookupAnswer>)]) -> Vec<Asked> {
+fn chain(senders: &[Sender]) -> Vec<Asked> {
     senders
         .iter()
         .zip('a'..)
@@ -148,7 +151,7 @@ fn a_first_send_asks_every_sender_of_the_chain_that_can_be_searched() {
     use BeforeSend::*;
     let absent = || Some(LookupAnswer::Absent);
     #[rustfmt::skip]
-    let rows: Vec<(&str, Vec<(Lookup, Option<LookupAnswer>)>, usize, BeforeSend)> = vec![
+    let rows: Vec<(&str, Vec<Sender>, usize, BeforeSend)> = vec![
         ("Postmark primary and Postmark fallback: both are asked before the primary sends",
             vec![(POSTMARK, None), (POSTMARK, None)], 0, LookUp),
         ("one answered, one not yet: ask",
