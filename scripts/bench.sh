@@ -3,6 +3,8 @@
 #
 #   scripts/bench.sh                  N=2000 Emails, 50 ms provider latency
 #   N=10000 LATENCY_MS=20 scripts/bench.sh
+#   BENCH_PROVIDER=postmark scripts/bench.sh   against a Postmark-compatible provider, which is asked
+#                                              before each first send
 #
 # One run: builds the release binary and the bench tools, starts a private test API server
 # (scripts/k8s-testenv.sh with its own folder and ports, so an instance others use is not
@@ -25,7 +27,11 @@
 #
 # Environment:
 #   N                     Emails (default 2000)
-#   LATENCY_MS            provider latency per send (default 50)
+#   LATENCY_MS            provider latency per send (default 50), and per look-up
+#   BENCH_PROVIDER        the local provider: mailersend (default; nothing to look up) or
+#                         postmark, which also answers the message search the operator makes
+#                         before each first send (after LATENCY_MS too), so the report's
+#                         look-ups per Email and Emails/s show what asking the provider costs
 #   MAX_CONCURRENT_SENDS  the operator's --max-concurrent-sends (default 16, its default)
 #   OPEN_LOOP_S           length of the open-loop run in seconds (default 60; 0 skips it)
 #   OPERATOR_BIN          measure this operator binary instead of building the current one
@@ -52,6 +58,8 @@ die() {
 
 [[ $N =~ ^[1-9][0-9]*$ ]] || die "N must be a positive number, not '$N'"
 [[ $LATENCY_MS =~ ^[0-9]+$ ]] || die "LATENCY_MS must be a number of milliseconds, not '$LATENCY_MS'"
+[[ ${BENCH_PROVIDER:-mailersend} =~ ^(mailersend|postmark)$ ]] ||
+  die "BENCH_PROVIDER must be mailersend or postmark, not '$BENCH_PROVIDER'"
 command -v cargo >/dev/null || die "cargo is needed (https://rustup.rs)"
 
 # The private test server: its own run folder and ports.

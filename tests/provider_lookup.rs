@@ -403,3 +403,210 @@ async fn a_postmark_that_keeps_answering_500_is_asked_and_retried_with_backoff_t
     );
     assert_eq!(pm.searches(), 3, "before the send and after each 500");
 }
+
+fn postmark_named(name: &str, secret: &str, url: &str, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: kmailops.io/v1alpha1
+kind: EmailSenderConfig
+metadata: {{name: {name}}}
+spec:
+  sender: {{address: shop@example.com}}
+  postmark:
+    serverTokenSecretRef: {{name: {secret}, key: token}}
+    baseUrl: {url}
+  retry: {{initialBackoff: 1s, maxBackoff: 2s}}
+{extra}"#
+    )
+}
+
+const PM2_TOKEN: &str = "pm-fallback-77e0-distinctive";
+
+/// The Git of a chain `primary` (Postmark) -> `postmark-2` -> `mailgun`.
+async fn apply_chain(
+    env: &TestEnv,
+    ns: &str,
+    pm: &MockPostmark,
+    pm2: &MockPostmark,
+    mg: &MockMailgun,
+) {
+    let client = env.client();
+    secret(&client, ns, "postmark", "token", PM_TOKEN).await;
+    secret(&client, ns, "postmark-2", "token", PM2_TOKEN).await;
+    secret(&client, ns, "mailgun", "key", MG_KEY).await;
+    env.apply_yaml(
+        ns,
+        &postmark_named(
+            "primary",
+            "postmark",
+            &pm.url,
+            "  fallback: [postmark-2, mailgun]\n",
+        ),
+    )
+    .await;
+    env.apply_yaml(
+        ns,
+        &postmark_named("postmark-2", "postmark-2", &pm2.url, ""),
+    )
+    .await;
+    env.apply_yaml(
+        ns,
+        &format!(
+            r#"
+apiVersion: kmailops.io/v1alpha1
+kind: EmailSenderConfig
+metadata: {{name: mailgun}}
+spec:
+  sender: {{address: shop@mg.example.com}}
+  mailgun:
+    domain: mg.example.com
+    apiKeySecretRef: {{name: mailgun, key: key}}
+    baseUrl: {}
+"#,
+            mg.url
+        ),
+    )
+    .await;
+}
+
+fn sent_through(e: &Email) -> String {
+    e.status
+        .as_ref()
+        .and_then(|s| s.sender_config.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_rebuilt_cluster_finds_what_the_old_one_sent_through_a_fallback_and_sends_nothing() {
+    init_test_logging();
+    let first = TestEnv::get().await;
+    let second = TestEnv::second().await;
+    let ns = first.unique_namespace("chain").await;
+    let pm = MockPostmark::start(PM_TOKEN).await;
+    let pm2 = MockPostmark::start(PM2_TOKEN).await;
+    let mg = MockMailgun::start(MG_KEY, "mg.example.com", Duration::ZERO).await;
+
+    // The old cluster: the primary refuses its token for both Emails (a fail-over), the
+    // second Postmark takes order-a and refuses order-b, which goes out through Mailgun.
+    apply_chain(&first, &ns, &pm, &pm2, &mg).await;
+    let op = Operator::start(first.client(), &ns);
+    pm.inject(Inject::Code(10, "Bad or missing Server API token.".into()));
+    first.apply_yaml(&ns, &email("order-a", "primary")).await;
+    let a_first = sent(&first.client(), &ns, "order-a").await;
+    pm.inject(Inject::Code(10, "Bad or missing Server API token.".into()));
+    pm2.inject(Inject::Code(10, "Bad or missing Server API token.".into()));
+    first.apply_yaml(&ns, &email("order-b", "primary")).await;
+    let b_first = sent(&first.client(), &ns, "order-b").await;
+    op.stop().await;
+    assert_eq!(sent_through(&a_first), format!("{ns}/postmark-2"));
+    assert_eq!(sent_through(&b_first), format!("{ns}/mailgun"));
+    assert_eq!(
+        (pm.sent().len(), pm2.sent().len(), mg.accepted().len()),
+        (0, 1, 1)
+    );
+
+    // The rebuilt cluster: same Git, no ledger, the primary takes mail again.
+    let client = second.client();
+    apply_chain(&second, &ns, &pm, &pm2, &mg).await;
+    second.apply_yaml(&ns, &email("order-a", "primary")).await;
+    second.apply_yaml(&ns, &email("order-b", "primary")).await;
+    let op = Operator::start(client.clone(), &ns);
+    let a_again = sent(&client, &ns, "order-a").await;
+    let b_again = sent(&client, &ns, "order-b").await;
+    op.stop().await;
+
+    assert_eq!(
+        (pm.sent().len(), pm2.sent().len(), mg.accepted().len()),
+        (0, 1, 1),
+        "a message went out a second time"
+    );
+    for (again, before) in [(&a_again, &a_first), (&b_again, &b_first)] {
+        assert_eq!(
+            ready_reason(again).as_deref(),
+            Some("RecoveredFromProvider")
+        );
+        assert_eq!(message_id(again), message_id(before));
+        assert_eq!(sent_through(again), sent_through(before));
+    }
+    // The rebuilt ledger records each through the sender that has it.
+    let recorded = deliveries(&client, &ns).await;
+    let senders: Vec<&str> = recorded
+        .iter()
+        .map(|d| d.spec.sender_config.as_str())
+        .collect();
+    assert_eq!(recorded.len(), 2, "{senders:?}");
+    assert!(senders.contains(&format!("{ns}/postmark-2").as_str()));
+    assert!(senders.contains(&format!("{ns}/mailgun").as_str()));
+}
+
+#[tokio::test]
+async fn with_settle_first_sends_a_rebuild_right_after_a_mailgun_hand_over_waits_and_finds_it() {
+    init_test_logging();
+    let first = TestEnv::get().await;
+    let second = TestEnv::second().await;
+    let ns = first.unique_namespace("mg-settle-first").await;
+    // Events show 4 s after acceptance; the sender trusts absence 6 s after the first look-up.
+    let mg = MockMailgun::start(MG_KEY, "mg.example.com", Duration::from_secs(4)).await;
+    let sender = format!(
+        r#"
+apiVersion: kmailops.io/v1alpha1
+kind: EmailSenderConfig
+metadata: {{name: mailgun}}
+spec:
+  sender: {{address: shop@mg.example.com}}
+  mailgun:
+    domain: mg.example.com
+    apiKeySecretRef: {{name: mailgun, key: key}}
+    baseUrl: {}
+  lookup: {{settlingTime: 6s, settleFirstSends: true}}
+"#,
+        mg.url
+    );
+    for env in [&first, &second] {
+        secret(&env.client(), &ns, "mailgun", "key", MG_KEY).await;
+        env.apply_yaml(&ns, &sender).await;
+    }
+
+    // The old cluster's first send waits too, then goes out.
+    let op = Operator::start(first.client(), &ns);
+    let started = std::time::Instant::now();
+    first.apply_yaml(&ns, &email("order-s", "mailgun")).await;
+    let waiting = reason_seen(&first.client(), &ns, "order-s", "AwaitingProviderRecord").await;
+    let message = waiting
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("settleFirstSends") && message.contains(&ns),
+        "the wait says why and names the sender: {message}"
+    );
+    assert!(
+        waiting
+            .status
+            .as_ref()
+            .is_some_and(|s| s.next_attempt_time.is_some()),
+        "the wait says until when"
+    );
+    let before = sent(&first.client(), &ns, "order-s").await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "sent {:?} after the first look-up, before settlingTime",
+        started.elapsed()
+    );
+    // It stops right after the hand-over, and the new cluster starts at once, while the
+    // message's event is not out yet.
+    second.apply_yaml(&ns, &email("order-s", "mailgun")).await;
+    op.stop().await;
+    let op = Operator::start(second.client(), &ns);
+    reason_seen(&second.client(), &ns, "order-s", "AwaitingProviderRecord").await;
+    let after = sent(&second.client(), &ns, "order-s").await;
+    op.stop().await;
+    assert_eq!(mg.accepted().len(), 1, "sent twice");
+    assert_eq!(
+        ready_reason(&after).as_deref(),
+        Some("RecoveredFromProvider")
+    );
+    assert_eq!(message_id(&after), message_id(&before));
+}

@@ -1,5 +1,6 @@
 //! End-to-end benchmark: `kmailops run` (the release binary) against a real API server and a
-//! local MailerSend-compatible provider with a fixed latency. Run it with `scripts/bench.sh`,
+//! local MailerSend-compatible provider (Postmark-compatible with `BENCH_PROVIDER=postmark`)
+//! with a fixed latency. Run it with `scripts/bench.sh`,
 //! which builds everything, starts a private test API server and passes:
 //!
 //! - `BENCH_KUBECONFIG`: kubeconfig of that server (written by `k8s-testenv.sh start`; the
@@ -176,7 +177,9 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
     write_proxy_kubeconfig(&s.kubeconfig, proxy.addr, &proxy_kubeconfig)?;
     let via_proxy = Client::try_from(load_config(&proxy_kubeconfig).await?)?;
 
-    let mock = MockProvider::start(s.latency).await?;
+    let kind = mock_provider::Kind::from_env()?;
+    eprintln!("[bench] provider: {} (BENCH_PROVIDER)", kind.name());
+    let mock = MockProvider::start(kind, s.latency).await?;
 
     let ceiling_round = |round: usize| {
         eprintln!(
@@ -202,7 +205,7 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
         s.send_concurrency,
         s.latency.as_millis()
     );
-    let sender: EmailSenderConfig = serde_json::from_value(sender_json(&mock.base_url))?;
+    let sender: EmailSenderConfig = serde_json::from_value(sender_json(&mock))?;
     let provider = build_provider(
         &sender.spec,
         Credentials {
@@ -348,20 +351,22 @@ async fn install_crds(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sender_json(base_url: &str) -> serde_json::Value {
-    json!({
+/// The Secret with the mock's token.
+const TOKEN_SECRET: &str = "mailersend-token";
+
+fn sender_json(mock: &MockProvider) -> serde_json::Value {
+    let (field, provider) = mock.sender_spec(TOKEN_SECRET);
+    let mut sender = json!({
         "apiVersion": "kmailops.io/v1alpha1",
         "kind": "EmailSenderConfig",
         "metadata": {"name": SENDER, "namespace": NS},
         "spec": {
             "default": true,
             "sender": {"address": "shop@example.com", "name": "Example Shop"},
-            "mailersend": {
-                "apiTokenSecretRef": {"name": "mailersend-token", "key": "token"},
-                "baseUrl": base_url,
-            },
         },
-    })
+    });
+    sender["spec"][field] = provider;
+    sender
 }
 
 /// One Email of the benchmark: literal content, one recipient, the namespace's default sender.
@@ -382,7 +387,7 @@ pub fn bench_email(name: &str, i: usize) -> Email {
 async fn set_up_sender(client: &Client, mock: &MockProvider) -> anyhow::Result<()> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     let mut secret = Secret::default();
-    secret.metadata.name = Some("mailersend-token".into());
+    secret.metadata.name = Some(TOKEN_SECRET.into());
     secret.data = Some(BTreeMap::from([(
         "token".to_string(),
         ByteString(mock_provider::TOKEN.as_bytes().to_vec()),
@@ -392,7 +397,7 @@ async fn set_up_sender(client: &Client, mock: &MockProvider) -> anyhow::Result<(
         .await
         .context("creating the token Secret")?;
     let senders: Api<EmailSenderConfig> = Api::namespaced(client.clone(), NS);
-    let sender: EmailSenderConfig = serde_json::from_value(sender_json(&mock.base_url))?;
+    let sender: EmailSenderConfig = serde_json::from_value(sender_json(mock))?;
     senders
         .create(&PostParams::default(), &sender)
         .await

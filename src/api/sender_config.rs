@@ -482,6 +482,14 @@ pub struct LookupSpec {
     #[serde(default = "default_settling_time")]
     #[schemars(length(max = 32), regex(pattern = super::common::DURATION_PATTERN))]
     pub settling_time: String,
+    /// Trust "not found" before a first send only after `settlingTime` too (Mailgun): a first
+    /// send whose look-up found nothing waits that long after the first look-up (`Retrying`,
+    /// reason `AwaitingProviderRecord`), asks again and only then goes out. Turn it on for a
+    /// cluster rebuilt from Git, where the old cluster may have handed the message over
+    /// moments before it stopped; off (the default), a first send goes out at once. Postmark's
+    /// search is complete at once and ignores it.
+    #[serde(default)]
+    pub settle_first_sends: bool,
 }
 
 impl Default for LookupSpec {
@@ -489,6 +497,7 @@ impl Default for LookupSpec {
         Self {
             disabled: false,
             settling_time: default_settling_time(),
+            settle_first_sends: false,
         }
     }
 }

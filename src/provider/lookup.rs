@@ -22,6 +22,24 @@ pub enum Recall {
     Searchable { settles: bool },
 }
 
+impl Recall {
+    /// What a provider of this kind remembers, known from the config alone (without
+    /// credentials or a client): a sender that can not be built can still be known to be one
+    /// that would have to be asked.
+    pub fn of(kind: crate::api::ProviderKind) -> Recall {
+        use crate::api::ProviderKind;
+        match kind {
+            ProviderKind::Postmark => Recall::Searchable { settles: false },
+            ProviderKind::Mailgun => Recall::Searchable { settles: true },
+            ProviderKind::Resend => Recall::Deduplicates(RESEND_WINDOW),
+            ProviderKind::MailerSend
+            | ProviderKind::Smtp
+            | ProviderKind::SendGrid
+            | ProviderKind::Ses => Recall::Nothing,
+        }
+    }
+}
+
 /// Resend keeps an `Idempotency-Key` for 24 hours.
 pub const RESEND_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 

@@ -303,7 +303,7 @@ impl Provider for Mailgun {
     }
 
     fn recall(&self) -> Recall {
-        Recall::Searchable { settles: true }
+        Recall::of(crate::api::ProviderKind::Mailgun)
     }
 
     /// Mailgun's events of the message's Message-ID, checked for its delivery key. Events

@@ -289,7 +289,7 @@ impl Provider for Postmark {
     }
 
     fn recall(&self) -> Recall {
-        Recall::Searchable { settles: false }
+        Recall::of(crate::api::ProviderKind::Postmark)
     }
 
     /// Postmark's outbound message search, filtered by the delivery key in the metadata.

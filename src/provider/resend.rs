@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::http::{self, Reply, describe_body};
 use super::limits::{self, RecipientLimits};
-use super::lookup::{self, Recall};
+use super::lookup::Recall;
 use super::{
     ConfigError, ErrorClass, HealthReport, Provider, SecretValue, SendError, SendReceipt, reason,
 };
@@ -303,7 +303,7 @@ impl Provider for Resend {
     }
 
     fn recall(&self) -> Recall {
-        Recall::Deduplicates(lookup::RESEND_WINDOW)
+        Recall::of(crate::api::ProviderKind::Resend)
     }
 
     async fn check_health(&self, timeout: Duration) -> HealthReport {

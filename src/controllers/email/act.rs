@@ -134,7 +134,8 @@ impl Reconcile<'_> {
                     return Ok(Action::requeue(Duration::from_secs(1)));
                 };
                 if look_up
-                    && let Some(instead) = self.ask_before_first_send(p, token.as_deref()).await?
+                    && let Some(instead) =
+                        self.ask_before_first_send(g, p, token.as_deref()).await?
                 {
                     return Ok(instead);
                 }

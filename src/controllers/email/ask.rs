@@ -14,7 +14,7 @@ use crate::metrics::LookupLabels;
 use crate::provider::LookupAnswer;
 
 use super::Reconcile;
-use super::decide::{self, BeforeSend, Moment};
+use super::decide::{self, Asked, BeforeSend, Lookup, Moment};
 use super::gather::{Gathered, Prepared};
 use super::outcome::LedgerOutcome;
 use super::status;
@@ -65,11 +65,15 @@ impl Reconcile<'_> {
     }
 
     /// Before the first send of a delivery the ledger does not know: `None` to go on and
-    /// send, or what was done instead (recovered from the provider, or waiting because it
-    /// could not be asked). A delivery this process found absent once is not asked about
-    /// again (a rate limit or a busy slot may send it back here many times).
+    /// send through `p`, or what was done instead (recovered from a provider, or waiting
+    /// because one could not be asked or its record has not settled). Every sender of the
+    /// chain that can be searched is asked, each for its own message: the earlier message
+    /// may have gone out through any of them (a fail-over in a cluster rebuilt since). A
+    /// delivery this process found absent once is not asked about again (a rate limit or a
+    /// busy slot may send it back here many times).
     pub(super) async fn ask_before_first_send(
         &self,
+        g: &Gathered,
         p: &Prepared,
         token: Option<&str>,
     ) -> Result<Option<Action>, kube::Error> {
@@ -77,24 +81,86 @@ impl Reconcile<'_> {
         if self.ctx.sends.known_absent(&key) {
             return Ok(None);
         }
-        let lookup = p.lookup();
+        let mut chain: Vec<Asked> = g
+            .chain
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let lookup = g.readiness.lookups.get(i).cloned().unwrap_or(Lookup::Off);
+                Asked::new(s.key.clone(), lookup)
+            })
+            .collect();
+        let moment = Moment::FirstSend {
+            waiting_until: decide::awaiting_record_until(&self.status, &p.message.delivery_hash),
+        };
         let now = Timestamp::now();
-        let mut next = decide::before_send(&lookup, Moment::FirstSend, None, now);
+        let mut next = decide::before_send(&chain, p.position, moment, now);
+        // The other senders asked, ready (the one sending now is `p`).
+        let mut others: Vec<Prepared> = Vec::new();
         if next == BeforeSend::LookUp {
-            let Some(answer) = self.look_up(p).await else {
-                return Ok(Some(Action::requeue(super::act::slot_retry())));
+            let mut asks: Vec<usize> = Vec::new();
+            for (i, asked) in chain.iter_mut().enumerate() {
+                if !asked.lookup.searched() || asked.answer.is_some() {
+                    continue;
+                }
+                if i == p.position {
+                    asks.push(i);
+                    continue;
+                }
+                match self.prepare_at(g, i) {
+                    Some(Ok(q)) => {
+                        others.push(q);
+                        asks.push(i);
+                    }
+                    // A sender that would have to be asked but can not be (its Secret is
+                    // missing, its endpoint not allowed): a failed look-up, never a blind send.
+                    Some(Err(problem)) => {
+                        asked.answer = Some(LookupAnswer::Failed(format!(
+                            "can not be asked: {}",
+                            problem.message
+                        )));
+                    }
+                    None => asked.lookup = Lookup::Off,
+                }
+            }
+            let of = |i: usize| -> &Prepared {
+                if i == p.position {
+                    p
+                } else {
+                    others.iter().find(|q| q.position == i).unwrap_or(p)
+                }
             };
-            next = decide::before_send(&lookup, Moment::FirstSend, Some(&answer), now);
+            let answers =
+                futures::future::join_all(asks.iter().map(|&i| self.look_up(of(i)))).await;
+            for (i, answer) in asks.into_iter().zip(answers) {
+                let Some(answer) = answer else {
+                    return Ok(Some(Action::requeue(super::act::slot_retry())));
+                };
+                chain[i].answer = Some(answer);
+            }
+            next = decide::before_send(&chain, p.position, moment, now);
         }
         match next {
             BeforeSend::Send => {
                 self.ctx.sends.note_absent(&key);
                 Ok(None)
             }
-            BeforeSend::Recovered { message_id } => self
-                .recover_first_send(p, token, &message_id)
-                .await
-                .map(Some),
+            BeforeSend::Recovered {
+                position,
+                message_id,
+            } => {
+                let through = if position == p.position {
+                    p
+                } else {
+                    match others.iter().find(|q| q.position == position) {
+                        Some(q) => q,
+                        None => return Ok(Some(Action::requeue(Duration::from_secs(1)))),
+                    }
+                };
+                self.recover_first_send(through, token, &message_id)
+                    .await
+                    .map(Some)
+            }
             BeforeSend::LookupFailed { why } => {
                 let again = later(LOOKUP_RETRY);
                 let status = self.delivery_status(p, token);
@@ -102,8 +168,13 @@ impl Reconcile<'_> {
                 Ok(Some(Action::requeue(LOOKUP_RETRY)))
             }
             BeforeSend::AwaitRecord { until: at } => {
+                let settling: Vec<&str> = chain
+                    .iter()
+                    .filter(|a| !a.lookup.first_send_settling().is_zero())
+                    .map(|a| a.sender.as_str())
+                    .collect();
                 let status = self.delivery_status(p, token);
-                self.write(self.awaiting_provider_record(status, at))
+                self.write(self.awaiting_first_send_record(status, at, &settling))
                     .await?;
                 Ok(Some(Action::requeue(until(at) + Duration::from_secs(1))))
             }
@@ -186,20 +257,22 @@ impl Reconcile<'_> {
         let handed_over = ledger::handed_over_by(&entry)
             .or(self.status.last_attempt_time.as_ref().map(|t| t.0))
             .unwrap_or_else(Timestamp::now);
+        // Only the sender that was handed the message can have it.
         let moment = Moment::AfterAmbiguous { handed_over };
-        let lookup = p.lookup();
+        let mut asked = [Asked::new(p.sender.key.clone(), p.lookup())];
         let now = Timestamp::now();
-        let mut next = decide::before_send(&lookup, moment, None, now);
+        let mut next = decide::before_send(&asked, 0, moment, now);
         if next == BeforeSend::LookUp {
             let Some(answer) = self.look_up(p).await else {
                 return Ok(Action::requeue(super::act::slot_retry()));
             };
-            next = decide::before_send(&lookup, moment, Some(&answer), now);
+            asked[0].answer = Some(answer);
+            next = decide::before_send(&asked, 0, moment, now);
         }
         let mut status = self.delivery_status(p, token);
         status.attempts = entry.status.as_ref().and_then(|s| s.attempts);
         match next {
-            BeforeSend::Recovered { message_id } => {
+            BeforeSend::Recovered { message_id, .. } => {
                 if !ledger::mark_recovered(&self.deliveries, &entry, &message_id).await? {
                     return Ok(Action::requeue(Duration::from_secs(1)));
                 }

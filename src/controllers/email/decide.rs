@@ -15,8 +15,9 @@
 //! 5. `notAfter` passed: Expired. `sendAt` ahead: Scheduled.
 //! 6. A problem (content, sender) fails the Email, naming the field and the fix.
 //! 7. Otherwise: deliver through the first sender that can send now, with the token in effect;
-//!    a delivery the ledger does not know yet first asks a provider that can be searched
-//!    whether the message is already out (a cluster rebuilt from Git).
+//!    a delivery the ledger does not know yet first asks every sender of the chain that can
+//!    be searched whether the message is already out (a cluster rebuilt from Git, maybe
+//!    after a fail-over in the old one).
 //!
 //! Before a send that may repeat one the provider already has, [`before_send`] decides from
 //! what the provider's look-up said: recover the message id, send, or wait and say why.
@@ -69,6 +70,9 @@ pub struct Readiness {
     /// What that sender's provider can be asked about messages it has (and whether its
     /// `lookup` is switched on).
     pub lookup: Lookup,
+    /// The same for every sender of the chain, in chain order (`Off` where the message can
+    /// not go through it): a first send asks every one that can be searched.
+    pub lookups: Vec<Lookup>,
 }
 
 /// What a sender's provider can tell before a send, with the sender's `lookup` settings.
@@ -76,11 +80,17 @@ pub struct Readiness {
 pub enum Lookup {
     /// Nothing (SES, SendGrid, MailerSend, SMTP, or `lookup.disabled`): the ledger only.
     Off,
-    /// The provider drops a repeat of the same delivery key for this long (Resend).
+    /// The provider drops a repeat of the same delivery key for this long (Resend). It tells
+    /// nothing about a message that went out through another sender.
     Deduplicates(Duration),
     /// Searchable by the delivery key; absence counts only `settling` after a hand-over
-    /// (zero for Postmark, `lookup.settlingTime` for Mailgun).
-    Search { settling: Duration },
+    /// (zero for Postmark, `lookup.settlingTime` for Mailgun). `settle_first`: before a first
+    /// send too, absence counts only `settling` after the first look-up
+    /// (`lookup.settleFirstSends`).
+    Search {
+        settling: Duration,
+        settle_first: bool,
+    },
 }
 
 impl Lookup {
@@ -96,9 +106,11 @@ impl Lookup {
             Recall::Deduplicates(window) => Lookup::Deduplicates(window),
             Recall::Searchable { settles: false } => Lookup::Search {
                 settling: Duration::ZERO,
+                settle_first: false,
             },
             Recall::Searchable { settles: true } => Lookup::Search {
                 settling: spec.settling_time(),
+                settle_first: spec.settle_first_sends,
             },
         }
     }
@@ -107,91 +119,202 @@ impl Lookup {
     pub fn resolves_unknown(&self) -> bool {
         !matches!(self, Lookup::Off)
     }
+
+    /// Whether the provider is searched for the delivery key before a first send.
+    pub fn searched(&self) -> bool {
+        matches!(self, Lookup::Search { .. })
+    }
+
+    /// How long a first send waits after the first look-up found nothing.
+    pub fn first_send_settling(&self) -> Duration {
+        match self {
+            Lookup::Search {
+                settling,
+                settle_first: true,
+            } => *settling,
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 /// Where a send stands when the provider may already have the message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Moment {
     /// The first send of a delivery the ledger does not know (a new Email, or one applied
-    /// again to a cluster rebuilt from Git).
-    FirstSend,
+    /// again to a cluster rebuilt from Git). `waiting_until`: the Email already waits for a
+    /// provider's record to settle before this first send, until then (its status says so;
+    /// see [`awaiting_record_until`]).
+    FirstSend { waiting_until: Option<Timestamp> },
     /// A resend after an answer that may have meant "accepted" (a 5xx, a timeout after the
     /// hand-over, an operator that stopped mid-call), made at `handed_over`.
     AfterAmbiguous { handed_over: Timestamp },
 }
 
-/// What to do before a send, given what the provider said (see [`before_send`]).
+impl Moment {
+    /// A first send that is not waiting for a record.
+    pub const FIRST: Moment = Moment::FirstSend {
+        waiting_until: None,
+    };
+}
+
+/// One sender of the Email's chain, as a send that may repeat an earlier message sees it:
+/// what its provider can tell, and what its look-up said (`None` before asking).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Asked {
+    /// `namespace/name`, for messages.
+    pub sender: String,
+    pub lookup: Lookup,
+    pub answer: Option<crate::provider::LookupAnswer>,
+}
+
+impl Asked {
+    pub fn new(sender: impl Into<String>, lookup: Lookup) -> Self {
+        Asked {
+            sender: sender.into(),
+            lookup,
+            answer: None,
+        }
+    }
+}
+
+/// What to do before a send, given what the providers said (see [`before_send`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BeforeSend {
-    /// Send (nothing to ask, or the provider does not have it).
+    /// Send (nothing to ask, or no provider has it).
     Send,
-    /// Ask the provider first.
+    /// Ask first: every sender of the chain that is searched and has no answer yet.
     LookUp,
-    /// The provider has it: Sent under this id, reason `RecoveredFromProvider`, no send.
-    Recovered { message_id: String },
-    /// The provider does not show it yet, but its record is not complete before `until`:
-    /// wait (`Retrying`, reason `AwaitingProviderRecord`), then ask again.
+    /// The sender at `position` of the chain has it: Sent under this id, reason
+    /// `RecoveredFromProvider`, no send.
+    Recovered { position: usize, message_id: String },
+    /// No provider shows it yet, but a record is not complete before `until`: wait
+    /// (`Retrying`, reason `AwaitingProviderRecord`), then ask again.
     AwaitRecord { until: Timestamp },
-    /// The provider could not be asked: wait (`Retrying`, reason `LookupFailed`), never send
+    /// A provider could not be asked: wait (`Retrying`, reason `LookupFailed`), never send
     /// blind.
     LookupFailed { why: String },
     /// Nobody can tell whether the message went out: `Unknown` until a person decides.
     StayUnknown,
 }
 
-/// Decides whether a send may go out, from what the provider can tell (`lookup`), where the
-/// send stands (`moment`), and what a look-up said (`answer`, `None` before asking).
+fn after(at: Timestamp, d: Duration) -> Timestamp {
+    at.checked_add(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX))
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// Decides whether a send through the sender at `sending` of the Email's `chain` may go out,
+/// from what each sender's provider can tell, where the send stands (`moment`), and what
+/// their look-ups said.
 ///
-/// - Found is always Sent, whatever the moment: the provider has the message.
-/// - A look-up that failed never turns into a send.
-/// - Absent is trusted at once for a first send (nothing of ours was handed over that this
-///   cluster knows of) and after the settling time for a resend (Mailgun's events arrive late).
-/// - Resend drops a repeat within its window, so a resend inside it needs no look-up; outside
-///   it nobody can tell.
-pub fn before_send(
-    lookup: &Lookup,
-    moment: Moment,
-    answer: Option<&crate::provider::LookupAnswer>,
-    now: Timestamp,
-) -> BeforeSend {
+/// - A first send asks every sender of the chain that can be searched (Postmark, Mailgun):
+///   the earlier message may have gone out through any of them (a fail-over in a cluster
+///   that was rebuilt since). Found in any is Sent through that one; a look-up that failed in
+///   any never turns into a send. Resend's key only deduplicates on its own account, so a
+///   Resend sender covers sends through itself only, and needs no asking.
+/// - Absent is trusted at once for a first send, unless a searched sender settles first
+///   sends (`lookup.settleFirstSends`): then only once its settling time has passed since
+///   the first look-up, and after asking again.
+/// - After an ambiguous answer only the sender that was handed the message is asked, and
+///   its absence counts after the settling time (Mailgun's events arrive late). Resend drops
+///   a repeat within its window, so a resend inside it needs no look-up; outside it nobody
+///   can tell.
+pub fn before_send(chain: &[Asked], sending: usize, moment: Moment, now: Timestamp) -> BeforeSend {
     use crate::provider::LookupAnswer;
-    let after = |at: Timestamp, d: Duration| {
-        at.checked_add(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX))
-            .unwrap_or(Timestamp::MAX)
-    };
-    match (lookup, moment) {
-        (Lookup::Off, Moment::FirstSend) | (Lookup::Deduplicates(_), Moment::FirstSend) => {
-            BeforeSend::Send
-        }
-        (Lookup::Off, Moment::AfterAmbiguous { .. }) => BeforeSend::StayUnknown,
-        (Lookup::Deduplicates(window), Moment::AfterAmbiguous { handed_over }) => {
-            if now < after(handed_over, *window) {
+    match moment {
+        Moment::FirstSend { waiting_until } => {
+            let searched: Vec<(usize, &Asked)> = chain
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.lookup.searched())
+                .collect();
+            if searched.is_empty() {
+                return BeforeSend::Send;
+            }
+            let settling = searched
+                .iter()
+                .map(|(_, a)| a.lookup.first_send_settling())
+                .max()
+                .unwrap_or_default();
+            // Already told to wait: nothing is asked before then.
+            let until = |since: Timestamp| {
+                let full = after(since, settling);
+                waiting_until.map_or(full, |w| w.min(full))
+            };
+            if !settling.is_zero() && until(now) > now && waiting_until.is_some() {
+                return BeforeSend::AwaitRecord { until: until(now) };
+            }
+            if searched.iter().any(|(_, a)| a.answer.is_none()) {
+                return BeforeSend::LookUp;
+            }
+            for (position, a) in &searched {
+                if let Some(LookupAnswer::Found { message_id }) = &a.answer {
+                    return BeforeSend::Recovered {
+                        position: *position,
+                        message_id: message_id.clone(),
+                    };
+                }
+            }
+            for (_, a) in &searched {
+                if let Some(LookupAnswer::Failed(why)) = &a.answer {
+                    return BeforeSend::LookupFailed {
+                        why: format!("EmailSenderConfig {}: {why}", a.sender),
+                    };
+                }
+            }
+            if settling.is_zero() || until(now) <= now {
                 BeforeSend::Send
             } else {
-                BeforeSend::StayUnknown
+                BeforeSend::AwaitRecord { until: until(now) }
             }
         }
-        (Lookup::Search { settling }, moment) => match answer {
-            None => BeforeSend::LookUp,
-            Some(LookupAnswer::Found { message_id }) => BeforeSend::Recovered {
-                message_id: message_id.clone(),
-            },
-            Some(LookupAnswer::Failed(why)) => BeforeSend::LookupFailed { why: why.clone() },
-            Some(LookupAnswer::Absent) => match moment {
-                Moment::FirstSend => BeforeSend::Send,
-                Moment::AfterAmbiguous { handed_over } => {
-                    // A record complete at once (Postmark) is trusted at once, whatever the
-                    // clock says of the hand-over.
-                    let until = after(handed_over, *settling);
-                    if settling.is_zero() || now >= until {
+        Moment::AfterAmbiguous { handed_over } => {
+            let Some(asked) = chain.get(sending) else {
+                return BeforeSend::StayUnknown;
+            };
+            match &asked.lookup {
+                Lookup::Off => BeforeSend::StayUnknown,
+                Lookup::Deduplicates(window) => {
+                    if now < after(handed_over, *window) {
                         BeforeSend::Send
                     } else {
-                        BeforeSend::AwaitRecord { until }
+                        BeforeSend::StayUnknown
                     }
                 }
-            },
-        },
+                Lookup::Search { settling, .. } => match &asked.answer {
+                    None => BeforeSend::LookUp,
+                    Some(LookupAnswer::Found { message_id }) => BeforeSend::Recovered {
+                        position: sending,
+                        message_id: message_id.clone(),
+                    },
+                    Some(LookupAnswer::Failed(why)) => {
+                        BeforeSend::LookupFailed { why: why.clone() }
+                    }
+                    Some(LookupAnswer::Absent) => {
+                        // A record complete at once (Postmark) is trusted at once, whatever
+                        // the clock says of the hand-over.
+                        let until = after(handed_over, *settling);
+                        if settling.is_zero() || now >= until {
+                            BeforeSend::Send
+                        } else {
+                            BeforeSend::AwaitRecord { until }
+                        }
+                    }
+                },
+            }
+        }
     }
+}
+
+/// Until when the Email's status says its first send of `hash` waits for a provider's record
+/// (`Retrying`, reason `AwaitingProviderRecord`, `nextAttemptTime`), if it says so.
+pub fn awaiting_record_until(status: &EmailStatus, hash: &str) -> Option<Timestamp> {
+    if status.phase != Some(EmailPhase::Retrying) || status.delivery_hash.as_deref() != Some(hash) {
+        return None;
+    }
+    crate::conditions::find(&status.conditions, crate::conditions::types::READY).filter(|c| {
+        c.reason == crate::controllers::email::status::reasons::AWAITING_PROVIDER_RECORD
+    })?;
+    status.next_attempt_time.as_ref().map(|t| t.0)
 }
 
 /// One ledger entry of the Email's name, as a decision sees it.
@@ -258,8 +381,8 @@ pub enum Decision {
     Scheduled(Timestamp),
     Fail(Problem),
     /// Deliver through the sender at `position` of the chain, under `token`. `look_up`: the
-    /// ledger does not know this delivery and its provider can be searched, so ask it first
-    /// ([`before_send`] with [`Moment::FirstSend`]).
+    /// ledger does not know this delivery and a sender of the chain can be searched, so ask
+    /// them first ([`before_send`] with [`Moment::FirstSend`]).
     Deliver {
         position: usize,
         token: Option<String>,
@@ -479,14 +602,15 @@ pub fn decide(facts: &Facts<'_>, ready: &Readiness, ledger: &[Entry], now: Times
                 _ => Decision::Fail(problem.clone()),
             }
         }
-        // 7. Deliver; a delivery the ledger does not know asks a searchable provider first.
+        // 7. Deliver; a delivery the ledger does not know first asks every sender of the
+        //    chain that can be searched (it may have gone out through any of them).
         Ok(position) => {
             let known = ledger
                 .iter()
                 .any(|e| Some(&e.hash) == ready.ready_hash.as_ref() && e.token == token);
             Decision::Deliver {
                 position: *position,
-                look_up: matches!(ready.lookup, Lookup::Search { .. }) && !known,
+                look_up: !known && ready.lookups.iter().any(Lookup::searched),
                 token,
             }
         }

@@ -156,6 +156,7 @@ impl Reconcile<'_> {
                         sender_wait,
                         ready_hash: None,
                         lookup: Lookup::Off,
+                        lookups: Vec::new(),
                     },
                     preview: None,
                     values,
@@ -199,6 +200,18 @@ impl Reconcile<'_> {
             None => None,
         };
         let messages: Vec<Option<OutgoingMessage>> = messages.into_iter().map(Result::ok).collect();
+        // Known from each config alone: a sender whose client can not be built now may still
+        // have sent the message before (and then its look-up fails, which waits).
+        let lookups = chain
+            .iter()
+            .zip(&messages)
+            .map(|(s, m)| match (m, s.config.spec.provider_kind()) {
+                (Some(_), Some(kind)) => {
+                    Lookup::of(crate::provider::Recall::of(kind), &s.config.spec.lookup)
+                }
+                _ => Lookup::Off,
+            })
+            .collect();
         let mut gathered = Gathered {
             chain,
             messages,
@@ -210,6 +223,7 @@ impl Reconcile<'_> {
                 sender_wait,
                 ready_hash: None,
                 lookup: Lookup::Off,
+                lookups,
             },
             preview,
             values,
@@ -278,48 +292,11 @@ impl Reconcile<'_> {
     /// one can send; with none left, the first problem is the answer.
     pub(super) fn prepare_from(&self, g: &Gathered, start: usize) -> Result<Prepared, Problem> {
         let mut first_problem = None;
-        let values = &g.values;
-        for (position, sender) in g.chain.iter().enumerate().skip(start) {
-            let Some(message) = g.messages.get(position).cloned().flatten() else {
-                continue;
-            };
-            let allowed = self
-                .ctx
-                .settings
-                .allowed_endpoints
-                .check(&sender.config.spec);
-            let client = allowed
-                .map_err(|e| {
-                    Problem::new(
-                        reasons::SENDER_INVALID,
-                        format!("EmailSenderConfig {}: {e}", sender.key),
-                    )
-                })
-                .and_then(|()| {
-                    credentials::load(&sender.config.spec, &sender.namespace, values)
-                        .map_err(|e| Problem::new(e.reason(), e.to_string()))
-                })
-                .and_then(|loaded| {
-                    self.ctx
-                        .providers
-                        .get(&sender.key, &sender.config.spec, loaded)
-                        .map_err(|e| {
-                            Problem::new(
-                                reasons::SENDER_INVALID,
-                                format!("EmailSenderConfig {}: {e}", sender.key),
-                            )
-                        })
-                });
-            match client {
-                Ok(provider) => {
-                    return Ok(Prepared {
-                        position,
-                        sender: sender.clone(),
-                        provider,
-                        message,
-                    });
-                }
-                Err(p) => {
+        for position in start..g.chain.len() {
+            match self.prepare_at(g, position) {
+                None => continue,
+                Some(Ok(prepared)) => return Ok(prepared),
+                Some(Err(p)) => {
                     first_problem.get_or_insert(p);
                 }
             }
@@ -329,6 +306,51 @@ impl Reconcile<'_> {
                 reasons::SENDER_UNAVAILABLE,
                 "every sender of this Email failed: see the EmailDeliveries of this Email",
             )
+        }))
+    }
+
+    /// The sender at `position` of the chain, ready to send or be asked; `None` when the
+    /// message can not go through it at all.
+    pub(super) fn prepare_at(
+        &self,
+        g: &Gathered,
+        position: usize,
+    ) -> Option<Result<Prepared, Problem>> {
+        let values = &g.values;
+        let sender = g.chain.get(position)?;
+        let message = g.messages.get(position).cloned().flatten()?;
+        let allowed = self
+            .ctx
+            .settings
+            .allowed_endpoints
+            .check(&sender.config.spec);
+        let client = allowed
+            .map_err(|e| {
+                Problem::new(
+                    reasons::SENDER_INVALID,
+                    format!("EmailSenderConfig {}: {e}", sender.key),
+                )
+            })
+            .and_then(|()| {
+                credentials::load(&sender.config.spec, &sender.namespace, values)
+                    .map_err(|e| Problem::new(e.reason(), e.to_string()))
+            })
+            .and_then(|loaded| {
+                self.ctx
+                    .providers
+                    .get(&sender.key, &sender.config.spec, loaded)
+                    .map_err(|e| {
+                        Problem::new(
+                            reasons::SENDER_INVALID,
+                            format!("EmailSenderConfig {}: {e}", sender.key),
+                        )
+                    })
+            });
+        Some(client.map(|provider| Prepared {
+            position,
+            sender: sender.clone(),
+            provider,
+            message,
         }))
     }
 

@@ -290,6 +290,34 @@ impl Reconcile<'_> {
         )
     }
 
+    /// No sender of the chain shows the message before its first send, but `settling` (the
+    /// senders with `spec.lookup.settleFirstSends`) trust that only at `until`: Retrying,
+    /// nothing sent before then.
+    pub(super) fn awaiting_first_send_record(
+        &self,
+        mut status: EmailStatus,
+        until: Timestamp,
+        settling: &[&str],
+    ) -> Update {
+        status.next_attempt_time = Some(Time(
+            Timestamp::from_second(until.as_second()).unwrap_or(until),
+        ));
+        let message = format!(
+            "no provider shows this message yet, but EmailSenderConfig {} sets spec.lookup.settleFirstSends: its record may lag a hand-over by up to spec.lookup.settlingTime (a message sent moments before a cluster was rebuilt), so the first send waits until {until}, asks again and goes out only if the message is not there",
+            settling.join(", ")
+        );
+        let event = self
+            .is_news(reasons::AWAITING_PROVIDER_RECORD)
+            .then(|| Note::normal(reasons::AWAITING_PROVIDER_RECORD, message.clone()));
+        self.update(
+            status,
+            EmailPhase::Retrying,
+            reasons::AWAITING_PROVIDER_RECORD,
+            &message,
+            event,
+        )
+    }
+
     /// The provider, asked after an answer that may have meant "accepted", does not have the
     /// message: it goes out again at `at` (the sender's backoff).
     pub(super) fn resend_planned(&self, mut status: EmailStatus, at: Timestamp) -> Update {
@@ -321,7 +349,7 @@ impl Reconcile<'_> {
             Timestamp::from_second(again.as_second()).unwrap_or(again),
         ));
         let message = format!(
-            "could not ask the provider whether it already has this message ({why}); nothing is sent until it answers (asking again at {again}; set spec.lookup.disabled on the sender to send without asking)"
+            "could not ask the provider whether it already has this message ({why}); nothing is sent until it answers (asking again at {again}; set spec.lookup.disabled on that EmailSenderConfig to send without asking)"
         );
         let event = self
             .is_news(reasons::LOOKUP_FAILED)

@@ -45,6 +45,7 @@ fn ready(hashes: &[&str]) -> Readiness {
         sender_wait: Duration::from_secs(1800),
         ready_hash: hashes.first().map(|h| h.to_string()),
         lookup: Lookup::Off,
+        lookups: hashes.iter().map(|_| Lookup::Off).collect(),
     }
 }
 
@@ -504,6 +505,7 @@ fn a_dry_run_of_content_that_does_not_render_fails_unless_the_email_was_sent() {
         sender_wait: Duration::from_secs(1800),
         ready_hash: None,
         lookup: Lookup::Off,
+        lookups: vec![],
     };
     let fresh = status(None, None, None);
     let f = Facts {
@@ -653,6 +655,7 @@ impl World {
             sender_wait: Duration::from_secs(1800),
             ready_hash: hashes.first().cloned(),
             lookup: Lookup::Off,
+            lookups: hashes.iter().map(|_| Lookup::Off).collect(),
         };
         let f = Facts {
             dry_run: self.dry_run,
