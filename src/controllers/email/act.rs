@@ -42,7 +42,7 @@ pub(super) fn slot_retry() -> Duration {
 
 /// When a parked delivery comes back if no freed place woke it first (only if a wake-up was
 /// lost, e.g. the woken Email was deleted meanwhile and so did not take the place).
-fn parked_fallback() -> Duration {
+pub(super) fn parked_fallback() -> Duration {
     Duration::from_secs(30) + Duration::from_millis(rand::random::<u64>() % 5000)
 }
 
@@ -357,7 +357,7 @@ impl Reconcile<'_> {
 
     /// A place in line for a send slot, or `None` with this Email parked: it is woken (a
     /// reconcile is queued) when a place frees for its sender and namespace.
-    fn reserve_or_park(&self, p: &Prepared) -> Option<Reservation> {
+    pub(super) fn reserve_or_park(&self, p: &Prepared) -> Option<Reservation> {
         let got = self
             .ctx
             .sends

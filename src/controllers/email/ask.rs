@@ -35,17 +35,20 @@ fn until(at: Timestamp) -> Duration {
 }
 
 impl Reconcile<'_> {
-    /// One look-up of `p`'s message at its provider, counted by result; `None` when no send
-    /// slot came in time, or the process began stopping while it waited. A look-up is a call
-    /// to the tenant's provider like a send, so it takes a fair share of the slots: a provider
-    /// that hangs on look-ups holds no more of the operator than one that hangs on sends.
-    async fn look_up(&self, p: &Prepared) -> Option<LookupAnswer> {
-        let place = self
-            .ctx
-            .sends
-            .slots
-            .reserve(&self.namespace, &p.sender.key)?;
-        let _slot = self.wait_in_line(place).await?;
+    /// One look-up of `p`'s message at its provider, counted by result; `Err` with when to
+    /// come back when it could not be made. A look-up is a call to the tenant's provider like a
+    /// send, so it takes a fair share of the slots the same way: a provider that hangs on
+    /// look-ups holds no more of the operator than one that hangs on sends. With the line
+    /// full the Email is parked and woken when a place frees (polling instead cost two thirds
+    /// of the throughput against a searchable provider); with no slot in time or the process
+    /// stopping it comes back later.
+    async fn look_up(&self, p: &Prepared) -> Result<LookupAnswer, Action> {
+        let Some(place) = self.reserve_or_park(p) else {
+            return Err(Action::requeue(super::act::parked_fallback()));
+        };
+        let Some(_slot) = self.wait_in_line(place).await else {
+            return Err(Action::requeue(super::act::slot_retry()));
+        };
         let answer = p.provider.look_up(&p.message, LOOKUP_TIMEOUT).await;
         let result = match &answer {
             LookupAnswer::Found { .. } => "found",
@@ -61,7 +64,7 @@ impl Reconcile<'_> {
                 result: result.into(),
             })
             .inc();
-        Some(answer)
+        Ok(answer)
     }
 
     /// Before the first send of a delivery the ledger does not know: `None` to go on and
@@ -133,10 +136,10 @@ impl Reconcile<'_> {
             let answers =
                 futures::future::join_all(asks.iter().map(|&i| self.look_up(of(i)))).await;
             for (i, answer) in asks.into_iter().zip(answers) {
-                let Some(answer) = answer else {
-                    return Ok(Some(Action::requeue(super::act::slot_retry())));
-                };
-                chain[i].answer = Some(answer);
+                chain[i].answer = Some(match answer {
+                    Ok(answer) => answer,
+                    Err(come_back) => return Ok(Some(come_back)),
+                });
             }
             next = decide::before_send(&chain, p.position, moment, now);
         }
@@ -263,10 +266,10 @@ impl Reconcile<'_> {
         let now = Timestamp::now();
         let mut next = decide::before_send(&asked, 0, moment, now);
         if next == BeforeSend::LookUp {
-            let Some(answer) = self.look_up(p).await else {
-                return Ok(Action::requeue(super::act::slot_retry()));
-            };
-            asked[0].answer = Some(answer);
+            match self.look_up(p).await {
+                Ok(answer) => asked[0].answer = Some(answer),
+                Err(come_back) => return Ok(come_back),
+            }
             next = decide::before_send(&asked, 0, moment, now);
         }
         let mut status = self.delivery_status(p, token);
