@@ -610,3 +610,75 @@ spec:
     );
     assert_eq!(message_id(&after), message_id(&before));
 }
+
+/// A Resend delivery whose answer was lost is repeated on the strength of its idempotency key;
+/// when Resend then stays down until the retries run out, the first attempt may still have
+/// delivered it, so the Email ends Unknown and its Postmark fallback sends nothing.
+#[tokio::test]
+async fn a_resend_repeat_that_runs_out_of_retries_never_fails_over_to_a_second_message() {
+    init_test_logging();
+    let env = TestEnv::get().await;
+    let ns = env.unique_namespace("re-doubt").await;
+    let pm = MockPostmark::start(PM_TOKEN).await;
+    let re = MockResend::start(RE_KEY).await;
+    let client = env.client();
+    secret(&client, &ns, "postmark", "token", PM_TOKEN).await;
+    secret(&client, &ns, "resend", "apiKey", RE_KEY).await;
+    env.apply_yaml(&ns, &postmark_sender(&pm.url)).await;
+    env.apply_yaml(
+        &ns,
+        &format!(
+            "{}  retry: {{maxAttempts: 3, initialBackoff: 1s, maxBackoff: 1s}}\n  fallback: [postmark]\n",
+            resend_sender(&re.url)
+        ),
+    )
+    .await;
+    // Accepted, the answer lost; then Resend is down for longer than the retries last.
+    re.inject(mock_resend::Inject::AcceptThenFail);
+    for _ in 0..20 {
+        re.inject(mock_resend::Inject::Outage(503));
+    }
+    let op = Operator::start(client.clone(), &ns);
+    env.apply_yaml(&ns, &email("order-9", "resend")).await;
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+    let e = wait_for(
+        &emails,
+        "order-9",
+        |e: &Email| {
+            matches!(
+                e.status.as_ref().and_then(|s| s.phase),
+                Some(EmailPhase::Unknown | EmailPhase::Sent | EmailPhase::Failed)
+            ) && re.posts() >= 3
+        },
+        WAIT,
+    )
+    .await;
+    // Time for a fail-over to show if there were one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let e = emails.get("order-9").await.expect("the Email");
+    op.stop().await;
+    let entries = deliveries(&client, &ns).await;
+    for d in &entries {
+        eprintln!("{}: {:?}", d.spec.sender_config, d.status);
+    }
+    assert_eq!(re.sent().len(), 1, "Resend took the message once");
+    assert_eq!(
+        pm.sent().len(),
+        0,
+        "the fallback sent a second message after a repeat on the idempotency key failed"
+    );
+    let error = e
+        .status
+        .as_ref()
+        .and_then(|s| s.error.clone())
+        .unwrap_or_default();
+    assert!(
+        error.contains("may have delivered"),
+        "status error: {error}"
+    );
+    assert_eq!(entries.len(), 1, "one delivery, through Resend");
+    assert_eq!(
+        e.status.as_ref().and_then(|s| s.phase),
+        Some(EmailPhase::Unknown)
+    );
+}

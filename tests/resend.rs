@@ -123,6 +123,8 @@ async fn a_500_after_acceptance_is_retryable_and_the_retry_sends_nothing_twice()
     );
     assert!(err.message.contains("application_error"), "{}", err.message);
     assert!(err.message.contains("Idempotency-Key"), "{}", err.message);
+    // Retryable only on the key: the operator must never send it through another sender.
+    assert!(err.may_be_accepted);
     // The operator retries: the same key returns the first answer, nothing is sent again.
     let receipt = provider(&mock.url)
         .send(&message(&mock.url))
@@ -140,6 +142,7 @@ async fn a_timeout_after_hand_over_is_retryable_because_of_the_key() {
     assert_eq!(err.class, ErrorClass::Transient, "{}", err.message);
     assert!(err.message.contains("Idempotency-Key"), "{}", err.message);
     assert!(!err.message.contains("not resent"), "{}", err.message);
+    assert!(err.may_be_accepted);
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "client timeout applied"
@@ -152,6 +155,7 @@ async fn a_timeout_after_hand_over_is_retryable_because_of_the_key() {
     assert_eq!((err.class, err.status), (ErrorClass::Transient, Some(409)));
     assert!(err.message.contains("concurrent_idempotent_requests"));
     assert!(err.retry_after.is_some());
+    assert!(err.may_be_accepted, "an attempt with this key is in flight");
     tokio::time::sleep(Duration::from_secs(3)).await;
     provider(&mock.url)
         .send(&message(&mock.url))
@@ -224,6 +228,7 @@ async fn a_429_is_transient_and_honours_retry_after() {
     );
     assert_eq!(err.retry_after, Some(Duration::from_secs(2)));
     assert!(err.message.contains("rate_limit_exceeded"));
+    assert!(!err.may_be_accepted, "a 429 took nothing");
 }
 
 #[tokio::test]
@@ -239,6 +244,7 @@ async fn validation_errors_are_permanent_with_resends_message() {
         (err.class, err.auth, err.status),
         (ErrorClass::Permanent, false, Some(422))
     );
+    assert!(!err.may_be_accepted);
     assert!(
         err.message
             .contains("invalid_from_address: Invalid `from` field")
@@ -254,6 +260,7 @@ async fn a_refused_connection_is_transient() {
         .await
         .expect_err("closed");
     assert_eq!(err.class, ErrorClass::Transient);
+    assert!(!err.may_be_accepted, "nothing was handed over");
     assert!(
         err.message.contains("could not connect to Resend"),
         "{}",

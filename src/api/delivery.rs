@@ -113,6 +113,13 @@ pub struct EmailDeliveryStatus {
     /// While `Sending` after a transient error: when the next attempt is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_time: Option<Time>,
+    /// The attempt whose outcome was unknown when the delivery went on sending through the
+    /// same provider because that provider drops a repeat of an accepted message (Resend's
+    /// idempotency key). While set, the message may be out already: the delivery never moves
+    /// on to a fallback sender, and a failure of the later attempts ends `Unknown`, not
+    /// `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_in_doubt: Option<i32>,
     /// Conditions (kstatus style).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

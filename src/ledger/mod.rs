@@ -395,14 +395,17 @@ pub async fn mark_recovered(
     )
 }
 
-/// Opens an Unknown entry for another attempt (due at `next_attempt`, or now), because the
-/// provider, asked after its record settled, does not have the message. The attempt that was
-/// in doubt counts as made, so the entry waits for the next one; false when the entry changed
-/// since it was read.
+/// Opens an Unknown entry for another attempt (due at `next_attempt`, or now): the provider,
+/// asked after its record settled, does not have the message, or (`in_doubt`) it would drop
+/// a repeat of it. The attempt that was in doubt counts as made, so the entry waits for the
+/// next one; false when the entry changed since it was read. With `in_doubt` the entry
+/// remembers that attempt (`attemptInDoubt`): the message may be out, so the delivery must
+/// not move on to another sender ([`fails_over`]).
 pub async fn reopen(
     api: &Api<EmailDelivery>,
     entry: &EmailDelivery,
     next_attempt: Option<Timestamp>,
+    in_doubt: bool,
 ) -> Result<bool, kube::Error> {
     let recorded = entry.status.as_ref().and_then(|s| s.attempts).unwrap_or(0);
     let claimed = entry
@@ -417,6 +420,15 @@ pub async fn reopen(
             "reason": null,
             "attempts": recorded.max(claimed),
             "nextAttemptTime": next_attempt.map(Time),
+            // Kept (the earliest attempt in doubt) when the repeat rests on the provider's
+            // key; dropped when the provider, searched, does not have the message at all.
+            "attemptInDoubt": in_doubt.then(|| {
+                entry
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.attempt_in_doubt)
+                    .unwrap_or(recorded.max(claimed))
+            }),
         },
     });
     let params = merge_params();
@@ -477,13 +489,18 @@ pub fn best_sent<'a>(entries: &'a [EmailDelivery], hashes: &[String]) -> Option<
         .or_else(|| entries.iter().filter(sent).max_by_key(|d| sent_time(d)))
 }
 
-/// Whether a Failed entry moves the Email on to the next sender of its chain.
+/// Whether a Failed entry moves the Email on to the next sender of its chain: after an auth
+/// error or exhausted retries, unless an earlier attempt may have delivered the message
+/// (`attemptInDoubt`), when a fallback would send a second one.
 pub fn fails_over(entry: &EmailDelivery) -> bool {
-    entry
-        .status
-        .as_ref()
-        .and_then(|s| s.reason.as_deref())
-        .is_some_and(|r| r == reasons::AUTH_FAILED || r == reasons::RETRIES_EXHAUSTED)
+    let Some(status) = entry.status.as_ref() else {
+        return false;
+    };
+    status.attempt_in_doubt.is_none()
+        && status
+            .reason
+            .as_deref()
+            .is_some_and(|r| r == reasons::AUTH_FAILED || r == reasons::RETRIES_EXHAUSTED)
 }
 
 /// Reasons recorded in an entry's status.
@@ -513,6 +530,52 @@ pub fn now() -> Time {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec() -> EmailDeliverySpec {
+        EmailDeliverySpec {
+            email_name: "welcome".into(),
+            email_uid: "u1".into(),
+            delivery_hash: "a".repeat(64),
+            sender_config: "ns/primary".into(),
+            recipient_count: 1,
+        }
+    }
+
+    #[test]
+    fn only_auth_errors_and_exhausted_retries_fail_over_and_never_after_an_attempt_in_doubt() {
+        let with = |reason: &str, in_doubt: Option<i32>| EmailDelivery {
+            metadata: Default::default(),
+            spec: spec(),
+            status: Some(EmailDeliveryStatus {
+                phase: Some(DeliveryPhase::Failed),
+                reason: Some(reason.into()),
+                attempt_in_doubt: in_doubt,
+                ..Default::default()
+            }),
+        };
+        let table = [
+            (reasons::AUTH_FAILED, None, true),
+            (reasons::RETRIES_EXHAUSTED, None, true),
+            (reasons::PROVIDER_REJECTED, None, false),
+            (reasons::OUTCOME_UNKNOWN, None, false),
+            // A repeat on Resend's key failed: the first attempt may be out.
+            (reasons::AUTH_FAILED, Some(1), false),
+            (reasons::RETRIES_EXHAUSTED, Some(1), false),
+        ];
+        for (reason, in_doubt, fails_over_expected) in table {
+            assert_eq!(
+                fails_over(&with(reason, in_doubt)),
+                fails_over_expected,
+                "{reason} with attempt in doubt {in_doubt:?}"
+            );
+        }
+        let no_status = EmailDelivery {
+            metadata: Default::default(),
+            spec: spec(),
+            status: None,
+        };
+        assert!(!fails_over(&no_status));
+    }
 
     #[test]
     fn entry_names_are_stable_short_enough_and_differ_by_content_and_token() {

@@ -47,6 +47,10 @@ pub struct SendError {
     pub retry_after: Option<Duration>,
     /// HTTP status, or SMTP reply code, when the provider answered.
     pub status: Option<u16>,
+    /// The message was handed over and the answer leaves open whether it was accepted (a 5xx,
+    /// a timeout), but the class is `Transient` because the provider drops a repeat (Resend's
+    /// key). A later failure must then not send through another sender: this one may be out.
+    pub may_be_accepted: bool,
 }
 
 impl SendError {
@@ -57,6 +61,7 @@ impl SendError {
             message: message.into(),
             retry_after: None,
             status: None,
+            may_be_accepted: false,
         }
     }
     pub fn transient(message: impl Into<String>) -> Self {

@@ -222,7 +222,17 @@ fn refused(reply: &Reply) -> SendError {
         (408 | 500..=599, _) => SendError::transient(format!("{text}; {SAFE_RETRY}")),
         _ => SendError::permanent(text),
     };
-    err.with_status(status)
+    // A 5xx or 408 may come after Resend took the message, and a concurrent request with
+    // this key means an earlier attempt is still being handled: retried only because the
+    // key makes a repeat harmless, never a reason to send through another sender.
+    let may_be_accepted = matches!(
+        (status, name.as_str()),
+        (408 | 500..=599, _) | (409, "concurrent_idempotent_requests")
+    );
+    SendError {
+        may_be_accepted,
+        ..err.with_status(status)
+    }
 }
 
 #[derive(Deserialize)]
@@ -275,6 +285,7 @@ impl Provider for Resend {
             Err(e) if e.class == ErrorClass::Ambiguous => {
                 return Err(SendError {
                     class: ErrorClass::Transient,
+                    may_be_accepted: true,
                     message: format!(
                         "{}; {SAFE_RETRY}",
                         e.message.replace(", so it is not resent automatically", "")

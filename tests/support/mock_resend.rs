@@ -27,6 +27,9 @@ pub enum Inject {
     AcceptThenFail,
     /// Send the email, then answer only after this long.
     AcceptThenStall(Duration),
+    /// An outage in front of the API (a load balancer's 502/503): answered before the key
+    /// or the idempotency record is looked at, so even a repeat of an accepted email fails.
+    Outage(u16),
 }
 
 /// One email the server sent.
@@ -215,6 +218,11 @@ async fn send(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
         let mut s = inner.lock().unwrap();
         s.posts += 1;
         s.last_headers = Some(headers.clone());
+        if let Some(Inject::Outage(status)) = s.inject.front() {
+            let status = *status;
+            s.inject.pop_front();
+            return error(status, "internal_server_error", "Service unavailable.");
+        }
         if let Err(r) = authenticate(&s, &headers) {
             return r;
         }

@@ -676,14 +676,26 @@ impl Reconcile<'_> {
                         reason: None,
                         error: Some(e.message.clone()),
                         next_attempt_time: Some(Time(next)),
+                        // Retried on the provider's key: the first attempt that may be out.
+                        attempt_in_doubt: base
+                            .attempt_in_doubt
+                            .or(e.may_be_accepted.then_some(attempt)),
                         ..base
                     },
                     Action::requeue(wait),
                 )
             }
             Err(e) => {
+                let in_doubt = base
+                    .attempt_in_doubt
+                    .or(e.may_be_accepted.then_some(attempt));
                 let (phase, reason) = match e.class {
                     ErrorClass::Ambiguous => {
+                        (DeliveryPhase::Unknown, ledger::reasons::OUTCOME_UNKNOWN)
+                    }
+                    // This attempt or an earlier one may have delivered it: the failure says
+                    // nothing about that, so the outcome stays unknown (and no fallback sends).
+                    _ if in_doubt.is_some() => {
                         (DeliveryPhase::Unknown, ledger::reasons::OUTCOME_UNKNOWN)
                     }
                     _ if e.auth => (DeliveryPhase::Failed, ledger::reasons::AUTH_FAILED),
@@ -694,11 +706,19 @@ impl Reconcile<'_> {
                         (DeliveryPhase::Failed, ledger::reasons::PROVIDER_REJECTED)
                     }
                 };
+                let error = match in_doubt {
+                    Some(n) if e.class != ErrorClass::Ambiguous => format!(
+                        "attempt {n} may have delivered the message (its answer was lost) and the attempts repeating it on the provider's idempotency key failed: {}; check the recipient's inbox or the provider's log, then set the annotation kmailops.io/retry to a new value to send once more",
+                        e.message
+                    ),
+                    _ => e.message.clone(),
+                };
                 (
                     EmailDeliveryStatus {
                         phase: Some(phase),
                         reason: Some(reason.into()),
-                        error: Some(e.message.clone()),
+                        error: Some(error),
+                        attempt_in_doubt: in_doubt,
                         next_attempt_time: None,
                         ..base
                     },
@@ -759,6 +779,7 @@ impl Reconcile<'_> {
                 ),
                 retry_after: None,
                 status: None,
+                may_be_accepted: false,
             }),
         };
         self.ctx

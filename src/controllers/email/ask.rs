@@ -305,7 +305,10 @@ impl Reconcile<'_> {
                     return Ok(Action::await_change());
                 }
                 tracing::info!(email = %self.id, entry = entry_name, %next, "the provider does not have the message whose outcome was unknown; sending it again");
-                if !ledger::reopen(&self.deliveries, &entry, Some(next)).await? {
+                // Sent again only because the provider drops a repeat (Resend's key): the
+                // attempt in doubt may be out, which the entry must remember.
+                let in_doubt = matches!(p.lookup(), Lookup::Deduplicates(_));
+                if !ledger::reopen(&self.deliveries, &entry, Some(next), in_doubt).await? {
                     return Ok(Action::requeue(Duration::from_secs(1)));
                 }
                 if next > Timestamp::now() {
