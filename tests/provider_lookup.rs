@@ -641,7 +641,7 @@ async fn a_resend_repeat_that_runs_out_of_retries_never_fails_over_to_a_second_m
     let op = Operator::start(client.clone(), &ns);
     env.apply_yaml(&ns, &email("order-9", "resend")).await;
     let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
-    let e = wait_for(
+    wait_for(
         &emails,
         "order-9",
         |e: &Email| {
