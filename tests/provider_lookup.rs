@@ -31,19 +31,7 @@ const PM_TOKEN: &str = "pm-lookup-3c1d-distinctive";
 const RE_KEY: &str = "re_LOOKUP_test_key";
 
 fn postmark_sender(url: &str) -> String {
-    format!(
-        r#"
-apiVersion: kmailops.io/v1alpha1
-kind: EmailSenderConfig
-metadata: {{name: postmark}}
-spec:
-  sender: {{address: shop@example.com}}
-  postmark:
-    serverTokenSecretRef: {{name: postmark, key: token}}
-    baseUrl: {url}
-  retry: {{initialBackoff: 1s, maxBackoff: 2s}}
-"#
-    )
+    postmark_named("postmark", "postmark", url, "")
 }
 
 fn resend_sender(url: &str) -> String {
@@ -284,12 +272,12 @@ async fn a_sender_with_look_ups_off_sends_without_asking() {
 
 const MG_KEY: &str = "key-mg-settling-51aa-distinctive";
 
-async fn mailgun_sender(env: &TestEnv, ns: &str, mg: &MockMailgun, settling: &str) {
-    secret(&env.client(), ns, "mailgun", "key", MG_KEY).await;
-    env.apply_yaml(
-        ns,
-        &format!(
-            r#"
+/// The `mailgun` EmailSenderConfig, with `lookup` (a flow mapping, e.g.
+/// `{settlingTime: 4s}`) when given.
+fn mailgun_yaml(url: &str, lookup: Option<&str>) -> String {
+    let lookup = lookup.map_or(String::new(), |l| format!("  lookup: {l}\n"));
+    format!(
+        r#"
 apiVersion: kmailops.io/v1alpha1
 kind: EmailSenderConfig
 metadata: {{name: mailgun}}
@@ -298,11 +286,16 @@ spec:
   mailgun:
     domain: mg.example.com
     apiKeySecretRef: {{name: mailgun, key: key}}
-    baseUrl: {}
-  lookup: {{settlingTime: {settling}}}
-"#,
-            mg.url
-        ),
+    baseUrl: {url}
+{lookup}"#
+    )
+}
+
+async fn mailgun_sender(env: &TestEnv, ns: &str, mg: &MockMailgun, settling: &str) {
+    secret(&env.client(), ns, "mailgun", "key", MG_KEY).await;
+    env.apply_yaml(
+        ns,
+        &mailgun_yaml(&mg.url, Some(&format!("{{settlingTime: {settling}}}"))),
     )
     .await;
 }
@@ -449,24 +442,7 @@ async fn apply_chain(
         &postmark_named("postmark-2", "postmark-2", &pm2.url, ""),
     )
     .await;
-    env.apply_yaml(
-        ns,
-        &format!(
-            r#"
-apiVersion: kmailops.io/v1alpha1
-kind: EmailSenderConfig
-metadata: {{name: mailgun}}
-spec:
-  sender: {{address: shop@mg.example.com}}
-  mailgun:
-    domain: mg.example.com
-    apiKeySecretRef: {{name: mailgun, key: key}}
-    baseUrl: {}
-"#,
-            mg.url
-        ),
-    )
-    .await;
+    env.apply_yaml(ns, &mailgun_yaml(&mg.url, None)).await;
 }
 
 fn sent_through(e: &Email) -> String {
@@ -547,21 +523,7 @@ async fn with_settle_first_sends_a_rebuild_right_after_a_mailgun_hand_over_waits
     let ns = first.unique_namespace("mg-settle-first").await;
     // Events show 4 s after acceptance; the sender trusts absence 6 s after the first look-up.
     let mg = MockMailgun::start(MG_KEY, "mg.example.com", Duration::from_secs(4)).await;
-    let sender = format!(
-        r#"
-apiVersion: kmailops.io/v1alpha1
-kind: EmailSenderConfig
-metadata: {{name: mailgun}}
-spec:
-  sender: {{address: shop@mg.example.com}}
-  mailgun:
-    domain: mg.example.com
-    apiKeySecretRef: {{name: mailgun, key: key}}
-    baseUrl: {}
-  lookup: {{settlingTime: 6s, settleFirstSends: true}}
-"#,
-        mg.url
-    );
+    let sender = mailgun_yaml(&mg.url, Some("{settlingTime: 6s, settleFirstSends: true}"));
     for env in [&first, &second] {
         secret(&env.client(), &ns, "mailgun", "key", MG_KEY).await;
         env.apply_yaml(&ns, &sender).await;

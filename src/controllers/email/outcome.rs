@@ -267,27 +267,11 @@ impl Reconcile<'_> {
 
     /// The provider does not show the message yet, and its record is complete only at
     /// `until`: Retrying, nothing sent before then.
-    pub(super) fn awaiting_provider_record(
-        &self,
-        mut status: EmailStatus,
-        until: Timestamp,
-    ) -> Update {
-        status.next_attempt_time = Some(Time(
-            Timestamp::from_second(until.as_second()).unwrap_or(until),
-        ));
+    pub(super) fn awaiting_provider_record(&self, status: EmailStatus, until: Timestamp) -> Update {
         let message = format!(
             "the provider may have accepted the message but does not show it yet; its record is complete at {until} (spec.lookup.settlingTime of the sender), so the Email asks again then and is sent only if the message is not there"
         );
-        let event = self
-            .is_news(reasons::AWAITING_PROVIDER_RECORD)
-            .then(|| Note::normal(reasons::AWAITING_PROVIDER_RECORD, message.clone()));
-        self.update(
-            status,
-            EmailPhase::Retrying,
-            reasons::AWAITING_PROVIDER_RECORD,
-            &message,
-            event,
-        )
+        self.awaiting_record(status, until, message)
     }
 
     /// No sender of the chain shows the message before its first send, but `settling` (the
@@ -295,17 +279,28 @@ impl Reconcile<'_> {
     /// nothing sent before then.
     pub(super) fn awaiting_first_send_record(
         &self,
-        mut status: EmailStatus,
+        status: EmailStatus,
         until: Timestamp,
         settling: &[&str],
     ) -> Update {
-        status.next_attempt_time = Some(Time(
-            Timestamp::from_second(until.as_second()).unwrap_or(until),
-        ));
         let message = format!(
             "no provider shows this message yet, but EmailSenderConfig {} sets spec.lookup.settleFirstSends: its record may lag a hand-over by up to spec.lookup.settlingTime (a message sent moments before a cluster was rebuilt), so the first send waits until {until}, asks again and goes out only if the message is not there",
             settling.join(", ")
         );
+        self.awaiting_record(status, until, message)
+    }
+
+    /// Retrying with reason AwaitingProviderRecord until `until` (in whole seconds, as the
+    /// status shows it), saying `message`; an Event only when the reason is new.
+    fn awaiting_record(
+        &self,
+        mut status: EmailStatus,
+        until: Timestamp,
+        message: String,
+    ) -> Update {
+        status.next_attempt_time = Some(Time(
+            Timestamp::from_second(until.as_second()).unwrap_or(until),
+        ));
         let event = self
             .is_news(reasons::AWAITING_PROVIDER_RECORD)
             .then(|| Note::normal(reasons::AWAITING_PROVIDER_RECORD, message.clone()));
