@@ -13,12 +13,24 @@
 //! wake-up). So waiting Emails never keep other Emails from being reconciled, a busy sender
 //! always has the next delivery waiting when a slot frees, and a backlog of thousands costs no
 //! reconciles while it waits.
+//!
+//! The place that woke a parked delivery is kept for it until it comes back for it (or for
+//! [`HOLD_FOR`] at most): a delivery that arrived later can not take it meanwhile. Without
+//! that, new Emails overtook the parked ones, and a woken delivery that lost the race was
+//! parked again at the back, so under a backlog an Email was reconciled several times before
+//! it was sent and the oldest waited longest.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// How long a place freed for a woken parked delivery is kept for it. Its reconcile is queued
+/// at once and normally starts within milliseconds; a delivery whose Email was deleted
+/// meanwhile never comes, and then the place goes on to the next after this long.
+pub const HOLD_FOR: Duration = Duration::from_secs(5);
 
 /// The three caps. Each is at least 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,8 +88,32 @@ struct State {
     /// Deliveries that found no place in line, oldest first, by the key their owner gave
     /// ([`SendSlots::reserve_or_park`]); each freed place wakes the first that fits.
     parked: VecDeque<Parked>,
+    /// Places kept for woken parked deliveries until they come back for them.
+    held: Vec<Held>,
     /// Called with a parked key when a place frees for it (outside the lock).
     waker: Option<Waker>,
+}
+
+/// A place kept for a woken delivery: a slot (counted in `in_use` and the caps) or a place
+/// in line (counted among the waiters), so nobody else fits into it.
+struct Held {
+    key: String,
+    namespace: String,
+    sender: String,
+    slot: bool,
+    since: Instant,
+    /// Kept by the delivery itself for its next call ([`SendPermit::keep_for`]), not for a
+    /// wake-up.
+    own: bool,
+}
+
+/// Keys to wake, once the lock is released.
+type Wakes = Vec<(Waker, String)>;
+
+fn wake(wakes: Wakes) {
+    for (waker, key) in wakes {
+        waker(&key);
+    }
 }
 
 /// Wakes a parked delivery's owner (the Email controller queues a reconcile of that Email).
@@ -188,16 +224,14 @@ impl InLine {
                 state.turn.retain(|n| *n != self.namespace);
             }
         }
-        let wake = if removed {
+        let wakes = if removed {
             state.count_waiter(&self.namespace, &self.sender, -1);
-            state.wake_one(&self.limits)
+            state.fill(&self.limits, &self.state)
         } else {
-            None
+            Vec::new()
         };
         drop(state);
-        if let Some((waker, key)) = wake {
-            waker(&key);
-        }
+        wake(wakes);
     }
 }
 
@@ -296,17 +330,64 @@ impl State {
         }
     }
 
-    /// One place has freed (a slot, or a place in line): the first parked delivery that now
-    /// fits or may wait leaves the parked list, and its key and the waker are returned so the
-    /// caller wakes it once the lock is released. One place, one wake-up: no herd.
-    fn wake_one(&mut self, limits: &SlotLimits) -> Option<(Waker, String)> {
-        let waker = self.waker.clone()?;
-        let index = self.parked.iter().position(|p| {
+    /// Places have freed (slots, or places in line): slots go to the waiters first, then each
+    /// parked delivery that now fits or may wait, oldest first, leaves the parked list with a
+    /// place kept for it; their keys are returned so the caller wakes them once the lock is
+    /// released. One place, one wake-up: no herd.
+    fn fill(&mut self, limits: &SlotLimits, shared: &Arc<Mutex<State>>) -> Wakes {
+        self.dispatch(limits, shared);
+        let mut wakes = Vec::new();
+        let Some(waker) = self.waker.clone() else {
+            return wakes;
+        };
+        let now = Instant::now();
+        while let Some(index) = self.parked.iter().position(|p| {
             self.fits(limits, &p.namespace, &p.sender)
                 || self.may_wait(limits, &p.namespace, &p.sender)
-        })?;
-        let parked = self.parked.remove(index)?;
-        Some((waker, parked.key))
+        }) {
+            let Some(parked) = self.parked.remove(index) else {
+                break;
+            };
+            let slot = self.fits(limits, &parked.namespace, &parked.sender);
+            if slot {
+                self.take(&parked.namespace, &parked.sender);
+            } else {
+                self.count_waiter(&parked.namespace, &parked.sender, 1);
+            }
+            wakes.push((waker.clone(), parked.key.clone()));
+            self.held.push(Held {
+                key: parked.key,
+                namespace: parked.namespace,
+                sender: parked.sender,
+                slot,
+                since: now,
+                own: false,
+            });
+        }
+        wakes
+    }
+
+    /// Gives back the place kept at `index`.
+    fn release(&mut self, index: usize) {
+        let held = self.held.swap_remove(index);
+        if held.slot {
+            self.give_back(&held.namespace, &held.sender);
+        } else {
+            self.count_waiter(&held.namespace, &held.sender, -1);
+        }
+    }
+
+    /// Gives back the places kept longer than [`HOLD_FOR`]; whether any was.
+    fn expire(&mut self, now: Instant) -> bool {
+        let before = self.held.len();
+        while let Some(index) = self
+            .held
+            .iter()
+            .position(|h| now.duration_since(h.since) >= HOLD_FOR)
+        {
+            self.release(index);
+        }
+        self.held.len() < before
     }
 
     fn unpark(&mut self, key: &str) {
@@ -388,19 +469,79 @@ impl SendSlots {
     /// [`Self::set_waker`] is called with it as soon as a place that fits it frees, so the
     /// delivery comes back exactly then instead of polling. A key is parked once however often
     /// it is refused, and leaves the parked list when it gets a place.
+    ///
+    /// A place kept for `key` since it was woken is what it gets now (see [`HOLD_FOR`]).
     pub fn reserve_or_park(&self, namespace: &str, sender: &str, key: &str) -> Option<Reservation> {
         let mut state = lock(&self.state);
+        let mut freed = state.expire(Instant::now());
+        if let Some(index) = state.held.iter().position(|h| h.key == key) {
+            state.release(index);
+            freed = true;
+        }
         let got = self.reserve_locked(&mut state, namespace, sender);
         if got.is_some() {
             state.unpark(key);
-        } else if !state.parked.iter().any(|p| p.key == key) {
-            state.parked.push_back(Parked {
-                namespace: namespace.to_string(),
-                sender: sender.to_string(),
-                key: key.to_string(),
-            });
+        } else {
+            park(&mut state, namespace, sender, key);
         }
+        // A kept place not taken (the delivery came back for another sender) or one that
+        // expired goes on to the next.
+        let wakes = if freed {
+            state.fill(&self.limits, &self.state)
+        } else {
+            Vec::new()
+        };
+        drop(state);
+        wake(wakes);
         got
+    }
+
+    /// Whether a delivery of `namespace` through `sender` would be parked now, and if so,
+    /// parks `key` at once: asked before the work a send needs (rendering, building the
+    /// message), so a backlog of thousands is not rendered while it waits. `false` when a
+    /// place is free or kept for `key`; the delivery then reserves it with
+    /// [`Self::reserve_or_park`] once it is ready.
+    pub fn park_unless_room(&self, namespace: &str, sender: &str, key: &str) -> bool {
+        let mut state = lock(&self.state);
+        let wakes = if state.expire(Instant::now()) {
+            state.fill(&self.limits, &self.state)
+        } else {
+            Vec::new()
+        };
+        let room = state.held.iter().any(|h| h.key == key)
+            || state.fits(&self.limits, namespace, sender)
+            || state.may_wait(&self.limits, namespace, sender);
+        if !room {
+            park(&mut state, namespace, sender, key);
+        }
+        drop(state);
+        wake(wakes);
+        !room
+    }
+
+    /// Gives back a place kept for `key` since before `started` that it did not take: its
+    /// reconcile (started after the wake-up) ended without a send, so the place goes on to the
+    /// next parked delivery at once instead of after [`HOLD_FOR`]. A place kept since
+    /// `started` is left alone: it was freed while this reconcile ran and its wake-up is
+    /// still to come.
+    /// Slots the delivery kept for itself ([`SendPermit::keep_for`]) are given back too.
+    pub fn forget(&self, key: &str, started: Instant) {
+        let mut state = lock(&self.state);
+        let mut freed = false;
+        while let Some(index) = state
+            .held
+            .iter()
+            .position(|h| h.key == key && (h.own || h.since <= started))
+        {
+            state.release(index);
+            freed = true;
+        }
+        if !freed {
+            return;
+        }
+        let wakes = state.fill(&self.limits, &self.state);
+        drop(state);
+        wake(wakes);
     }
 
     /// Who is told when a parked delivery may come back (see [`Self::reserve_or_park`]).
@@ -411,6 +552,11 @@ impl SendSlots {
     /// Deliveries parked now.
     pub fn parked(&self) -> usize {
         lock(&self.state).parked.len()
+    }
+
+    /// Places kept now for woken deliveries that have not come back yet.
+    pub fn kept(&self) -> usize {
+        lock(&self.state).held.len()
     }
 
     fn reserve_locked(
@@ -463,6 +609,26 @@ impl SendSlots {
     }
 }
 
+impl SendPermit {
+    /// Keeps this slot for the next call of the same delivery (`key`, as given to
+    /// [`SendSlots::reserve_or_park`]) instead of giving it back: a look-up that found
+    /// nothing is followed by the send, which would otherwise queue behind every delivery
+    /// parked meanwhile. Given back when that call reserves it, when the reconcile ends
+    /// ([`SendSlots::forget`]), or after [`HOLD_FOR`].
+    pub fn keep_for(mut self, key: &str) {
+        self.armed = false;
+        let mut state = lock(&self.state);
+        state.held.push(Held {
+            key: key.to_string(),
+            namespace: std::mem::take(&mut self.namespace),
+            sender: std::mem::take(&mut self.sender),
+            slot: true,
+            since: Instant::now(),
+            own: true,
+        });
+    }
+}
+
 impl Drop for SendPermit {
     fn drop(&mut self) {
         if !self.armed {
@@ -470,12 +636,21 @@ impl Drop for SendPermit {
         }
         let mut state = lock(&self.state);
         state.give_back(&self.namespace, &self.sender);
-        state.dispatch(&self.limits, &self.state);
-        let wake = state.wake_one(&self.limits);
+        state.expire(Instant::now());
+        let wakes = state.fill(&self.limits, &self.state);
         drop(state);
-        if let Some((waker, key)) = wake {
-            waker(&key);
-        }
+        wake(wakes);
+    }
+}
+
+/// Parks `key` at the back of the parked list, unless it is parked already.
+fn park(state: &mut State, namespace: &str, sender: &str, key: &str) {
+    if !state.parked.iter().any(|p| p.key == key) {
+        state.parked.push_back(Parked {
+            namespace: namespace.to_string(),
+            sender: sender.to_string(),
+            key: key.to_string(),
+        });
     }
 }
 

@@ -209,6 +209,121 @@ async fn one_freed_place_wakes_one_parked_delivery_that_fits_it() {
     drop(stuck);
 }
 
+#[tokio::test]
+async fn a_place_freed_for_a_woken_delivery_is_kept_for_it_against_newcomers() {
+    let s = slots(1, 1, 1);
+    let woken = record_wakes(&s);
+    let busy = s.acquire("a", "a/x", NOW).await.unwrap();
+    let line = s.reserve("a", "a/x").unwrap();
+    assert!(s.reserve_or_park("a", "a/x", "a/old").is_none());
+    drop(busy);
+    assert_eq!(*woken.lock().unwrap(), ["a/old"]);
+    // Before the woken Email is reconciled, a new one comes: the place is not free for it.
+    assert!(s.reserve_or_park("a", "a/x", "a/new").is_none());
+    assert!(s.park_unless_room("a", "a/x", "a/newer"));
+    assert_eq!(s.parked(), 2, "both newcomers wait behind the woken one");
+    // The woken one is not parked before gathering, and its place is there.
+    assert!(!s.park_unless_room("a", "a/x", "a/old"));
+    let old = s.reserve_or_park("a", "a/x", "a/old");
+    assert!(matches!(old, Some(Reservation::Queued(_))));
+    assert_eq!(s.kept(), 0);
+    drop(line);
+    drop(old);
+    // Each freed place went on to the newcomers, oldest first.
+    assert_eq!(*woken.lock().unwrap(), ["a/old", "a/new", "a/newer"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kept_place_nobody_comes_for_goes_on_after_the_hold() {
+    let s = slots(1, 1, 1);
+    let woken = record_wakes(&s);
+    let busy = s.acquire("a", "a/x", NOW).await.unwrap();
+    let _line = s.reserve("a", "a/x").unwrap();
+    for key in ["a/deleted", "a/next"] {
+        assert!(s.reserve_or_park("a", "a/x", key).is_none());
+    }
+    drop(busy);
+    assert_eq!(*woken.lock().unwrap(), ["a/deleted"]);
+    tokio::time::advance(HOLD_FOR - Duration::from_millis(1)).await;
+    assert!(s.park_unless_room("a", "a/x", "a/newcomer"));
+    assert_eq!(*woken.lock().unwrap(), ["a/deleted"], "still kept");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    // The next one to ask finds the hold expired: the place goes to the oldest parked.
+    assert!(s.park_unless_room("a", "a/x", "a/newcomer"));
+    assert_eq!(*woken.lock().unwrap(), ["a/deleted", "a/next"]);
+    assert!(s.reserve_or_park("a", "a/x", "a/next").is_some());
+}
+
+#[tokio::test]
+async fn a_reconcile_that_ends_without_its_kept_place_gives_it_on_at_once() {
+    let s = slots(1, 1, 1);
+    let woken = record_wakes(&s);
+    let busy = s.acquire("a", "a/x", NOW).await.unwrap();
+    let _line = s.reserve("a", "a/x").unwrap();
+    for key in ["a/1", "a/2", "a/3"] {
+        assert!(s.reserve_or_park("a", "a/x", key).is_none());
+    }
+    drop(busy);
+    // a/1 is reconciled (it was woken before this reconcile started) and decides not to send.
+    let started = Instant::now();
+    s.forget("a/1", started);
+    assert_eq!(*woken.lock().unwrap(), ["a/1", "a/2"]);
+    // A place kept while a reconcile of a/2 was already running is not its to forget: the
+    // wake-up that follows is what takes it.
+    let before = Instant::now() - Duration::from_millis(1);
+    s.forget("a/2", before);
+    assert_eq!(s.kept(), 1);
+    assert_eq!(*woken.lock().unwrap(), ["a/1", "a/2"]);
+    assert!(s.reserve_or_park("a", "a/x", "a/2").is_some());
+}
+
+#[tokio::test]
+async fn a_slot_kept_after_a_look_up_is_the_send_s_and_nobody_else_s() {
+    let s = slots(1, 1, 1);
+    let woken = record_wakes(&s);
+    let lookup = s.acquire("a", "a/x", NOW).await.unwrap();
+    let other = s.reserve_or_park("a", "a/x", "a/other").unwrap();
+    assert!(s.reserve_or_park("a", "a/x", "a/late").is_none());
+    lookup.keep_for("a/asked");
+    assert!(
+        woken.lock().unwrap().is_empty(),
+        "the slot was not given back"
+    );
+    assert!(
+        matches!(other, Reservation::Queued(_)),
+        "nor given to the one in line"
+    );
+    let send = s.reserve_or_park("a", "a/x", "a/asked");
+    assert!(matches!(send, Some(Reservation::Granted(_))));
+    drop(send);
+    let permit = other
+        .wait(SOON)
+        .await
+        .expect("the slot goes on after the send");
+    assert_eq!(*woken.lock().unwrap(), ["a/late"]);
+    drop(permit);
+    let late = s.reserve_or_park("a", "a/x", "a/late");
+    assert!(late.is_some());
+    assert!(
+        s.acquire("b", "b/y", NOW).await.is_none(),
+        "one slot, a/late's"
+    );
+}
+
+#[tokio::test]
+async fn a_slot_kept_and_never_used_is_given_back_when_the_reconcile_ends() {
+    let s = slots(1, 1, 1);
+    let _woken = record_wakes(&s);
+    let lookup = s.acquire("a", "a/x", NOW).await.unwrap();
+    // The look-up found the message: no send follows.
+    let started = Instant::now();
+    lookup.keep_for("a/found");
+    assert_eq!(s.in_use(), 1);
+    s.forget("a/found", started);
+    assert_eq!(s.in_use(), 0);
+    assert!(s.acquire("b", "b/y", NOW).await.is_some());
+}
+
 #[test]
 fn default_caps_leave_room_for_others() {
     let l = SlotLimits::from_total(16);
@@ -229,6 +344,16 @@ enum Step {
     Wait(usize),
     /// Drop the place in line at this index unused (its claim failed).
     Leave(usize),
+    /// Namespace, sender index and delivery key: reserve, or park when there is no place.
+    Park(u8, u8, u8),
+    /// Namespace, sender index and delivery key: park before gathering if there is no place.
+    ParkFirst(u8, u8, u8),
+    /// The reconcile of this delivery key ends.
+    Forget(u8),
+    /// Keep the held permit at this index for this delivery key (a look-up found nothing).
+    Keep(usize, u8),
+    /// Time passes beyond the hold.
+    Later,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -238,19 +363,31 @@ fn step() -> impl Strategy<Value = Step> {
         (0u8..3, 0u8..3).prop_map(|(n, s)| Step::Reserve(n, s)),
         any::<usize>().prop_map(Step::Wait),
         any::<usize>().prop_map(Step::Leave),
+        (0u8..3, 0u8..3, 0u8..6).prop_map(|(n, s, k)| Step::Park(n, s, k)),
+        (0u8..3, 0u8..3, 0u8..6).prop_map(|(n, s, k)| Step::ParkFirst(n, s, k)),
+        (0u8..6).prop_map(Step::Forget),
+        (any::<usize>(), 0u8..6).prop_map(|(i, k)| Step::Keep(i, k)),
+        Just(Step::Later),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
-    /// Over any sequence of takes, places in line, waits, and gives back, no cap is ever
-    /// exceeded, every slot taken is given back, and nobody waits while a slot they fit is free.
+    /// Over any sequence of takes, places in line, waits, parkings, kept places and gives
+    /// back, no cap is ever exceeded, every slot taken or kept is given back, nobody waits
+    /// while a slot they fit is free, and nobody stays parked while a place they fit is free.
     #[test]
     fn caps_hold_and_slots_are_never_lost(steps in prop::collection::vec(step(), 1..60)) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
         rt.block_on(async {
             let limits = SlotLimits { total: 4, per_sender: 2, per_namespace: 3 };
             let s = SendSlots::new(limits);
+            let woken = record_wakes(&s);
+            let key = |k: u8| format!("ns{}/e{k}", k % 3);
             let mut held: Vec<SendPermit> = Vec::new();
             let mut in_line: Vec<Reservation> = Vec::new();
             for st in steps {
@@ -286,27 +423,69 @@ proptest! {
                             in_line.swap_remove(i % in_line.len());
                         }
                     }
+                    Step::Park(n, x, k) => {
+                        let (ns, sender) = (format!("ns{n}"), format!("ns{n}/s{x}"));
+                        in_line.extend(s.reserve_or_park(&ns, &sender, &key(k)));
+                    }
+                    Step::ParkFirst(n, x, k) => {
+                        let (ns, sender) = (format!("ns{n}"), format!("ns{n}/s{x}"));
+                        s.park_unless_room(&ns, &sender, &key(k));
+                    }
+                    Step::Forget(k) => s.forget(&key(k), Instant::now()),
+                    Step::Keep(i, k) => {
+                        if !held.is_empty() {
+                            let i = i % held.len();
+                            held.swap_remove(i).keep_for(&key(k));
+                        }
+                    }
+                    Step::Later => tokio::time::advance(HOLD_FOR).await,
                 }
                 let state = lock(&s.state);
-                // Slots are held by permits, by places granted at once, and by places in line
-                // served since (their slot waits in the channel): never more than that.
-                prop_assert!(state.in_use >= held.len());
-                prop_assert!(state.in_use <= held.len() + in_line.len());
+                let kept_slots = state.held.iter().filter(|h| h.slot).count();
+                let kept_places = state.held.len() - kept_slots;
+                // Slots are held by permits, by places granted at once, by places in line
+                // served since (their slot waits in the channel), and kept for a delivery:
+                // never more than that.
+                prop_assert!(state.in_use >= held.len() + kept_slots);
+                prop_assert!(state.in_use <= held.len() + in_line.len() + kept_slots);
                 prop_assert!(state.in_use <= limits.total);
                 prop_assert!(state.by_sender.values().all(|n| *n <= limits.per_sender));
                 prop_assert!(state.by_namespace.values().all(|n| *n <= limits.per_namespace));
                 prop_assert!(state.waiting_total <= limits.total);
                 let queued: usize = state.waiting.values().map(|q| q.len()).sum();
-                prop_assert_eq!(queued, state.waiting_total);
+                prop_assert_eq!(queued + kept_places, state.waiting_total);
                 // Nobody waits for a slot that is free and fits them.
                 for (ns, queue) in &state.waiting {
                     for w in queue {
                         prop_assert!(!state.fits(&limits, ns, &w.sender));
                     }
                 }
+                // Nobody stays parked while a place they fit is free, and a delivery with a
+                // place kept for it is not parked.
+                for p in &state.parked {
+                    prop_assert!(!state.fits(&limits, &p.namespace, &p.sender));
+                    prop_assert!(!state.may_wait(&limits, &p.namespace, &p.sender));
+                    prop_assert!(!state.held.iter().any(|h| h.key == p.key && !h.own));
+                }
             }
             held.clear();
             in_line.clear();
+            // Every kept place is given back once its holder's reconcile ends, or expires.
+            for k in 0..6 {
+                s.forget(&key(k), Instant::now());
+            }
+            prop_assert_eq!(s.kept(), 0);
+            // The parked deliveries woken meanwhile end their reconciles too.
+            loop {
+                let keys: Vec<String> = std::mem::take(&mut *woken.lock().unwrap());
+                if keys.is_empty() {
+                    break;
+                }
+                for k in keys {
+                    s.forget(&k, Instant::now());
+                }
+            }
+            prop_assert_eq!(s.kept(), 0);
             prop_assert_eq!(s.in_use(), 0);
             let state = lock(&s.state);
             prop_assert!(state.waiting.is_empty() && state.turn.is_empty());

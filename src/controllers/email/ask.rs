@@ -46,10 +46,15 @@ impl Reconcile<'_> {
         let Some(place) = self.reserve_or_park(p) else {
             return Err(Action::requeue(super::act::parked_fallback()));
         };
-        let Some(_slot) = self.wait_in_line(place).await else {
+        let Some(slot) = self.wait_in_line(place).await else {
             return Err(Action::requeue(super::act::slot_retry()));
         };
         let answer = p.provider.look_up(&p.message, LOOKUP_TIMEOUT).await;
+        if matches!(answer, LookupAnswer::Absent) {
+            // The send follows: it keeps this slot rather than queue behind every Email
+            // parked meanwhile.
+            slot.keep_for(&self.id);
+        }
         let result = match &answer {
             LookupAnswer::Found { .. } => "found",
             LookupAnswer::Absent => "absent",

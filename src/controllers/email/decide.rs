@@ -480,6 +480,25 @@ pub fn reads_ledger(facts: &Facts<'_>, ready: &Readiness) -> bool {
             && ready.lookup.resolves_unknown())
 }
 
+/// Whether the Email, when the send slots of its sender have no place in line left, waits
+/// parked before anything is gathered: only an Email that has never been attempted and is
+/// due now (new, Pending, Scheduled with `sendAt` passed, or Previewed with the dry run
+/// taken off), which is nearly sure to end in a send. Rendering and building its message before
+/// it has a place would be thrown away, and under a backlog of thousands that work is most
+/// of the operator's. Anything else (a dry run, a retry, a scheduled Email, one past
+/// `notAfter`, a status to settle) is gathered and decided at once.
+pub fn waits_for_a_place_first(facts: &Facts<'_>, now: Timestamp) -> bool {
+    !facts.dry_run
+        && matches!(
+            facts.status.phase,
+            None | Some(EmailPhase::Pending)
+                | Some(EmailPhase::Scheduled)
+                | Some(EmailPhase::Previewed)
+        )
+        && facts.send_at.is_none_or(|t| t <= now)
+        && facts.not_after.is_none_or(|t| t > now)
+}
+
 /// A token set that the Email has not acted on yet.
 fn new_token(facts: &Facts<'_>) -> bool {
     let token = token_in_effect(facts);

@@ -55,8 +55,26 @@ impl Prepared {
     }
 }
 
+/// The sender chain of the Email, resolved from the caches: the first step of gathering, and
+/// all that is needed to know whether a send would have to wait for a place in line.
+pub(super) struct SenderChain {
+    labels: senders::NamespaceLabels,
+    chain: Result<senders::Chain, Problem>,
+    /// How long the Email waits for its chosen sender if it is unhealthy with no usable
+    /// fallback.
+    sender_wait: std::time::Duration,
+}
+
+impl SenderChain {
+    /// The key of the sender tried first, when the chain resolves.
+    pub fn first_key(&self) -> Option<&str> {
+        let chain = self.chain.as_ref().ok()?;
+        chain.senders.first().map(|s| s.key.as_str())
+    }
+}
+
 impl Reconcile<'_> {
-    pub(super) async fn gather(&self) -> Result<Gathered, kube::Error> {
+    pub(super) async fn sender_chain(&self) -> Result<SenderChain, kube::Error> {
         let stores = &self.ctx.stores;
         let spec = &self.email.spec;
         let labels = if senders::needs_namespace_labels(&stores.senders, &self.namespace)
@@ -81,12 +99,26 @@ impl Reconcile<'_> {
             &admit,
             &self.ctx.settings.shared_sender_namespaces,
         );
-        // How long the Email waits for that sender if it is unhealthy with no usable fallback.
         let sender_wait = primary
             .as_ref()
             .map_or(DEFAULT_SENDER_WAIT, |p| p.spec.retry.max_duration());
         let chain = primary
             .and_then(|p| senders::usable_chain(p, &stores.senders, &self.namespace, &admit));
+        Ok(SenderChain {
+            labels,
+            chain,
+            sender_wait,
+        })
+    }
+
+    pub(super) async fn gather(&self, resolved: SenderChain) -> Result<Gathered, kube::Error> {
+        let stores = &self.ctx.stores;
+        let spec = &self.email.spec;
+        let SenderChain {
+            labels,
+            chain,
+            sender_wait,
+        } = resolved;
         // Everything the lookups below read: the attachments, and the credentials of every
         // sender in the chain (a fallback may be the one that sends).
         let mut values = ClusterValues::default();

@@ -130,6 +130,9 @@ pub async fn reconcile(email: Arc<Email>, ctx: Arc<EmailContext>) -> Result<Acti
     let Some(namespace) = email.namespace() else {
         return Err(Error::NotNamespaced(name));
     };
+    // A place kept for this Email since before now and not taken by this reconcile goes on
+    // to the next waiting Email when it ends.
+    let started = tokio::time::Instant::now();
     let run = Reconcile {
         email: &email,
         ctx: &ctx,
@@ -139,7 +142,9 @@ pub async fn reconcile(email: Arc<Email>, ctx: Arc<EmailContext>) -> Result<Acti
         name,
         status: email.status.clone().unwrap_or_default(),
     };
-    run.run().await.map_err(|source| Error::Kube {
+    let result = run.run().await;
+    ctx.sends.slots.forget(&run.id, started);
+    result.map_err(|source| Error::Kube {
         object: run.id.clone(),
         source,
     })
@@ -171,9 +176,21 @@ impl Reconcile<'_> {
             // the requeue only covers a watch that never delivers it.
             return Ok(Action::requeue(STALE_RECHECK));
         }
-        let gathered = self.gather().await?;
-        let ledger = self.ledger_entries(&gathered.readiness).await?;
         let facts = self.facts();
+        let resolved = self.sender_chain().await?;
+        if decide::waits_for_a_place_first(&facts, jiff::Timestamp::now())
+            && let Some(sender) = resolved.first_key()
+            && self
+                .ctx
+                .sends
+                .slots
+                .park_unless_room(&self.namespace, sender, &self.id)
+        {
+            tracing::debug!(email = %self.id, sender, "no place in line for this sender or namespace; parked before rendering");
+            return Ok(Action::requeue(act::parked_fallback()));
+        }
+        let gathered = self.gather(resolved).await?;
+        let ledger = self.ledger_entries(&gathered.readiness).await?;
         let decision = decide::decide(&facts, &gathered.readiness, &ledger, jiff::Timestamp::now());
         tracing::debug!(email = %self.id, ?decision, "decided");
         self.act(decision, &gathered).await

@@ -902,3 +902,134 @@ proptest! {
         run(ResendPolicy::OnChange, &events)?;
     }
 }
+
+/// (row, phase, dry run, sendAt, notAfter, waits first)
+type PlaceRow = (
+    &'static str,
+    Option<EmailPhase>,
+    bool,
+    Option<Timestamp>,
+    Option<Timestamp>,
+    bool,
+);
+
+/// Which Emails wait parked before anything is gathered when their sender has no place in
+/// line: only those nearly sure to send now. Anything else is gathered at once, so a preview,
+/// a scheduled Email, an expired one or a retry is never held up behind a backlog.
+#[test]
+fn only_a_never_attempted_email_due_now_waits_for_a_place_before_gathering() {
+    let before = at("2026-11-29T11:00:00Z");
+    let later = at("2026-11-29T13:00:00Z");
+    let rows: &[PlaceRow] = &[
+        // (row, phase, dry run, sendAt, notAfter, waits first)
+        ("a new Email", None, false, None, None, true),
+        (
+            "a Pending Email (rate limited, say)",
+            Some(EmailPhase::Pending),
+            false,
+            None,
+            None,
+            true,
+        ),
+        (
+            "a new Email whose sendAt has passed",
+            None,
+            false,
+            Some(before),
+            Some(later),
+            true,
+        ),
+        ("a dry run", None, true, None, None, false),
+        ("a scheduled Email", None, false, Some(later), None, false),
+        (
+            "an Email past notAfter",
+            None,
+            false,
+            None,
+            Some(before),
+            false,
+        ),
+        (
+            "notAfter exactly now",
+            None,
+            false,
+            None,
+            Some(now()),
+            false,
+        ),
+        (
+            "a retry",
+            Some(EmailPhase::Retrying),
+            false,
+            None,
+            None,
+            false,
+        ),
+        (
+            "a Sending Email (a claim to resume)",
+            Some(EmailPhase::Sending),
+            false,
+            None,
+            None,
+            false,
+        ),
+        (
+            "an Unknown Email",
+            Some(EmailPhase::Unknown),
+            false,
+            None,
+            None,
+            false,
+        ),
+        (
+            "a Failed Email",
+            Some(EmailPhase::Failed),
+            false,
+            None,
+            None,
+            false,
+        ),
+        (
+            "a Scheduled Email now due (a burst at 9:00)",
+            Some(EmailPhase::Scheduled),
+            false,
+            Some(before),
+            None,
+            true,
+        ),
+        (
+            "a Scheduled Email not yet due",
+            Some(EmailPhase::Scheduled),
+            false,
+            Some(later),
+            None,
+            false,
+        ),
+        (
+            "a Previewed Email, dry run taken off",
+            Some(EmailPhase::Previewed),
+            false,
+            None,
+            None,
+            true,
+        ),
+        (
+            "a Previewed Email, still a dry run",
+            Some(EmailPhase::Previewed),
+            true,
+            None,
+            None,
+            false,
+        ),
+    ];
+    for (row, phase, dry_run, send_at, not_after, expected) in rows {
+        let s = status(*phase, None, None);
+        let f = Facts {
+            dry_run: *dry_run,
+            send_at: *send_at,
+            not_after: *not_after,
+            ..facts(&s)
+        };
+        assert_eq!(waits_for_a_place_first(&f, now()), *expected, "{row}");
+    }
+}
