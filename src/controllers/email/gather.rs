@@ -137,7 +137,12 @@ impl Reconcile<'_> {
                     .await?;
             }
         }
-        let content = {
+        // An Email that names no template is copied, not rendered: no template code runs, so
+        // it is not handed to the blocking pool (two thread switches and a copy of the whole
+        // spec per reconcile).
+        let content = if spec.template_ref.is_none() {
+            content::literal(spec)
+        } else {
             let (spec, namespace, templates, builtins, labels) = (
                 spec.clone(),
                 self.namespace.clone(),
