@@ -18,8 +18,9 @@
 #     here (`protocol_limit_per_s`; `ratio_to_protocol` is the operator's share of it),
 #   - `kmailops run` sending N Emails: Emails/s, creation->Sent p50/p99, API requests and
 #     writes per Email, peak RSS, CPU seconds,
-#   - an open loop: Emails created at half the protocol limit for OPEN_LOOP_S seconds,
-#     creation->Sent p50/p99/max (`open_loop_p99_ms`): the latency under a steady stream,
+#   - an open loop: Emails created at half the protocol limit for OPEN_LOOP_S seconds after
+#     OPEN_LOOP_WARMUP_S seconds at that rate that are not measured, creation->Sent
+#     p50/p99/max (`open_loop_p99_ms`): the latency under a steady stream,
 #   - a restart of the operator with those N Emails Sent: time to idle, writes, provider calls,
 #   - a micro-benchmark of template rendering and message building (benches/render.rs).
 # It prints a table and writes target/bench/e2e.json and target/bench/render.json; the
@@ -34,6 +35,7 @@
 #                         look-ups per Email and Emails/s show what asking the provider costs
 #   MAX_CONCURRENT_SENDS  the operator's --max-concurrent-sends (default 16, its default)
 #   OPEN_LOOP_S           length of the open-loop run in seconds (default 60; 0 skips it)
+#   OPEN_LOOP_WARMUP_S    seconds of the open loop before the measured Emails (default 10)
 #   OPERATOR_BIN          measure this operator binary instead of building the current one
 #                         (e.g. a release build of an older commit, for a before/after pair)
 #   BUSY_CORES            processes that spin on the CPU for the whole measuring part

@@ -75,6 +75,10 @@ struct Settings {
     reconcile_concurrency: usize,
     /// How long the open-loop run creates Emails (`OPEN_LOOP_S`, 0 skips it).
     open_loop: Duration,
+    /// How long the open loop runs at its rate before the Emails it measures
+    /// (`OPEN_LOOP_WARMUP_S`): the operator's start (its lists, first health check) is not
+    /// the steady stream the figure is about.
+    open_loop_warmup: Duration,
     /// Spinning processes scripts/bench.sh runs beside the measurement (`BUSY_CORES`).
     busy_cores: usize,
     kubeconfig: PathBuf,
@@ -105,6 +109,7 @@ impl Settings {
             send_concurrency,
             reconcile_concurrency: send_concurrency * 2,
             open_loop: Duration::from_secs(env_or("OPEN_LOOP_S", 60u64)?),
+            open_loop_warmup: Duration::from_secs(env_or("OPEN_LOOP_WARMUP_S", 10u64)?),
             busy_cores: env_or("BUSY_CORES", 0usize)?,
             kubeconfig: path("BENCH_KUBECONFIG")?,
             operator_bin: path("KMAILOPS_BIN")?,
@@ -268,6 +273,8 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
     );
     create_unrelated_secrets(&client).await?;
     let with_secrets = restart(&s, &proxy, &mock, &proxy_kubeconfig, "operator-3.log").await?;
+    // Measured; they would otherwise load the open loop's start (the operator lists them).
+    delete_unrelated_secrets(&client).await?;
     let open_loop = if s.open_loop.is_zero() {
         None
     } else {
@@ -275,8 +282,9 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
         // measured is what one Email sees, not the length of a queue.
         let rate = protocol.per_s() / 2.0;
         eprintln!(
-            "[bench] open loop: {rate:.1} Emails/s for {} s",
-            s.open_loop.as_secs()
+            "[bench] open loop: {rate:.1} Emails/s for {} s after {} s of warm-up",
+            s.open_loop.as_secs(),
+            s.open_loop_warmup.as_secs()
         );
         Some(open_loop(&s, &client, &proxy_kubeconfig, rate).await?)
     };
@@ -773,6 +781,8 @@ async fn end_to_end(
 /// open loop): the latency from creation to Sent that a user sees under a steady stream.
 struct OpenLoop {
     rate_per_s: f64,
+    /// Seconds at the rate before the measured Emails.
+    warmup_s: u64,
     emails: usize,
     /// Creates that started more than 100 ms after their scheduled time (the bench itself
     /// could not keep the rate).
@@ -802,16 +812,22 @@ async fn open_loop(
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let count = ((s.open_loop.as_secs_f64() * rate_per_s).round() as usize).max(1);
+    // The warm-up's Emails come first, at the same rate, and are not measured.
+    let warmup = (s.open_loop_warmup.as_secs_f64() * rate_per_s).round() as usize;
     let interval = Duration::from_secs_f64(1.0 / rate_per_s);
     let api: Api<Email> = Api::namespaced(client.clone(), NS);
     let start = tokio::time::Instant::now() + Duration::from_millis(100);
     let mut creates = tokio::task::JoinSet::new();
-    for i in 0..count {
+    for i in 0..warmup + count {
         let due = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due).await;
         let api = api.clone();
         creates.spawn(async move {
-            let name = format!("open-{i:05}");
+            let name = if i < warmup {
+                format!("warm-{i:05}")
+            } else {
+                format!("open-{:05}", i - warmup)
+            };
             let at = Instant::now();
             let late = tokio::time::Instant::now().duration_since(due) > Duration::from_millis(100);
             api.create(&PostParams::default(), &bench_email(&name, i))
@@ -847,6 +863,7 @@ async fn open_loop(
         let log = log.lock().unwrap();
         created
             .iter()
+            .filter(|(name, _, _)| name.starts_with("open-"))
             .map(|(name, at, _)| (name.clone(), log.at[name].0.saturating_duration_since(*at)))
             .collect()
     };
@@ -861,8 +878,12 @@ async fn open_loop(
     let mut latencies: Vec<Duration> = by_email.iter().map(|(_, d)| *d).collect();
     Ok(OpenLoop {
         rate_per_s,
+        warmup_s: s.open_loop_warmup.as_secs(),
         emails: count,
-        late_creates: created.iter().filter(|(_, _, late)| *late).count(),
+        late_creates: created
+            .iter()
+            .filter(|(name, _, late)| *late && name.starts_with("open-"))
+            .count(),
         p50_ms: ms(percentile(&mut latencies, 50.0)),
         p99_ms: ms(percentile(&mut latencies, 99.0)),
         max_ms: ms(percentile(&mut latencies, 100.0)),
@@ -963,6 +984,33 @@ async fn create_unrelated_secrets(client: &Client) -> anyhow::Result<()> {
         .buffer_unordered(8)
         .try_collect::<Vec<_>>()
         .await?;
+    Ok(())
+}
+
+/// Deletes the unrelated Secrets and waits until they are gone.
+async fn delete_unrelated_secrets(client: &Client) -> anyhow::Result<()> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), NS);
+    for i in 0..UNRELATED_SECRETS {
+        let name = format!("sh.helm.release.v1.app-{i}.v1");
+        api.delete(&name, &Default::default())
+            .await
+            .with_context(|| format!("deleting unrelated Secret {i}"))?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api
+        .get_opt(&format!(
+            "sh.helm.release.v1.app-{}.v1",
+            UNRELATED_SECRETS - 1
+        ))
+        .await?
+        .is_some()
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the unrelated Secrets are not gone"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }
 
@@ -1215,6 +1263,7 @@ impl Report {
         let open_loop = self.open_loop.as_ref().map(|o| {
             json!({
                 "rate_per_s": r(o.rate_per_s),
+                "warmup_s": o.warmup_s,
                 "emails": o.emails,
                 "late_creates": o.late_creates,
                 "p50_ms": r(o.p50_ms),
