@@ -164,14 +164,15 @@ pub async fn round(s: &Setup<'_>, precreated: bool) -> anyhow::Result<ProtocolRo
     let server_cpu_ms_per_email = ((s.server_cpu)() - server_cpu_before) * 1000.0 / s.n as f64;
     watch.abort();
 
-    // Gone again, so the API server's caches hold only what the end-to-end run makes.
+    // Gone again, so the API server's caches hold only what the end-to-end run makes. Straight
+    // to the API server, and tried again: at N=10000 one collection delete can outlast a
+    // connection, and a lost clean-up must not lose the run's report.
     let direct_deliveries: Api<EmailDelivery> = Api::namespaced(s.direct.clone(), s.namespace);
-    direct_deliveries
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
+    let direct_emails: Api<Email> = Api::namespaced(s.direct.clone(), s.namespace);
+    delete_all(&direct_deliveries)
         .await
         .context("deleting the protocol round's EmailDeliveries")?;
-    emails_api
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
+    delete_all(&direct_emails)
         .await
         .context("deleting the protocol round's Emails")?;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -257,4 +258,26 @@ async fn one_email(
         .await
         .with_context(|| format!("the Event of Email {name}"))?;
     Ok(())
+}
+
+/// Deletes every object of `api`, trying up to three times.
+async fn delete_all<K>(api: &Api<K>) -> Result<(), kube::Error>
+where
+    K: Clone + std::fmt::Debug + serde::de::DeserializeOwned + kube::Resource,
+{
+    let mut tries = 0;
+    loop {
+        match api
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if tries >= 2 => return Err(e),
+            Err(e) => {
+                tries += 1;
+                eprintln!("[bench] deleting a collection failed ({e}); trying again");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
 }
