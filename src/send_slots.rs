@@ -336,6 +336,19 @@ impl State {
     /// released. One place, one wake-up: no herd.
     fn fill(&mut self, limits: &SlotLimits, shared: &Arc<Mutex<State>>) -> Wakes {
         self.dispatch(limits, shared);
+        // A place in line kept for a woken Email becomes a slot when one fits it, as a waiter's
+        // would: it is ahead of everyone still parked.
+        for index in 0..self.held.len() {
+            let (slot, namespace, sender) = {
+                let h = &self.held[index];
+                (h.slot, h.namespace.clone(), h.sender.clone())
+            };
+            if !slot && self.fits(limits, &namespace, &sender) {
+                self.count_waiter(&namespace, &sender, -1);
+                self.take(&namespace, &sender);
+                self.held[index].slot = true;
+            }
+        }
         let mut wakes = Vec::new();
         let Some(waker) = self.waker.clone() else {
             return wakes;
@@ -643,14 +656,23 @@ impl Drop for SendPermit {
     }
 }
 
-/// Parks `key` at the back of the parked list, unless it is parked already.
+/// Parks `key` at the back of the parked list, unless it is parked already; then it keeps its
+/// turn, waiting now for the sender it asked for last (its Email may have moved to another).
 fn park(state: &mut State, namespace: &str, sender: &str, key: &str) {
-    if !state.parked.iter().any(|p| p.key == key) {
-        state.parked.push_back(Parked {
+    match state.parked.iter_mut().find(|p| p.key == key) {
+        Some(parked) => {
+            if parked.sender != sender {
+                parked.sender = sender.to_string();
+            }
+            if parked.namespace != namespace {
+                parked.namespace = namespace.to_string();
+            }
+        }
+        None => state.parked.push_back(Parked {
             namespace: namespace.to_string(),
             sender: sender.to_string(),
             key: key.to_string(),
-        });
+        }),
     }
 }
 

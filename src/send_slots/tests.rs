@@ -233,6 +233,32 @@ async fn a_place_freed_for_a_woken_delivery_is_kept_for_it_against_newcomers() {
     assert_eq!(*woken.lock().unwrap(), ["a/old", "a/new", "a/newer"]);
 }
 
+#[tokio::test]
+async fn a_kept_place_in_line_becomes_the_slot_that_frees_before_anyone_parked_is_woken() {
+    let s = slots(1, 1, 1);
+    let woken = record_wakes(&s);
+    let first = s.acquire("a", "a/x", NOW).await.unwrap();
+    let second = s.reserve("a", "a/x").unwrap();
+    for key in ["a/third", "a/fourth"] {
+        assert!(s.reserve_or_park("a", "a/x", key).is_none());
+    }
+    drop(first);
+    let second = second.wait(SOON).await.unwrap();
+    assert_eq!(
+        *woken.lock().unwrap(),
+        ["a/third"],
+        "a place in line kept for it"
+    );
+    // The second is sent before the third's reconcile got to its place: the slot goes to the
+    // third, and the fourth, parked after it, gets only the place in line that left.
+    drop(second);
+    assert_eq!(*woken.lock().unwrap(), ["a/third", "a/fourth"]);
+    let fourth = s.reserve_or_park("a", "a/x", "a/fourth");
+    assert!(matches!(fourth, Some(Reservation::Queued(_))));
+    let third = s.reserve_or_park("a", "a/x", "a/third");
+    assert!(matches!(third, Some(Reservation::Granted(_))));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_kept_place_nobody_comes_for_goes_on_after_the_hold() {
     let s = slots(1, 1, 1);
@@ -466,6 +492,11 @@ proptest! {
                     prop_assert!(!state.fits(&limits, &p.namespace, &p.sender));
                     prop_assert!(!state.may_wait(&limits, &p.namespace, &p.sender));
                     prop_assert!(!state.held.iter().any(|h| h.key == p.key && !h.own));
+                }
+                // A place in line kept for a woken delivery is not left in line while a slot
+                // that fits it is free.
+                for h in state.held.iter().filter(|h| !h.slot) {
+                    prop_assert!(!state.fits(&limits, &h.namespace, &h.sender));
                 }
             }
             held.clear();
