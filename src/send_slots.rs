@@ -380,9 +380,10 @@ impl State {
         wakes
     }
 
-    /// Gives back the place kept at `index`.
+    /// Gives back the place kept at `index`. The others keep their order, oldest first, which
+    /// is the order in which [`Self::fill`] turns places in line into slots.
     fn release(&mut self, index: usize) {
-        let held = self.held.swap_remove(index);
+        let held = self.held.remove(index);
         if held.slot {
             self.give_back(&held.namespace, &held.sender);
         } else {
