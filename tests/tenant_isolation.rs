@@ -104,6 +104,18 @@ spec:
     )
 }
 
+/// The operator's settings with these send-slot caps.
+fn with_slots(total: usize, per_sender: usize, per_namespace: usize) -> Settings {
+    Settings {
+        sends: SlotLimits {
+            total,
+            per_sender,
+            per_namespace,
+        },
+        ..Settings::default()
+    }
+}
+
 /// A sender whose server takes every send and never finishes it holds at most its own share
 /// of the send slots: Emails through another sender go out at once, however many are stuck.
 #[tokio::test]
@@ -124,14 +136,7 @@ async fn a_stuck_sender_does_not_starve_other_senders() {
         )
         .await;
     }
-    let settings = Settings {
-        sends: SlotLimits {
-            total: 8,
-            per_sender: 2,
-            per_namespace: 8,
-        },
-        ..Settings::default()
-    };
+    let settings = with_slots(8, 2, 8);
     let op = Operator::start_with(env.client(), &ns, settings);
 
     // Let the stuck sender take every slot it can.
@@ -168,14 +173,7 @@ async fn an_email_waiting_for_a_slot_past_not_after_expires_unsent() {
     let (ns, mock) = setup(&env, "notafter").await;
     mock.script([Reply::Slow(Duration::from_secs(8))]);
     let emails: Api<Email> = Api::namespaced(env.client(), &ns);
-    let settings = Settings {
-        sends: SlotLimits {
-            total: 1,
-            per_sender: 1,
-            per_namespace: 1,
-        },
-        ..Settings::default()
-    };
+    let settings = with_slots(1, 1, 1);
     let op = Operator::start_with(env.client(), &ns, settings);
     env.apply_yaml(&ns, &email_yaml("slow", "First", "")).await;
     let deadline = Instant::now() + WAIT;
@@ -226,16 +224,10 @@ async fn a_backlog_is_sent_oldest_first_while_new_emails_keep_arriving() {
     let env = TestEnv::get().await;
     let (ns, mock) = setup(&env, "fifo").await;
     let emails: Api<Email> = Api::namespaced(env.client(), &ns);
-    let settings = Settings {
-        sends: SlotLimits {
-            // One sender, as in most clusters: it may use one slot, and the controller's
-            // other workers are free to take new Emails (as with the defaults, 8 of 16).
-            total: 4,
-            per_sender: 1,
-            per_namespace: 4,
-        },
-        ..Settings::default()
-    };
+    // One sender, as in most clusters: it may use one slot, and the controller's other
+    // workers (twice the slots) are free to take new Emails, as with the defaults, where a
+    // sender's sends and line take 16 of the 32.
+    let settings = with_slots(4, 1, 4);
     let op = Operator::start_with(env.client(), &ns, settings);
     // Started and sending before the stream begins (Emails created before the caches fill
     // arrive together, in no order).
