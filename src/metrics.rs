@@ -93,7 +93,7 @@ pub struct Metrics {
     pub provider_lookups: Family<LookupLabels, Counter>,
     pub health_checks: Family<HealthCheckLabels, Counter>,
     pub health_check_duration: Family<SenderOnly, Histogram, fn() -> Histogram>,
-    pub sender_status: Family<SenderOnly, Gauge>,
+    sender_status: Family<SenderOnly, Gauge>,
     pub reconcile_duration: Family<KindLabels, Histogram, fn() -> Histogram>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// 1 while this process leads (runs the controllers), 0 on a standby.
@@ -104,8 +104,17 @@ pub struct Metrics {
     /// The series of `sender_configured` each sender has now, so a change of provider or of
     /// `disabled` replaces it instead of leaving the old one at 1.
     configured: Arc<Mutex<HashMap<String, ConfiguredLabels>>>,
+    /// The senders that have a `sender_status` series.
+    with_status: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Whether a sender (`namespace/name`) still exists, asked before each scrape. A
+    /// deletion removes the sender's series at once (`sender_deleted`), but a reconcile
+    /// already running when the delete arrives records them again afterwards, and a watch
+    /// that relists after a gap never sees the delete at all; the scrape drops both.
+    sender_exists: Arc<Mutex<Option<SenderExists>>>,
     registry: Arc<Registry>,
 }
+
+type SenderExists = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -220,12 +229,52 @@ impl Metrics {
             secret_data_bytes,
             sender_configured,
             configured: Arc::default(),
+            sender_exists: Arc::default(),
+            with_status: Arc::default(),
             registry: Arc::new(r),
+        }
+    }
+
+    /// Tells the scrape how to know whether a sender still exists (the leader's cache of
+    /// EmailSenderConfigs); replaced on each term of leadership.
+    pub fn senders_exist(&self, exists: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        *self.sender_exists.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(exists));
+    }
+
+    /// Removes the series of senders that no longer exist.
+    fn drop_deleted_senders(&self) {
+        let Some(exists) = self
+            .sender_exists
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let mut gone: Vec<String> = self
+            .configured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .filter(|key| !exists(key))
+            .cloned()
+            .collect();
+        gone.extend(
+            self.with_status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|key| !exists(key))
+                .cloned(),
+        );
+        for key in gone {
+            self.sender_deleted(&key);
         }
     }
 
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
+        self.drop_deleted_senders();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -266,12 +315,23 @@ impl Metrics {
         self.sender_configured.get_or_create(&labels).set(1);
     }
 
+    /// The `sender_status` gauge of the sender `key` (1 healthy, 0 unhealthy, -1 disabled).
+    pub fn sender_status(&self, key: &str) -> Gauge {
+        let mut with_status = self.with_status.lock().unwrap_or_else(|p| p.into_inner());
+        with_status.insert(key.to_string());
+        self.sender_status.get_or_create_owned(&SenderOnly {
+            sender: key.to_string(),
+        })
+    }
+
     /// The sender `key` was deleted: its series go (`sender_configured`, `sender_status`).
     pub fn sender_deleted(&self, key: &str) {
         let mut configured = self.configured.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = configured.remove(key) {
             self.sender_configured.remove(&old);
         }
+        let mut with_status = self.with_status.lock().unwrap_or_else(|p| p.into_inner());
+        with_status.remove(key);
         self.sender_status.remove(&SenderOnly {
             sender: key.to_string(),
         });
@@ -376,4 +436,67 @@ async fn readyz(State(e): State<Endpoints>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, e.ready.why())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series_of(text: &str, sender: &str) -> Vec<String> {
+        text.lines()
+            .filter(|l| {
+                (l.starts_with("kmailops_sender_configured{")
+                    || l.starts_with("kmailops_sender_status{"))
+                    && l.contains(&format!("sender=\"{sender}\""))
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_reconcile_that_ends_after_its_sender_was_deleted_leaves_no_series_at_the_next_scrape() {
+        let metrics = Metrics::new();
+        let alive = Arc::new(Mutex::new(vec!["shop/main", "shop/spare"]));
+        let a = alive.clone();
+        metrics.senders_exist(move |key| a.lock().unwrap().contains(&key));
+        for key in ["shop/main", "shop/spare"] {
+            metrics.sender_configured(key, Some("MailerSend"), false);
+            metrics.sender_status(key).set(1);
+        }
+        assert_eq!(series_of(&metrics.encode(), "shop/spare").len(), 2);
+
+        // The delete arrives while a reconcile of the spare runs; the reconcile then ends.
+        alive.lock().unwrap().retain(|k| *k != "shop/spare");
+        metrics.sender_deleted("shop/spare");
+        metrics.sender_configured("shop/spare", Some("MailerSend"), true);
+        metrics.sender_status("shop/spare").set(-1);
+
+        let text = metrics.encode();
+        assert_eq!(
+            series_of(&text, "shop/spare"),
+            Vec::<String>::new(),
+            "{text}"
+        );
+        assert_eq!(series_of(&text, "shop/main").len(), 2, "{text}");
+    }
+
+    #[test]
+    fn a_sender_deleted_while_the_watch_was_away_loses_its_series_at_the_next_scrape() {
+        let metrics = Metrics::new();
+        let alive = Arc::new(Mutex::new(vec!["shop/main"]));
+        let a = alive.clone();
+        metrics.senders_exist(move |key| a.lock().unwrap().contains(&key));
+        metrics.sender_configured("shop/main", Some("Mailgun"), false);
+        metrics.sender_status("shop/main").set(0);
+        assert_eq!(series_of(&metrics.encode(), "shop/main").len(), 2);
+
+        // No delete event: the relisted cache simply no longer has it.
+        alive.lock().unwrap().clear();
+        let text = metrics.encode();
+        assert_eq!(
+            series_of(&text, "shop/main"),
+            Vec::<String>::new(),
+            "{text}"
+        );
+    }
 }

@@ -190,6 +190,13 @@ pub async fn run_with(
         secrets: secrets.clone(),
         templates: templates.clone(),
     };
+    {
+        let senders = senders.clone();
+        metrics.senders_exist(move |key| {
+            let (ns, name) = key.split_once('/').unwrap_or(("", key));
+            senders.get(&ObjectRef::new(name).within(ns)).is_some()
+        });
+    }
     let ctx = Context::new(
         client.clone(),
         config.settings.clone(),

@@ -178,9 +178,7 @@ async fn run(
     let healthy_now = conditions::find(&previous.conditions, HEALTHY).map(|c| c.status.clone());
     let interval = check_interval(spec, healthy_now.as_deref() == Some("True"));
     let mut next_check = interval;
-    let gauge = ctx.metrics.sender_status.get_or_create_owned(&SenderOnly {
-        sender: key.to_string(),
-    });
+    let gauge = ctx.metrics.sender_status(key);
     match (&provider, spec.disabled) {
         (_, true) => {
             gauge.set(-1);
