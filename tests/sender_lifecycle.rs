@@ -258,8 +258,9 @@ async fn a_rate_limited_sender_never_lets_more_through_than_its_limit_in_any_win
     }
     let times: Vec<Instant> = mock.call_times();
     assert_eq!(times.len(), 100);
-    // Token bucket: in any window of w seconds, at most burst + w * rate sends (plus one for
-    // the token that refills right at the window's edge).
+    // Token bucket, as the provider sees it: in any window of w seconds, at most
+    // burst + w * rate calls (plus one for the moments between a call's pacing and its
+    // arrival at the mock on a loaded machine).
     for i in 0..times.len() {
         for j in i..times.len() {
             let window = (times[j] - times[i]).as_secs_f64();

@@ -762,6 +762,15 @@ impl Reconcile<'_> {
         entry_name: &str,
         attempt: i32,
     ) -> Result<SendReceipt, SendError> {
+        // Spaced by when calls are made, not only when Emails were admitted (see rate_limit).
+        let pace = self
+            .ctx
+            .rate_limits
+            .pace(&p.sender.key, p.sender.config.spec.rate_limit.as_ref());
+        if !pace.is_zero() {
+            tracing::debug!(email = %self.id, sender = %p.sender.key, ?pace, "provider call paced by the sender's rate limit");
+            tokio::time::sleep(pace).await;
+        }
         let _running = self.ctx.sends.start_call(entry_name, attempt);
         // The claim must outlive the call: a call that outlasts it is cut off and treated as
         // ambiguous, so no other reconcile can ever see a lapsed claim of a live call.
