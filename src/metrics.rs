@@ -111,10 +111,30 @@ pub struct Metrics {
     /// already running when the delete arrives records them again afterwards, and a watch
     /// that relists after a gap never sees the delete at all; the scrape drops both.
     sender_exists: Arc<Mutex<Option<SenderExists>>>,
+    /// Sends by where they are now (`sending`, `waiting`, `parked`), read at each scrape.
+    send_queue: Family<QueueLabels, Gauge>,
+    send_queue_source: Arc<Mutex<Option<SendQueueSource>>>,
     registry: Arc<Registry>,
 }
 
 type SenderExists = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+type SendQueueSource = Arc<dyn Fn() -> SendQueue + Send + Sync>;
+
+/// Where the sends of this process are, for `kmailops_send_queue`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendQueue {
+    /// Send slots taken: provider calls running, or kept for the Email about to make one.
+    pub sending: usize,
+    /// Places in line taken: Emails claiming their delivery or waiting for a slot.
+    pub waiting: usize,
+    /// Emails that found no place in line, woken in turn as places free.
+    pub parked: usize,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub state: &'static str,
+}
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,6 +164,7 @@ impl Metrics {
         let leader = Gauge::default();
         let secret_data_bytes = Gauge::default();
         let sender_configured = Family::<ConfiguredLabels, Gauge>::default();
+        let send_queue = Family::<QueueLabels, Gauge>::default();
 
         let mut r = Registry::with_prefix("kmailops");
         r.register(
@@ -192,6 +213,11 @@ impl Metrics {
             reconcile_errors.clone(),
         );
         r.register(
+            "send_queue",
+            "Sends by state: sending (slots taken), waiting (places in line taken), parked (no place in line yet)",
+            send_queue.clone(),
+        );
+        r.register(
             "leader",
             "1 on the replica that leads (runs the controllers), 0 on a standby",
             leader.clone(),
@@ -230,6 +256,8 @@ impl Metrics {
             sender_configured,
             configured: Arc::default(),
             sender_exists: Arc::default(),
+            send_queue,
+            send_queue_source: Arc::default(),
             with_status: Arc::default(),
             registry: Arc::new(r),
         }
@@ -239,6 +267,32 @@ impl Metrics {
     /// EmailSenderConfigs); replaced on each term of leadership.
     pub fn senders_exist(&self, exists: impl Fn(&str) -> bool + Send + Sync + 'static) {
         *self.sender_exists.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(exists));
+    }
+
+    /// Tells the scrape where to read `kmailops_send_queue` (the leader's send slots).
+    pub fn send_queue_from(&self, source: impl Fn() -> SendQueue + Send + Sync + 'static) {
+        *self
+            .send_queue_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(source));
+    }
+
+    fn read_send_queue(&self) {
+        let source = self
+            .send_queue_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let queue = source.map(|read| read()).unwrap_or_default();
+        for (state, n) in [
+            ("sending", queue.sending),
+            ("waiting", queue.waiting),
+            ("parked", queue.parked),
+        ] {
+            self.send_queue
+                .get_or_create(&QueueLabels { state })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Removes the series of senders that no longer exist.
@@ -275,6 +329,7 @@ impl Metrics {
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
         self.drop_deleted_senders();
+        self.read_send_queue();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -498,5 +553,31 @@ mod tests {
             Vec::<String>::new(),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_send_queue_is_read_at_each_scrape_and_is_zero_before_anything_is_sending() {
+        let metrics = Metrics::new();
+        let line = |text: &str, state: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("kmailops_send_queue{{state=\"{state}\"}}")))
+                .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        };
+        let text = metrics.encode();
+        for state in ["sending", "waiting", "parked"] {
+            assert_eq!(line(&text, state).as_deref(), Some("0"), "{text}");
+        }
+        let now = Arc::new(Mutex::new(SendQueue {
+            sending: 16,
+            waiting: 16,
+            parked: 4000,
+        }));
+        let n = now.clone();
+        metrics.send_queue_from(move || *n.lock().unwrap());
+        let text = metrics.encode();
+        assert_eq!(line(&text, "parked").as_deref(), Some("4000"), "{text}");
+        assert_eq!(line(&text, "sending").as_deref(), Some("16"), "{text}");
+        *now.lock().unwrap() = SendQueue::default();
+        assert_eq!(line(&metrics.encode(), "parked").as_deref(), Some("0"));
     }
 }

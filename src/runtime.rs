@@ -452,6 +452,8 @@ pub async fn run_with(
         // when a place frees for it (not by polling: thousands of queued Emails would then
         // be reconciled again and again for nothing).
         let tx = trigger_tx.clone();
+        let slots = email_ctx.sends.slots.clone();
+        email_ctx.metrics.send_queue_from(move || slots.queue());
         email_ctx.sends.slots.set_waker(Arc::new(move |key: &str| {
             if let Some((namespace, name)) = key.split_once('/') {
                 let _ = tx.send(ObjectRef::new(name).within(namespace));

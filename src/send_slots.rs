@@ -568,6 +568,17 @@ impl SendSlots {
         lock(&self.state).parked.len()
     }
 
+    /// Slots taken, places in line taken and deliveries parked, read at one moment. A place
+    /// kept for a woken delivery counts as what it is (a slot or a place in line).
+    pub fn queue(&self) -> crate::metrics::SendQueue {
+        let state = lock(&self.state);
+        crate::metrics::SendQueue {
+            sending: state.in_use,
+            waiting: state.waiting_total,
+            parked: state.parked.len(),
+        }
+    }
+
     /// Places kept now for woken deliveries that have not come back yet.
     pub fn kept(&self) -> usize {
         lock(&self.state).held.len()

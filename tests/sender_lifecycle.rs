@@ -410,6 +410,72 @@ async fn every_metric_is_served_over_http_and_moves_when_it_should() {
     op.stop().await;
 }
 
+/// With a slow provider and two send slots, a backlog of Emails shows in
+/// `kmailops_send_queue`: two sending, two in line, the rest parked; it drains to zero.
+#[tokio::test]
+async fn the_send_queue_shows_a_backlog_and_drains_to_zero() {
+    kmailops::provider::http::install_crypto_provider();
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "queue").await;
+    mock.always(Reply::Slow(Duration::from_millis(400)));
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let client = env.client();
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+    let settings = Settings {
+        sends: kmailops::send_slots::SlotLimits::from_total(2),
+        ..Settings::default()
+    };
+    let op = Operator::start_full(client.clone(), &ns, settings, Some(addr));
+    let mut yaml = String::new();
+    for i in 0..12 {
+        yaml.push_str("---\n");
+        yaml.push_str(&email_yaml(&format!("q-{i:02}"), "Queued", ""));
+    }
+    env.apply_yaml(&ns, &yaml).await;
+
+    let queue = |text: &str, state: &str| metric(text, "kmailops_send_queue", &[("state", state)]);
+    let deadline = Instant::now() + WAIT;
+    let mut most_parked = 0.0_f64;
+    loop {
+        let (_, text) = scrape(addr, "/metrics").await;
+        assert!(queue(&text, "sending") <= 2.0, "{text}");
+        assert!(queue(&text, "waiting") <= 2.0, "{text}");
+        most_parked = most_parked.max(queue(&text, "parked"));
+        if most_parked >= 4.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no backlog parked: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..12 {
+        wait_for(
+            &emails,
+            &format!("q-{i:02}"),
+            phase_is(EmailPhase::Sent),
+            WAIT,
+        )
+        .await;
+    }
+    // The last reconciles end just after the last status write.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, text) = scrape(addr, "/metrics").await;
+        let left: f64 = ["sending", "waiting", "parked"]
+            .iter()
+            .map(|state| queue(&text, state))
+            .sum();
+        if left == 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the queue did not drain: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    op.stop().await;
+}
+
 /// A sender that no Email uses (not the default), to watch `kmailops_sender_configured`.
 fn spare_sender_yaml(name: &str, base_url: &str, disabled: bool) -> String {
     format!(

@@ -525,3 +525,36 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn the_queue_reports_sends_in_flight_in_line_and_parked_and_empties_when_they_end() {
+    let s = slots(2, 1, 2);
+    s.set_waker(Arc::new(|_: &str| {}));
+    let empty = crate::metrics::SendQueue::default();
+    assert_eq!(s.queue(), empty);
+    let sending = s.acquire("shop", "shop/api", NOW).await.unwrap();
+    let in_line = s.reserve("shop", "shop/api").unwrap();
+    assert!(s.reserve_or_park("shop", "shop/api", "shop/c").is_none());
+    assert_eq!(
+        s.queue(),
+        crate::metrics::SendQueue {
+            sending: 1,
+            waiting: 1,
+            parked: 1,
+        }
+    );
+    // The freed place in line is kept for the parked Email, which is woken.
+    drop(in_line);
+    assert_eq!(
+        s.queue(),
+        crate::metrics::SendQueue {
+            sending: 1,
+            waiting: 1,
+            parked: 0,
+        }
+    );
+    drop(sending);
+    // Its reconcile ends without a send: nothing is left.
+    s.forget("shop/c", Instant::now());
+    assert_eq!(s.queue(), empty);
+}
