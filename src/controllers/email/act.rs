@@ -40,10 +40,14 @@ pub(super) fn slot_retry() -> Duration {
     SLOT_RETRY + Duration::from_millis(rand::random::<u64>() % 3000)
 }
 
-/// When a parked delivery comes back if no freed place woke it first (only if a wake-up was
-/// lost, e.g. the woken Email was deleted meanwhile and so did not take the place).
+/// When a parked delivery comes back if no freed place woke it first. Wake-ups are not lost:
+/// each freed place wakes the next parked delivery and is kept for it, and a place kept for
+/// one that does not come (deleted meanwhile) goes on after `send_slots::HOLD_FOR`. So this
+/// is a last resort, and it is long: every parked Email came back each time it ran out, and
+/// at 30 s a backlog of 10,000 Emails draining in nine minutes cost 8.7 reconciles per Email
+/// instead of about 3.
 pub(super) fn parked_fallback() -> Duration {
-    Duration::from_secs(30) + Duration::from_millis(rand::random::<u64>() % 5000)
+    Duration::from_secs(300) + Duration::from_millis(rand::random::<u64>() % 30_000)
 }
 
 impl Reconcile<'_> {
