@@ -72,9 +72,23 @@ impl RateLimiters {
         }
     }
 
+    /// Drops the bucket and the schedule of a deleted sender, so senders made and deleted
+    /// over and over (one tenant's loop) do not pile up here. A sender created again under
+    /// the same name starts with a full burst, as a new one would.
+    pub fn forget(&self, sender: &str) {
+        self.buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sender);
+        self.pacers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sender);
+    }
+
     /// How long the provider call about to be made through `sender` waits so that, by when
     /// calls are made, at most `burst + perMinute * T / 60` fall in any window of T seconds
-    /// (never longer than [`MAX_PACE`]). The call is counted as made after that wait.
+    /// (never longer than [`MAX_PACE`]).
     pub fn pace(&self, sender: &str, spec: Option<&RateLimitSpec>) -> Duration {
         self.pace_at(sender, spec, Instant::now())
     }
@@ -101,7 +115,8 @@ impl RateLimiters {
         let next = pacer.next.max(now);
         let due = next.checked_sub(tolerance).unwrap_or(now).max(now);
         let wait = (due - now).min(MAX_PACE);
-        // Counted as made when it is: after its wait, cut or not.
+        // The schedule moves on by one interval, also when the wait was cut to MAX_PACE:
+        // calls after a pile-up keep waiting their turn instead of going out together.
         pacer.next = next.max(now + wait) + interval;
         wait
     }
@@ -168,6 +183,21 @@ mod tests {
             .map(|_| limits.pace_at("ns/s", Some(&spec), t0))
             .collect();
         assert_eq!(waits, [Duration::ZERO, MAX_PACE, MAX_PACE, MAX_PACE]);
+    }
+
+    #[test]
+    fn a_deleted_sender_leaves_nothing_behind() {
+        let limits = RateLimiters::default();
+        let spec = spec(60, 1);
+        let t0 = Instant::now();
+        assert!(limits.try_acquire("ns/s", Some(&spec)).is_ok());
+        assert_eq!(limits.pace_at("ns/s", Some(&spec), t0), Duration::ZERO);
+        limits.forget("ns/s");
+        assert!(limits.buckets.lock().unwrap().is_empty());
+        assert!(limits.pacers.lock().unwrap().is_empty());
+        // Created again: a new sender's full burst.
+        assert!(limits.try_acquire("ns/s", Some(&spec)).is_ok());
+        assert_eq!(limits.pace_at("ns/s", Some(&spec), t0), Duration::ZERO);
     }
 
     proptest::proptest! {

@@ -265,6 +265,7 @@ pub async fn run_with(
                 }
                 if deleted {
                     ctx.providers.forget(&key);
+                    ctx.rate_limits.forget(&key);
                     ctx.metrics.sender_deleted(&key);
                 }
                 // Which Emails a config affects depends on defaults and admission rules, so every

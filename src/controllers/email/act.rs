@@ -779,7 +779,12 @@ impl Reconcile<'_> {
         // The claim must outlive the call: a call that outlasts it is cut off and treated as
         // ambiguous, so no other reconcile can ever see a lapsed claim of a live call. The
         // pacing wait comes out of the same budget.
-        let limit = self.ctx.settings.claim_ttl.mul_f64(0.8).saturating_sub(pace);
+        let limit = self
+            .ctx
+            .settings
+            .claim_ttl
+            .mul_f64(0.8)
+            .saturating_sub(pace);
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(limit, p.provider.send(&p.message)).await {
             Ok(r) => r,
