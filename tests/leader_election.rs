@@ -111,11 +111,6 @@ struct Process {
     addr: std::net::SocketAddr,
 }
 
-fn free_addr() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 impl Process {
     fn start(kubeconfig: &std::path::Path, ns: &str, log: &std::path::Path) -> Self {
         let addr = free_addr();

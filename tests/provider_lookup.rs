@@ -170,10 +170,7 @@ async fn a_postmark_500_after_acceptance_ends_sent_after_a_look_up_with_one_deli
     let pm = MockPostmark::start(PM_TOKEN).await;
     postmark_only(&env, &ns, &pm, "").await;
     pm.inject(Inject::AcceptThenFail);
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = free_addr();
     let op = Operator::start_full(env.client(), &ns, Settings::default(), Some(addr));
     env.apply_yaml(&ns, &email("order-3", "postmark")).await;
     let e = sent(&env.client(), &ns, "order-3").await;

@@ -279,6 +279,19 @@ async fn scrape(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
+/// Scrapes `/metrics` until `ok` holds, failing with `what` and the last text after [`WAIT`].
+async fn scrape_until(addr: std::net::SocketAddr, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, text) = scrape(addr, "/metrics").await;
+        if ok(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{what}: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
@@ -304,10 +317,7 @@ async fn every_metric_is_served_over_http_and_moves_when_it_should() {
             vec![],
         ),
     ]);
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = free_addr();
     let client = env.client();
     let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
     let op = Operator::start_full(client.clone(), &ns, Settings::default(), Some(addr));
@@ -418,10 +428,7 @@ async fn the_send_queue_shows_a_backlog_and_drains_to_zero() {
     let env = TestEnv::get().await;
     let (ns, mock) = setup(&env, "queue").await;
     mock.always(Reply::Slow(Duration::from_millis(400)));
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = free_addr();
     let client = env.client();
     let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
     let settings = Settings {
@@ -460,19 +467,12 @@ async fn the_send_queue_shows_a_backlog_and_drains_to_zero() {
         .await;
     }
     // The last reconciles end just after the last status write.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, text) = scrape(addr, "/metrics").await;
-        let left: f64 = ["sending", "waiting", "parked"]
+    scrape_until(addr, "the queue did not drain", |t| {
+        ["sending", "waiting", "parked"]
             .iter()
-            .map(|state| queue(&text, state))
-            .sum();
-        if left == 0.0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the queue did not drain: {text}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .all(|state| queue(t, state) == 0.0)
+    })
+    .await;
     op.stop().await;
 }
 
@@ -508,10 +508,7 @@ async fn every_email_that_comes_to_rest_failed_or_unknown_is_counted_once_by_the
     kmailops::provider::http::install_crypto_provider();
     let env = TestEnv::get().await;
     let (ns, mock) = setup(&env, "failcount").await;
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = free_addr();
     let client = env.client();
     let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
     // A short claim: a provider call that outlasts 80% of it is cut off as ambiguous (Unknown).
@@ -718,10 +715,7 @@ async fn every_sender_is_counted_as_configured_by_provider_and_status_until_it_i
     kmailops::provider::http::install_crypto_provider();
     let env = TestEnv::get().await;
     let (ns, mock) = setup(&env, "configured").await;
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = free_addr();
     let client = env.client();
     let senders: Api<EmailSenderConfig> = Api::namespaced(client.clone(), &ns);
     let op = Operator::start_full(client.clone(), &ns, Settings::default(), Some(addr));
@@ -739,36 +733,18 @@ async fn every_sender_is_counted_as_configured_by_provider_and_status_until_it_i
             ],
         )
     };
-    let scrape_until = |what: &'static str, ok: Box<dyn Fn(&str) -> bool>| async move {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let (_, text) = scrape(addr, "/metrics").await;
-            if ok(&text) {
-                return text;
-            }
-            assert!(Instant::now() < deadline, "{what}: {text}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-
-    let (m, s) = (main.clone(), spare.clone());
-    let text = scrape_until(
-        "both senders enabled",
-        Box::new(move |t| {
-            configured(t, &m, "enabled") == 1.0 && configured(t, &s, "enabled") == 1.0
-        }),
-    )
+    let text = scrape_until(addr, "both senders enabled", |t| {
+        configured(t, &main, "enabled") == 1.0 && configured(t, &spare, "enabled") == 1.0
+    })
     .await;
     assert_eq!(configured(&text, &spare, "disabled"), 0.0);
 
     // Disabled: the series moves, the old one goes.
     env.apply_yaml(&ns, &spare_sender_yaml("spare", &mock.base_url, true))
         .await;
-    let s = spare.clone();
-    let text = scrape_until(
-        "the spare sender disabled",
-        Box::new(move |t| configured(t, &s, "disabled") == 1.0),
-    )
+    let text = scrape_until(addr, "the spare sender disabled", |t| {
+        configured(t, &spare, "disabled") == 1.0
+    })
     .await;
     assert!(
         !text
@@ -782,17 +758,13 @@ async fn every_sender_is_counted_as_configured_by_provider_and_status_until_it_i
 
     // Deleted: neither its configured nor its status series is left.
     senders.delete("spare", &Default::default()).await.unwrap();
-    let s = spare.clone();
-    let text = scrape_until(
-        "the spare sender deleted",
-        Box::new(move |t| {
-            !t.lines().any(|l| {
-                (l.starts_with("kmailops_sender_configured{")
-                    || l.starts_with("kmailops_sender_status{"))
-                    && l.contains(&format!("sender=\"{s}\""))
-            })
-        }),
-    )
+    let text = scrape_until(addr, "the spare sender deleted", |t| {
+        !t.lines().any(|l| {
+            (l.starts_with("kmailops_sender_configured{")
+                || l.starts_with("kmailops_sender_status{"))
+                && l.contains(&format!("sender=\"{spare}\""))
+        })
+    })
     .await;
     assert_eq!(configured(&text, &main, "enabled"), 1.0);
     op.stop().await;

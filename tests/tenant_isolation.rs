@@ -313,10 +313,7 @@ async fn a_senders_status_writes_do_not_wake_every_waiting_email() {
         env.apply_yaml(&ns, &email_yaml(&format!("later-{i}"), "Later", &send_at))
             .await;
     }
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = free_addr();
     let op = Operator::start_full(env.client(), &ns, Settings::default(), Some(addr));
     for i in 0..30 {
         wait_for(
@@ -403,10 +400,7 @@ async fn only_referenced_secrets_are_held_with_their_data() {
         .await;
     }
     let emails: Api<Email> = Api::namespaced(env.client(), &ns);
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = free_addr();
     let op = Operator::start_full(env.client(), &ns, Settings::default(), Some(addr));
     env.apply_yaml(&ns, &email_yaml("hello", "Hello", "")).await;
     wait_for(&emails, "hello", phase_is(EmailPhase::Sent), WAIT).await;

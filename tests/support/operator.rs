@@ -19,6 +19,12 @@ use super::mock_mailersend::MockMailerSend;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// A local address nothing listens on, for the operator's metrics endpoint.
+pub fn free_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
 /// A running controller, scoped to one namespace; stops when dropped or on `stop()`.
 pub struct Operator {
     /// The instance id, as recorded in ledger claims.
