@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::api::{EmailDelivery, EmailSenderConfig, EmailTemplate};
+use crate::api::{EmailSenderConfig, EmailTemplate};
 use crate::endpoints::AllowedEndpoints;
 use crate::events::{EventPublisher, Reporter};
 use crate::ledger::index::LedgerIndex;
@@ -90,9 +90,7 @@ pub fn default_instance_id() -> String {
 #[derive(Clone)]
 pub struct Stores {
     pub senders: Store<EmailSenderConfig>,
-    /// The ledger, trimmed to what reconciles read (`ledger::trim_for_cache`).
-    pub deliveries: Store<EmailDelivery>,
-    /// The ledger's entries by Email name, from the same watch.
+    /// The ledger's entries by Email name, and what the retention sweep reads of them.
     pub ledger: Arc<LedgerIndex>,
     /// Every Secret's metadata; the data of those something names, read on demand.
     pub secrets: Arc<SecretCache>,

@@ -22,6 +22,7 @@ pub mod provider;
 pub mod rate_limit;
 pub mod runtime;
 pub mod send_slots;
+pub mod store_ready;
 pub mod telemetry;
 pub mod template;
 pub mod tolerant;

@@ -174,7 +174,6 @@ pub async fn run_with(
     let mut tasks = tokio::task::JoinSet::new();
 
     let (senders, senders_writer) = reflector::store::<EmailSenderConfig>();
-    let (deliveries, deliveries_writer) = reflector::store::<EmailDelivery>();
     let ledger = Arc::new(LedgerIndex::default());
     let (secrets_meta, secrets_writer) = reflector::store::<PartialObjectMeta<Secret>>();
     let secrets = Arc::new(SecretCache::new(
@@ -185,7 +184,6 @@ pub async fn run_with(
     let (templates, templates_writer) = reflector::store::<EmailTemplate>();
     let stores = Stores {
         senders: senders.clone(),
-        deliveries: deliveries.clone(),
         ledger: ledger.clone(),
         secrets: secrets.clone(),
         templates: templates.clone(),
@@ -355,18 +353,11 @@ pub async fn run_with(
         ));
     }
     {
-        // Cached trimmed to what reconciles read, and indexed by Email name.
+        // Kept only as the ledger index (see `ledger::index`): no cache of the entries.
         let index = ledger.clone();
-        let stream = reflector::reflector(
-            deliveries_writer,
-            watcher(
-                api::<EmailDelivery>(&client, &config.namespace),
-                watcher::Config::default().page_size(LIST_PAGE_SIZE),
-            )
-            .modify(|entry| {
-                strip(entry);
-                crate::ledger::trim_for_cache(entry);
-            }),
+        let stream = watcher(
+            api::<EmailDelivery>(&client, &config.namespace),
+            watcher::Config::default().page_size(LIST_PAGE_SIZE),
         )
         .map_ok(move |event| {
             index.apply(&event);
@@ -378,8 +369,6 @@ pub async fn run_with(
     let shutdown = shutdown.shared();
     let filled = async {
         wait_ready(&senders, "EmailSenderConfig").await?;
-        wait_ready(&deliveries, "EmailDelivery").await?;
-        // Filled from the same watch, after the cache: ready at the same moment or just after.
         tokio::time::timeout(WAIT_READY, ledger.wait_until_ready())
             .await
             .map_err(|_| not_listed("EmailDelivery"))?;
@@ -429,7 +418,7 @@ pub async fn run_with(
     tasks.spawn(crate::ledger::retention::sweep(
         client.clone(),
         email_store.clone(),
-        deliveries.clone(),
+        ledger.clone(),
         config.settings.delivery_retention,
     ));
 
@@ -567,7 +556,7 @@ where
     K: kube::runtime::reflector::Lookup + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    tokio::time::timeout(WAIT_READY, store.wait_until_ready())
+    tokio::time::timeout(WAIT_READY, crate::store_ready::listed(store))
         .await
         .map_err(|_| not_listed(kind))?
         .with_context(|| format!("the {kind} watch stopped"))?;

@@ -40,7 +40,7 @@ const REQUIRED: &[(&str, &str, &[&str], &str)] = &[
         "kmailops.io",
         "emaildeliveries",
         &["get", "list", "watch", "create", "patch", "delete"],
-        "ledger/mod.rs: claim_new, claim_next, withdraw_new, withdraw_next, list_for_email; controllers/email/act.rs: get; runtime.rs: watcher; ledger/retention.rs: sweep_entry",
+        "ledger/mod.rs: claim_new, claim_next, withdraw_new, withdraw_next, list_for_email; controllers/email/act.rs: get; runtime.rs: watcher; ledger/retention.rs: write_step",
     ),
     (
         "kmailops.io",

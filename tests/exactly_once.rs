@@ -542,3 +542,106 @@ async fn the_cli_applies_the_operators_attachment_limit() {
         );
     }
 }
+
+/// The ledger's retention, as its first sweep after a start does it: an entry whose Email is
+/// gone is marked, one marked longer ago than `--delivery-retention` is deleted, and one whose
+/// Email came back loses its mark. The operator keeps no copy of the entries, only an index of
+/// them (`ledger::index`): this is what the sweep reads of it.
+#[tokio::test]
+async fn the_retention_sweep_marks_deletes_and_unmarks_ledger_entries_by_their_email() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "retention").await;
+    let client = env.client();
+    let emails: Api<Email> = Api::namespaced(client.clone(), &ns);
+    let ledger: Api<EmailDelivery> = Api::namespaced(client.clone(), &ns);
+
+    let op = Operator::start(client.clone(), &ns);
+    env.apply_yaml(&ns, &email_yaml("kept", "Kept", "")).await;
+    let sent = wait_for(&emails, "kept", phase_is(EmailPhase::Sent), WAIT).await;
+    op.stop().await;
+    let hash = sent.status.unwrap().delivery_hash.unwrap();
+    let kept_entry = deliveries(&client, &ns).await[0].name_any();
+
+    // The kept Email's entry carries a mark from when it was briefly gone.
+    let mark = |since: Option<&str>| serde_json::json!({"metadata": {"annotations": {"kmailops.io/orphaned-since": since}}});
+    ledger
+        .patch(
+            &kept_entry,
+            &PatchParams::default(),
+            &Patch::Merge(mark(Some("2026-01-01T00:00:00Z"))),
+        )
+        .await
+        .unwrap();
+    // Two entries whose Emails are gone: one marked two days ago, one not marked yet.
+    let two_days_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48)).to_string();
+    for (email, since) in [
+        ("gone-long-ago", Some(two_days_ago.as_str())),
+        ("gone-just-now", None),
+    ] {
+        let mut entry = EmailDelivery::new(
+            &kmailops::ledger::entry_name(email, &hash),
+            EmailDeliverySpec {
+                email_name: email.into(),
+                email_uid: "0b5e7a8c-0000-4000-8000-000000000000".into(),
+                delivery_hash: hash.clone(),
+                sender_config: format!("{ns}/mailersend"),
+                recipient_count: 1,
+            },
+        );
+        if let Some(since) = since {
+            entry.metadata.annotations = Some(BTreeMap::from([(
+                "kmailops.io/orphaned-since".to_string(),
+                since.to_string(),
+            )]));
+        }
+        ledger.create(&PostParams::default(), &entry).await.unwrap();
+    }
+
+    let settings = Settings {
+        delivery_retention: Duration::from_secs(24 * 3600),
+        ..Settings::default()
+    };
+    let op = Operator::start_with(client.clone(), &ns, settings);
+    let orphaned_since = |name: &str, entries: &[EmailDelivery]| {
+        entries
+            .iter()
+            .find(|e| e.name_any() == name)
+            .map(|e| e.annotations().get("kmailops.io/orphaned-since").cloned())
+    };
+    let long_ago = kmailops::ledger::entry_name("gone-long-ago", &hash);
+    let just_now = kmailops::ledger::entry_name("gone-just-now", &hash);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let entries = deliveries(&client, &ns).await;
+        let swept = orphaned_since(&long_ago, &entries).is_none()
+            && matches!(orphaned_since(&just_now, &entries), Some(Some(_)))
+            && orphaned_since(&kept_entry, &entries) == Some(None);
+        if swept {
+            let since: jiff::Timestamp = orphaned_since(&just_now, &entries)
+                .flatten()
+                .unwrap()
+                .parse()
+                .expect("the mark is a timestamp");
+            assert!(
+                (jiff::Timestamp::now() - since).get_seconds() < 60,
+                "{since}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first sweep did not do its work: {:?}",
+            entries
+                .iter()
+                .map(|e| (
+                    e.name_any(),
+                    e.annotations().get("kmailops.io/orphaned-since").cloned()
+                ))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The kept Email stays Sent, once.
+    assert_eq!(mock.calls(), 1);
+    op.stop().await;
+}

@@ -103,32 +103,6 @@ pub enum EntryState {
     },
 }
 
-/// Drops from an entry what no reconcile reads before it enters the operator's cache: the
-/// label (lists select by it on the server), the conditions (for people and tools), and the
-/// claim annotations once the entry has its outcome (only an open claim is read). Labels and
-/// annotations are each a B-tree node of about half a kilobyte even with one key in them, and
-/// the cache holds an entry for every Email sent.
-pub fn trim_for_cache(entry: &mut EmailDelivery) {
-    entry.metadata.labels = None;
-    let finished = entry.status.as_ref().is_some_and(|s| {
-        matches!(
-            s.phase,
-            Some(DeliveryPhase::Sent | DeliveryPhase::Failed | DeliveryPhase::Unknown)
-        )
-    });
-    if let Some(status) = entry.status.as_mut() {
-        status.conditions = Vec::new();
-    }
-    if finished && let Some(annotations) = entry.metadata.annotations.as_mut() {
-        for claim in [CLAIMED_BY, CLAIM_ATTEMPT, CLAIM_EXPIRES] {
-            annotations.remove(claim);
-        }
-        if annotations.is_empty() {
-            entry.metadata.annotations = None;
-        }
-    }
-}
-
 /// Reads the state of an entry.
 pub fn state(entry: &EmailDelivery) -> EntryState {
     let status = entry.status.clone().unwrap_or_default();
@@ -667,39 +641,6 @@ mod tests {
         assert_eq!(
             state(&entry(Some(DeliveryPhase::Sent), Some(1), Some(1))),
             EntryState::Sent
-        );
-    }
-
-    #[test]
-    fn trimming_for_the_cache_keeps_what_the_state_is_read_from() {
-        let cases = [
-            entry(None, None, None),
-            entry(Some(DeliveryPhase::Sending), Some(1), Some(1)),
-            entry(Some(DeliveryPhase::Sending), Some(1), Some(2)),
-            entry(Some(DeliveryPhase::Sent), Some(1), Some(1)),
-            entry(Some(DeliveryPhase::Failed), Some(3), Some(3)),
-            entry(Some(DeliveryPhase::Unknown), Some(0), Some(1)),
-        ];
-        for mut e in cases {
-            e.metadata.labels = Some(BTreeMap::from([(EMAIL_LABEL.into(), "e".into())]));
-            let before = state(&e);
-            trim_for_cache(&mut e);
-            assert_eq!(state(&e), before, "{:?}", e.status);
-            assert!(e.metadata.labels.is_none());
-        }
-        // A finished entry keeps no claim, but what the sweep marks stays.
-        let mut sent = entry(Some(DeliveryPhase::Sent), Some(1), Some(1));
-        trim_for_cache(&mut sent);
-        assert!(sent.metadata.annotations.is_none());
-        let mut marked = entry(Some(DeliveryPhase::Sent), Some(1), Some(1));
-        marked.annotations_mut().insert(
-            crate::ledger::retention::ORPHANED_SINCE.into(),
-            "2026-11-21T10:00:00Z".into(),
-        );
-        trim_for_cache(&mut marked);
-        assert_eq!(
-            marked.annotations().keys().collect::<Vec<_>>(),
-            [crate::ledger::retention::ORPHANED_SINCE]
         );
     }
 }

@@ -5,14 +5,16 @@
 //!
 //! [`sweep_step`] decides (pure, tested below); [`sweep`] performs the writes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 
 use crate::api::{Email, EmailDelivery, FIELD_MANAGER};
+use crate::ledger::index::LedgerIndex;
 
 /// Annotation on an EmailDelivery whose Email is gone: since when.
 pub const ORPHANED_SINCE: &str = "kmailops.io/orphaned-since";
@@ -64,59 +66,63 @@ pub fn sweep_step(
 pub async fn sweep(
     client: Client,
     emails: Store<Email>,
-    deliveries: Store<EmailDelivery>,
+    ledger: Arc<LedgerIndex>,
     retention: Duration,
 ) {
     // The first sweep runs at once, and an entry whose Email is not in the cache gets marked
     // orphaned: before the Email watch has listed everything, that would be every entry not
-    // listed yet (a write each, undone by the next sweep).
-    if emails.wait_until_ready().await.is_err() {
+    // listed yet (a write each, undone by the next sweep). Likewise for a ledger half listed.
+    if crate::store_ready::listed(&emails).await.is_err() {
         return;
     }
+    ledger.wait_until_ready().await;
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     loop {
         tick.tick().await;
-        for entry in deliveries.state() {
-            if let Err(err) = sweep_entry(&client, &emails, &entry, retention).await {
-                tracing::warn!(entry = %entry.name_any(), error = %err, "ledger clean-up failed");
+        let now = Timestamp::now();
+        // Decided first, under the index's lock; written after, without it.
+        let due = ledger.pick(|entry| {
+            let email_exists = emails
+                .get(&ObjectRef::new(entry.email_name).within(entry.namespace))
+                .is_some();
+            match sweep_step(email_exists, entry.orphaned_since, now, retention) {
+                SweepStep::Keep => None,
+                step => Some(step),
+            }
+        });
+        for (namespace, name, step) in due {
+            if let Err(err) = write_step(&client, &namespace, &name, step).await {
+                tracing::warn!(entry = %format!("{namespace}/{name}"), error = %err, "ledger clean-up failed");
             }
         }
     }
 }
 
-async fn sweep_entry(
+async fn write_step(
     client: &Client,
-    emails: &Store<Email>,
-    entry: &EmailDelivery,
-    retention: Duration,
+    namespace: &str,
+    name: &str,
+    step: SweepStep,
 ) -> Result<(), kube::Error> {
-    let ns = entry.namespace().unwrap_or_default();
-    let api: Api<EmailDelivery> = Api::namespaced(client.clone(), &ns);
-    let email_exists = emails
-        .get(&ObjectRef::new(&entry.spec.email_name).within(&ns))
-        .is_some();
-    let mark = entry.annotations().get(ORPHANED_SINCE).map(String::as_str);
+    let api: Api<EmailDelivery> = Api::namespaced(client.clone(), namespace);
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
     let annotate = |value: serde_json::Value| serde_json::json!({"metadata": {"annotations": {ORPHANED_SINCE: value}}});
-    match sweep_step(email_exists, mark, Timestamp::now(), retention) {
+    match step {
         SweepStep::Keep => {}
         SweepStep::Unmark => {
             let patch = annotate(serde_json::Value::Null);
-            api.patch(&entry.name_any(), &params, &Patch::Merge(&patch))
-                .await?;
+            api.patch(name, &params, &Patch::Merge(&patch)).await?;
         }
         SweepStep::MarkOrphaned(now) => {
             let patch = annotate(now.to_string().into());
-            api.patch(&entry.name_any(), &params, &Patch::Merge(&patch))
-                .await?;
+            api.patch(name, &params, &Patch::Merge(&patch)).await?;
         }
         SweepStep::Delete => {
-            tracing::info!(entry = %format!("{ns}/{}", entry.name_any()), "deleting EmailDelivery past its retention");
-            api.delete(&entry.name_any(), &DeleteParams::default())
-                .await?;
+            tracing::info!(entry = %format!("{namespace}/{name}"), "deleting EmailDelivery past its retention");
+            api.delete(name, &DeleteParams::default()).await?;
         }
     }
     Ok(())

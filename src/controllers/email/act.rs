@@ -9,7 +9,6 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 
 use crate::api::{DeliveryPhase, EmailDelivery, EmailDeliveryStatus};
 use crate::ledger::{self, Claim, EntryState};
@@ -221,12 +220,20 @@ impl Reconcile<'_> {
         let key = ledger::ledger_key(hash, token);
         let entry_name = ledger::entry_name(&self.name, &key);
 
-        let cached = self
+        // An entry the watch has shown (a retry, a fail-over back, a restart) is read from the
+        // API server; a new one is claimed by creating it, which also settles the case of an
+        // entry made in the last moments, before the watch shows it.
+        let existing = if self
             .ctx
             .stores
-            .deliveries
-            .get(&ObjectRef::new(&entry_name).within(&self.namespace));
-        let entry = match cached {
+            .ledger
+            .has_entry(&self.namespace, &entry_name)
+        {
+            self.deliveries.get_opt(&entry_name).await?.map(Arc::new)
+        } else {
+            None
+        };
+        let entry = match existing {
             Some(e) => e,
             None => {
                 let reservation = match self.admit(p, token).await {
