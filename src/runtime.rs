@@ -46,8 +46,8 @@ pub struct RunConfig {
 }
 
 /// Drops what no reconcile reads before an object enters a cache. Parsed managedFields are
-/// most of a cached object's memory (about 7 of 10 KB of a Sent Email, 6 of 9 KB of its
-/// EmailDelivery), and the operator never looks at them: it writes by server-side apply.
+/// most of a cached object's memory (about 7 of 10 KB of a Sent Email), and the operator never
+/// looks at them: it writes by server-side apply.
 fn strip<K: Resource>(object: &mut K) {
     // `None`, not an emptied Vec, which would keep its allocation.
     object.meta_mut().managed_fields = None;
@@ -353,17 +353,22 @@ pub async fn run_with(
         ));
     }
     {
-        // Kept only as the ledger index (see `ledger::index`): no cache of the entries.
+        // Kept only as the ledger index (see `ledger::index`): no cache of the entries, and
+        // each entry read only as far as the index needs (`ledger::head`).
         let index = ledger.clone();
         let stream = watcher(
-            api::<EmailDelivery>(&client, &config.namespace),
+            api::<crate::ledger::head::EntryHead>(&client, &config.namespace),
             watcher::Config::default().page_size(LIST_PAGE_SIZE),
         )
         .map_ok(move |event| {
             index.apply(&event);
             event
         });
-        tasks.spawn(drive(stream, "EmailDelivery", |_: &EmailDelivery, _| {}));
+        tasks.spawn(drive(
+            stream,
+            "EmailDelivery",
+            |_: &crate::ledger::head::EntryHead, _| {},
+        ));
     }
 
     let shutdown = shutdown.shared();

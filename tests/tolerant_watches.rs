@@ -132,3 +132,49 @@ async fn an_email_nested_deeper_than_a_parser_allows_does_not_stop_the_others() 
     );
     op.stop().await;
 }
+
+/// The ledger is watched as far as its index reads it (`ledger::head`): an EmailDelivery whose
+/// status our types reject (here a time with a `+99:00` offset, which the API server keeps)
+/// neither stops that watch nor keeps the operator from filling its caches.
+#[tokio::test]
+async fn an_emaildelivery_our_types_reject_does_not_stop_the_operator() {
+    use kmailops::api::{EmailDelivery, EmailDeliverySpec};
+    use kube::api::{Patch, PatchParams, PostParams};
+
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "tolerant-ledger").await;
+    let ledger: Api<EmailDelivery> = Api::namespaced(env.client(), &ns);
+    let entry = EmailDelivery::new(
+        "by-hand-0123456789abcdef",
+        EmailDeliverySpec {
+            email_name: "by-hand".into(),
+            email_uid: "0b5e7a8c-0000-4000-8000-000000000000".into(),
+            delivery_hash: "0".repeat(64),
+            sender_config: format!("{ns}/mailersend"),
+            recipient_count: 1,
+        },
+    );
+    ledger.create(&PostParams::default(), &entry).await.unwrap();
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(env.client(), &ns, &ApiResource::erase::<EmailDelivery>(&()));
+    let bad =
+        serde_json::json!({"status": {"phase": "Sent", "sentTime": "2026-12-01T10:00:00+99:00"}});
+    raw.patch_status(
+        "by-hand-0123456789abcdef",
+        &PatchParams::default(),
+        &Patch::Merge(&bad),
+    )
+    .await
+    .unwrap();
+    assert!(
+        ledger.get("by-hand-0123456789abcdef").await.is_err(),
+        "the test needs an entry our types reject"
+    );
+
+    let emails: Api<Email> = Api::namespaced(env.client(), &ns);
+    env.apply_yaml(&ns, &email_yaml("fine", "Fine", "")).await;
+    let op = Operator::start(env.client(), &ns);
+    wait_for(&emails, "fine", phase_is(EmailPhase::Sent), WAIT).await;
+    assert_eq!(mock.calls(), 1);
+    op.stop().await;
+}

@@ -15,8 +15,7 @@ use std::sync::RwLock;
 use kube::ResourceExt;
 use kube::runtime::watcher;
 
-use crate::api::EmailDelivery;
-use crate::ledger::retention::ORPHANED_SINCE;
+use crate::ledger::head::EntryHead;
 
 /// (namespace, name): of an entry, or of an Email.
 type Key = (String, String);
@@ -30,17 +29,14 @@ struct Facts {
     orphaned_since: Option<Box<str>>,
 }
 
-fn entry_key(entry: &EmailDelivery) -> Key {
+fn entry_key(entry: &EntryHead) -> Key {
     (entry.namespace().unwrap_or_default(), entry.name_any())
 }
 
-fn facts(entry: &EmailDelivery) -> Facts {
+fn facts(entry: &EntryHead) -> Facts {
     Facts {
-        email: entry.spec.email_name.clone(),
-        orphaned_since: entry
-            .annotations()
-            .get(ORPHANED_SINCE)
-            .map(|m| m.as_str().into()),
+        email: entry.email_name.clone(),
+        orphaned_since: entry.orphaned_since().map(Into::into),
     }
 }
 
@@ -111,7 +107,7 @@ impl State {
 
 impl LedgerIndex {
     /// Takes one event of the EmailDelivery watch.
-    pub fn apply(&self, event: &watcher::Event<EmailDelivery>) {
+    pub fn apply(&self, event: &watcher::Event<EntryHead>) {
         let mut state = self.write();
         match event {
             watcher::Event::Apply(entry) => state.insert(entry_key(entry), facts(entry)),
@@ -200,21 +196,10 @@ impl LedgerIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::EmailDeliverySpec;
+    use crate::ledger::retention::ORPHANED_SINCE;
 
-    fn entry(ns: &str, name: &str, email: &str) -> EmailDelivery {
-        let mut d = EmailDelivery::new(
-            name,
-            EmailDeliverySpec {
-                email_name: email.into(),
-                email_uid: "uid".into(),
-                delivery_hash: "0".repeat(64),
-                sender_config: "shop/mailersend".into(),
-                recipient_count: 1,
-            },
-        );
-        d.metadata.namespace = Some(ns.into());
-        d
+    fn entry(ns: &str, name: &str, email: &str) -> EntryHead {
+        EntryHead::new(ns, name, email)
     }
 
     #[tokio::test]
@@ -275,7 +260,7 @@ mod tests {
         assert_eq!(index.len(), 1);
     }
 
-    fn marked(mut d: EmailDelivery, since: &str) -> EmailDelivery {
+    fn marked(mut d: EntryHead, since: &str) -> EntryHead {
         d.annotations_mut()
             .insert(ORPHANED_SINCE.into(), since.into());
         d

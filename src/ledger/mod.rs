@@ -21,6 +21,7 @@ use crate::api::{
     DeliveryPhase, EmailDelivery, EmailDeliverySpec, EmailDeliveryStatus, FIELD_MANAGER,
 };
 
+pub mod head;
 pub mod index;
 pub mod retention;
 
