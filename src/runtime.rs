@@ -17,11 +17,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 
-use crate::api::{Email, EmailDelivery, EmailSenderConfig, EmailStatus, EmailTemplate};
+use crate::api::{Email, EmailSenderConfig, EmailStatus, EmailTemplate};
 use crate::context::{Context, Settings, Stores};
 use crate::controllers::email;
 use crate::controllers::sender::{self as sender_controller, SeenByEmails};
 use crate::controllers::template::{self as template_controller, TemplateWatch};
+use crate::ledger::head::EntryHead;
 use crate::ledger::index::LedgerIndex;
 use crate::lookup::secret_cache::SecretCache;
 use crate::metrics::Endpoints;
@@ -357,18 +358,14 @@ pub async fn run_with(
         // each entry read only as far as the index needs (`ledger::head`).
         let index = ledger.clone();
         let stream = watcher(
-            api::<crate::ledger::head::EntryHead>(&client, &config.namespace),
+            api::<EntryHead>(&client, &config.namespace),
             watcher::Config::default().page_size(LIST_PAGE_SIZE),
         )
         .map_ok(move |event| {
             index.apply(&event);
             event
         });
-        tasks.spawn(drive(
-            stream,
-            "EmailDelivery",
-            |_: &crate::ledger::head::EntryHead, _| {},
-        ));
+        tasks.spawn(drive(stream, "EmailDelivery", |_: &EntryHead, _| {}));
     }
 
     let shutdown = shutdown.shared();
