@@ -11,7 +11,8 @@
 # ---- build ------------------------------------------------------------------------------
 # rust on Alpine targets musl and links statically by default; the MSRV is in Cargo.toml.
 FROM docker.io/library/rust:1.89-alpine AS build
-RUN apk add --no-cache musl-dev gcc
+# make: jemalloc (the allocator) is built from C sources.
+RUN apk add --no-cache musl-dev gcc make
 WORKDIR /src
 # .dockerignore lets in only Cargo.toml, Cargo.lock, src/ and templates/.
 COPY . .
