@@ -113,6 +113,9 @@ const REQUIRED_IN_OWN_NAMESPACE: &[(&str, &str, &[&str], &str)] = &[(
 const KINDS: &[(&str, Option<(&str, &str)>)] = &[
     ("Email", Some(("kmailops.io", "emails"))),
     ("EmailDelivery", Some(("kmailops.io", "emaildeliveries"))),
+    // The part of an EmailDelivery the ledger index reads (src/ledger/head.rs), served by the
+    // same endpoint.
+    ("EntryHead", Some(("kmailops.io", "emaildeliveries"))),
     (
         "EmailSenderConfig",
         Some(("kmailops.io", "emailsenderconfigs")),
