@@ -28,7 +28,7 @@ const REQUIRED: &[(&str, &str, &[&str], &str)] = &[
         "kmailops.io",
         "emails",
         &["get", "list", "watch"],
-        "runtime.rs: the Email watch; tolerant/report.rs: get of an Email our types reject",
+        "runtime.rs: the Email watch; tolerant/report.rs: get of an Email our types reject; ledger/retention.rs: get (metadata) of an Email before its entry is marked or deleted",
     ),
     (
         "kmailops.io",

@@ -572,11 +572,23 @@ async fn the_retention_sweep_marks_deletes_and_unmarks_ledger_entries_by_their_e
         )
         .await
         .unwrap();
+    // An Email our types reject (an offset of +99:00): the operator's cache leaves it out, but
+    // it exists, so its entry must stay although it carries an old mark.
+    env.apply_yaml(
+        &ns,
+        &email_yaml(
+            "broken",
+            "Broken",
+            "  sendAt: \"2026-12-01T10:00:00+99:00\"",
+        ),
+    )
+    .await;
     // Two entries whose Emails are gone: one marked two days ago, one not marked yet.
     let two_days_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48)).to_string();
     for (email, since) in [
         ("gone-long-ago", Some(two_days_ago.as_str())),
         ("gone-just-now", None),
+        ("broken", Some(two_days_ago.as_str())),
     ] {
         let mut entry = EmailDelivery::new(
             &kmailops::ledger::entry_name(email, &hash),
@@ -625,6 +637,12 @@ async fn the_retention_sweep_marks_deletes_and_unmarks_ledger_entries_by_their_e
             assert!(
                 (jiff::Timestamp::now() - since).get_seconds() < 60,
                 "{since}"
+            );
+            let broken = kmailops::ledger::entry_name("broken", &hash);
+            assert_eq!(
+                orphaned_since(&broken, &entries),
+                Some(Some(two_days_ago.clone())),
+                "the entry of an Email that exists is kept, whatever its mark says"
             );
             break;
         }
