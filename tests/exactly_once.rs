@@ -574,15 +574,8 @@ async fn the_retention_sweep_marks_deletes_and_unmarks_ledger_entries_by_their_e
         .unwrap();
     // An Email our types reject (an offset of +99:00): the operator's cache leaves it out, but
     // it exists, so its entry must stay although it carries an old mark.
-    env.apply_yaml(
-        &ns,
-        &email_yaml(
-            "broken",
-            "Broken",
-            "  sendAt: \"2026-12-01T10:00:00+99:00\"",
-        ),
-    )
-    .await;
+    env.apply_yaml(&ns, &email_yaml("broken", "Broken", UNREADABLE_SEND_AT))
+        .await;
     // Two entries whose Emails are gone: one marked two days ago, one not marked yet.
     let two_days_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48)).to_string();
     for (email, since) in [

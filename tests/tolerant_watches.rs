@@ -19,15 +19,8 @@ async fn an_email_our_types_reject_is_reported_and_every_other_email_is_sent() {
     let emails: Api<Email> = Api::namespaced(env.client(), &ns);
 
     // Both exist before the operator starts, so its first list holds the bad one.
-    env.apply_yaml(
-        &ns,
-        &email_yaml(
-            "broken",
-            "Broken",
-            "  sendAt: \"2026-12-01T10:00:00+99:00\"",
-        ),
-    )
-    .await;
+    env.apply_yaml(&ns, &email_yaml("broken", "Broken", UNREADABLE_SEND_AT))
+        .await;
     env.apply_yaml(&ns, &email_yaml("fine", "Fine", "")).await;
     let op = Operator::start(env.client(), &ns);
 

@@ -174,6 +174,10 @@ spec:
     )
 }
 
+/// The `spec.sendAt` line of an Email the API server accepts and our types reject: an offset
+/// of +99:00 (jiff takes at most ±25 h). Such an Email is left out of the operator's cache.
+pub const UNREADABLE_SEND_AT: &str = "  sendAt: \"2026-12-01T10:00:00+99:00\"";
+
 /// Namespace, token Secret, mock server and a default sender config pointing at it.
 /// Operator logs go through the test harness, so they show only for a failing test (or with
 /// `--nocapture`). `RUST_LOG` filters them.
