@@ -27,6 +27,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use parked::ParkedList;
+
 /// How long a place freed for a woken parked delivery is kept for it. Its reconcile is queued
 /// at once and normally starts within milliseconds; a delivery whose Email was deleted
 /// meanwhile never comes, and then the place goes on to the next after this long.
@@ -87,7 +89,7 @@ struct State {
     next_ticket: u64,
     /// Deliveries that found no place in line, oldest first, by the key their owner gave
     /// ([`SendSlots::reserve_or_park`]); each freed place wakes the first that fits.
-    parked: VecDeque<Parked>,
+    parked: ParkedList,
     /// Places kept for woken parked deliveries until they come back for them.
     held: Vec<Held>,
     /// Called with a parked key when a place frees for it (outside the lock).
@@ -118,12 +120,6 @@ fn wake(wakes: Wakes) {
 
 /// Wakes a parked delivery's owner (the Email controller queues a reconcile of that Email).
 pub type Waker = Arc<dyn Fn(&str) + Send + Sync>;
-
-struct Parked {
-    namespace: String,
-    sender: String,
-    key: String,
-}
 
 struct Waiter {
     ticket: u64,
@@ -354,29 +350,29 @@ impl State {
             return wakes;
         };
         let now = Instant::now();
-        while let Some(index) = self.parked.iter().position(|p| {
-            self.fits(limits, &p.namespace, &p.sender)
-                || self.may_wait(limits, &p.namespace, &p.sender)
+        // Out of the state while places are handed out, so that the test of each queue can
+        // read the counters the hand-outs change.
+        let mut parked = std::mem::take(&mut self.parked);
+        while let Some((namespace, sender, key)) = parked.take_oldest(|namespace, sender| {
+            self.fits(limits, namespace, sender) || self.may_wait(limits, namespace, sender)
         }) {
-            let Some(parked) = self.parked.remove(index) else {
-                break;
-            };
-            let slot = self.fits(limits, &parked.namespace, &parked.sender);
+            let slot = self.fits(limits, &namespace, &sender);
             if slot {
-                self.take(&parked.namespace, &parked.sender);
+                self.take(&namespace, &sender);
             } else {
-                self.count_waiter(&parked.namespace, &parked.sender, 1);
+                self.count_waiter(&namespace, &sender, 1);
             }
-            wakes.push((waker.clone(), parked.key.clone()));
+            wakes.push((waker.clone(), key.clone()));
             self.held.push(Held {
-                key: parked.key,
-                namespace: parked.namespace,
-                sender: parked.sender,
+                key,
+                namespace,
+                sender,
                 slot,
                 since: now,
                 own: false,
             });
         }
+        self.parked = parked;
         wakes
     }
 
@@ -405,7 +401,7 @@ impl State {
     }
 
     fn unpark(&mut self, key: &str) {
-        self.parked.retain(|p| p.key != key);
+        self.parked.remove(key);
     }
 
     /// The next waiter to serve: from the first namespace in turn that has room, its oldest
@@ -671,22 +667,9 @@ impl Drop for SendPermit {
 /// Parks `key` at the back of the parked list, unless it is parked already; then it keeps its
 /// turn, waiting now for the sender it asked for last (its Email may have moved to another).
 fn park(state: &mut State, namespace: &str, sender: &str, key: &str) {
-    match state.parked.iter_mut().find(|p| p.key == key) {
-        Some(parked) => {
-            if parked.sender != sender {
-                parked.sender = sender.to_string();
-            }
-            if parked.namespace != namespace {
-                parked.namespace = namespace.to_string();
-            }
-        }
-        None => state.parked.push_back(Parked {
-            namespace: namespace.to_string(),
-            sender: sender.to_string(),
-            key: key.to_string(),
-        }),
-    }
+    state.parked.park(namespace, sender, key);
 }
 
+mod parked;
 #[cfg(test)]
 mod tests;

@@ -488,10 +488,10 @@ proptest! {
                 }
                 // Nobody stays parked while a place they fit is free, and a delivery with a
                 // place kept for it is not parked.
-                for p in &state.parked {
-                    prop_assert!(!state.fits(&limits, &p.namespace, &p.sender));
-                    prop_assert!(!state.may_wait(&limits, &p.namespace, &p.sender));
-                    prop_assert!(!state.held.iter().any(|h| h.key == p.key && !h.own));
+                for (namespace, sender, key) in state.parked.iter() {
+                    prop_assert!(!state.fits(&limits, namespace, sender));
+                    prop_assert!(!state.may_wait(&limits, namespace, sender));
+                    prop_assert!(!state.held.iter().any(|h| h.key == key && !h.own));
                 }
                 // A place in line kept for a woken delivery is not left in line while a slot
                 // that fits it is free.
