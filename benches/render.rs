@@ -9,6 +9,10 @@
 //! - build: that content turned into the message a provider gets (`message::build_message`:
 //!   every mailbox, header and tag checked, and the SHA-256 delivery hash), through
 //!   `examples/senders/mailersend.yaml`.
+//! - send slot: a slot taken and given back by one namespace while another has
+//!   [`PARKED_BACKLOG`] deliveries parked (`send_slots::SendSlots`): each slot given back
+//!   looks for the oldest parked delivery that may go now, so this is what one tenant's
+//!   backlog costs every other tenant's send.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -20,11 +24,14 @@ use anyhow::Context as _;
 use kmailops::lookup::content::{Selectors, include_admission, render_content, resolve_template};
 use kmailops::manifests::ManifestSet;
 use kmailops::message::build_message;
+use kmailops::send_slots::{Reservation, SendSlots, SlotLimits};
 use kmailops::template::{Builtins, TemplateSet};
 
 /// Long enough for a stable figure, short enough to be a side note of the whole bench.
 const MEASURE: Duration = Duration::from_secs(3);
 const WARM_UP: Duration = Duration::from_millis(300);
+/// Deliveries parked by the other namespace in the send-slot step.
+const PARKED_BACKLOG: usize = 10_000;
 
 fn main() -> ExitCode {
     match run() {
@@ -122,6 +129,7 @@ fn run() -> anyhow::Result<()> {
         Ok(())
     })?;
 
+    let (slot_cycles_per_s, slot_iterations) = slot_cycle_with_backlog()?;
     let what_render = "render: examples/emails/templated.yaml with the order-shipped EmailTemplate (subject, text and HTML, both bodies extending the built-in layouts)";
     let what_build = "build: message::build_message of that content (checks and the delivery hash)";
     println!(
@@ -131,6 +139,13 @@ fn run() -> anyhow::Result<()> {
     println!(
         "{what_build}: {builds_per_s:.0}/s ({:.1} us each)",
         1e6 / builds_per_s
+    );
+    let what_slot = format!(
+        "send slot: taken and given back beside another namespace's {PARKED_BACKLOG} parked deliveries"
+    );
+    println!(
+        "{what_slot}: {slot_cycles_per_s:.0}/s ({:.2} us each)",
+        1e6 / slot_cycles_per_s
     );
     let out = std::env::var_os("BENCH_OUT")
         .map(PathBuf::from)
@@ -148,10 +163,57 @@ fn run() -> anyhow::Result<()> {
             "us_per_build": round(1e6 / builds_per_s),
             "iterations": build_iterations,
         },
+        "send_slot": {
+            "what": what_slot,
+            "parked": PARKED_BACKLOG,
+            "cycles_per_s": slot_cycles_per_s.round(),
+            "us_per_cycle": (1e8 / slot_cycles_per_s).round() / 100.0,
+            "iterations": slot_iterations,
+        },
     });
     std::fs::write(
         out.join("render.json"),
         serde_json::to_string_pretty(&json)? + "\n",
     )?;
     Ok(())
+}
+
+/// The send-slot step: namespace `backlog` fills its sender's cap, its places in line, and
+/// then parks [`PARKED_BACKLOG`] deliveries; then namespace `other` takes a slot and gives it
+/// back, again and again.
+fn slot_cycle_with_backlog() -> anyhow::Result<(f64, u64)> {
+    let slots = SendSlots::new(SlotLimits::from_total(16));
+    slots.set_waker(Arc::new(|_: &str| {}));
+    let (ns, sender) = ("backlog", "backlog/mailersend");
+    let mut taken = Vec::new();
+    let mut key = 0usize;
+    while let Some(reservation) = slots.reserve_or_park(ns, sender, &format!("{ns}/e{key}")) {
+        taken.push(reservation);
+        key += 1;
+    }
+    for key in key..key + PARKED_BACKLOG {
+        anyhow::ensure!(
+            slots
+                .reserve_or_park(ns, sender, &format!("{ns}/e{key}"))
+                .is_none(),
+            "the backlog was not parked"
+        );
+    }
+    anyhow::ensure!(
+        slots.parked() == PARKED_BACKLOG,
+        "the backlog was not parked"
+    );
+    let result = per_second(|| {
+        match slots.reserve("other", "other/mailersend") {
+            Some(Reservation::Granted(permit)) => drop(black_box(permit)),
+            _ => anyhow::bail!("the other namespace found no free slot"),
+        }
+        Ok(())
+    })?;
+    anyhow::ensure!(
+        slots.parked() == PARKED_BACKLOG,
+        "a parked delivery was woken"
+    );
+    drop(taken);
+    Ok(result)
 }

@@ -22,7 +22,8 @@
 #     OPEN_LOOP_WARMUP_S seconds at that rate that are not measured, creation->Sent
 #     p50/p99/max (`open_loop_p99_ms`): the latency under a steady stream,
 #   - a restart of the operator with those N Emails Sent: time to idle, writes, provider calls,
-#   - a micro-benchmark of template rendering and message building (benches/render.rs).
+#   - micro-benchmarks of template rendering, message building and a send slot beside a parked
+#     backlog (benches/render.rs).
 # It prints a table and writes target/bench/e2e.json and target/bench/render.json; the
 # operator logs are target/bench/operator-{1,2}.log. Everything listens on 127.0.0.1 only.
 #
@@ -89,7 +90,7 @@ else
   cp target/release/kmailops "$OUT/kmailops"
 fi
 
-log "micro-benchmark: template rendering and message building"
+log "micro-benchmarks: template rendering, message building, a send slot beside a parked backlog"
 BENCH_OUT="$OUT" cargo bench --bench render
 
 # The bench writes the pid of the operator it runs here, so that an interrupted or timed-out

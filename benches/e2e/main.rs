@@ -13,7 +13,10 @@
 //! requests per Email without the operator), N Emails end to end, a restart with those N
 //! Emails Sent, the same restart with 100 unrelated Secrets of 512 KiB each in the cluster
 //! (Helm keeps releases in Secrets like these; the operator must not hold their data), and an
-//! open loop (Emails created at half the protocol limit for `OPEN_LOOP_S` seconds). Results go to stdout (a table) and `$BENCH_OUT/e2e.json`.
+//! open loop (Emails created at half the protocol limit for `OPEN_LOOP_S` seconds); then the
+//! API ceiling and the protocol limit again, and a second end-to-end round from the same empty
+//! start (Emails/s end to end is the best of its two rounds, as the limit is the best of its).
+//! Results go to stdout (a table) and `$BENCH_OUT/e2e.json`.
 
 mod ceilings;
 mod mock_provider;
@@ -48,7 +51,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config, ResourceExt};
 use serde_json::json;
 
-use kmailops::api::{Email, EmailPhase, EmailSenderConfig};
+use kmailops::api::{Email, EmailDelivery, EmailPhase, EmailSenderConfig};
 use kmailops::message::{RenderedContent, build_message};
 use kmailops::provider::{Credentials, SecretValue, build_provider, http_client};
 
@@ -264,7 +267,7 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
 
     eprintln!("[bench] end to end: {} Emails", s.n);
     set_up_sender(&client, &mock).await?;
-    let e2e = end_to_end(&s, &client, &proxy, &mock, &proxy_kubeconfig).await?;
+    let e2e = end_to_end(&s, &client, &proxy, &mock, &proxy_kubeconfig, 1).await?;
     eprintln!("[bench] restart with {} Sent Emails", s.n);
     let first_restart = restart(&s, &proxy, &mock, &proxy_kubeconfig, "operator-2.log").await?;
     eprintln!(
@@ -292,6 +295,14 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
     // make the ceiling too low and the ratio too flattering.
     api.rounds.push(ceiling_round(2).await?);
     protocol.rounds.push(protocol_round(2, false).await?);
+    // The end-to-end run a second time, from the same start (no Emails, no ledger), after the
+    // second protocol round as the first came after the first: the limit is the best of its
+    // rounds, so Emails/s end to end is too. One run against the best of two measured the
+    // machine's noise more than the operator (session 10: the same binary gave ratios from
+    // 0.75 to 0.91 that way).
+    eprintln!("[bench] end to end, round 2: {} Emails", s.n);
+    remove_emails_and_ledger(&client).await?;
+    let e2e_again = end_to_end(&s, &client, &proxy, &mock, &proxy_kubeconfig, 2).await?;
     protocol.rounds.push(protocol_round(3, true).await?);
 
     let report = Report {
@@ -305,6 +316,7 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
         protocol,
         open_loop,
         e2e,
+        e2e_again,
         restart: first_restart,
         with_secrets,
         load_before,
@@ -621,14 +633,45 @@ struct EndToEnd {
     machine_busy: f64,
 }
 
+/// Every Email and ledger entry of the end-to-end namespace, so that a second round starts
+/// as the first did.
+async fn remove_emails_and_ledger(client: &Client) -> anyhow::Result<()> {
+    protocol::delete_all(&Api::<EmailDelivery>::namespaced(client.clone(), NS))
+        .await
+        .context("deleting the first round's EmailDeliveries")?;
+    protocol::delete_all(&Api::<Email>::namespaced(client.clone(), NS))
+        .await
+        .context("deleting the first round's Emails")?;
+    Ok(())
+}
+
+/// One end-to-end round (`round` names its operator log: `operator-1.log` for the first,
+/// which the restarts follow, `operator-e2e-2.log` for the second).
+impl EndToEnd {
+    /// CPU the API server and etcd spent per Email in this round.
+    fn server_cpu_ms_per_email(&self, n: usize) -> f64 {
+        let server: f64 = ["apiserver", "etcd"]
+            .iter()
+            .filter_map(|k| self.other_cpu.get(*k))
+            .sum();
+        server * 1000.0 / n as f64
+    }
+}
+
 async fn end_to_end(
     s: &Settings,
     client: &Client,
     proxy: &Proxy,
     mock: &MockProvider,
     kubeconfig: &Path,
+    round: usize,
 ) -> anyhow::Result<EndToEnd> {
-    let mut operator = Operator::spawn(s, kubeconfig, &s.out.join("operator-1.log")).await?;
+    let log_path = if round == 1 {
+        s.out.join("operator-1.log")
+    } else {
+        s.out.join(format!("operator-e2e-{round}.log"))
+    };
+    let mut operator = Operator::spawn(s, kubeconfig, &log_path).await?;
     let startup = operator.wait_ready(Duration::from_secs(60)).await?;
     // The sender's first reconcile (health check, status) belongs to start-up, not to the
     // Emails: wait for it, then for quiet.
@@ -703,7 +746,7 @@ async fn end_to_end(
                 "only {sent} of {} Emails were Sent within {:?}; see {}",
                 s.n,
                 s.deadline(),
-                s.out.join("operator-1.log").display()
+                log_path.display()
             );
         }
         if last_report.elapsed() > Duration::from_secs(10) {
@@ -1100,7 +1143,10 @@ struct Report {
     provider_per_s: f64,
     protocol: protocol::ProtocolLimit,
     open_loop: Option<OpenLoop>,
+    /// The first end-to-end round: every figure of the run but Emails/s comes from it.
     e2e: EndToEnd,
+    /// The second round, for the best of the two.
+    e2e_again: EndToEnd,
     restart: Restart,
     /// The same restart with the unrelated Secrets in the cluster.
     with_secrets: Restart,
@@ -1148,19 +1194,25 @@ impl Report {
         self.e2e.emails_per_s / api.min(self.provider_per_s)
     }
 
+    /// Emails/s end to end: the best of its rounds, as the protocol limit is.
+    fn emails_per_s(&self) -> f64 {
+        self.e2e.emails_per_s.max(self.e2e_again.emails_per_s)
+    }
+
     /// Emails/s end to end over the protocol's own limit on this machine: what the
     /// controller machinery leaves of what the requests themselves allow.
     fn ratio_to_protocol(&self) -> f64 {
+        self.emails_per_s() / self.protocol.per_s()
+    }
+
+    /// The same with the first end-to-end round alone (the definition before session 10).
+    fn ratio_to_protocol_first_round(&self) -> f64 {
         self.e2e.emails_per_s / self.protocol.per_s()
     }
 
-    /// CPU the API server and etcd spent per Email in the end-to-end run.
+    /// CPU the API server and etcd spent per Email in the first end-to-end round.
     fn e2e_server_cpu_ms_per_email(&self) -> f64 {
-        let server: f64 = ["apiserver", "etcd"]
-            .iter()
-            .filter_map(|k| self.e2e.other_cpu.get(*k))
-            .sum();
-        server * 1000.0 / self.n as f64
+        self.e2e.server_cpu_ms_per_email(self.n)
     }
 
     fn restart_writes(&self) -> u64 {
@@ -1272,11 +1324,27 @@ impl Report {
                 "slowest": o.slowest.iter().map(|(n, ms)| json!({"email": n, "ms": r(*ms)})).collect::<Vec<_>>(),
             })
         });
+        let e2e_rounds: Vec<serde_json::Value> = [&self.e2e, &self.e2e_again]
+            .iter()
+            .map(|round| {
+                json!({
+                    "emails_per_s": r(round.emails_per_s),
+                    "wall_s": r(round.wall_s),
+                    "p50_ms": r(round.p50_ms),
+                    "p99_ms": r(round.p99_ms),
+                    "operator_cpu_s_during_run": r(round.cpu_s_window),
+                    "server_cpu_ms_per_email": r(round.server_cpu_ms_per_email(self.n)),
+                    "email_reconciles_per_email": r(round.reconciles_per_email),
+                    "provider_sends": round.sends,
+                })
+            })
+            .collect();
         json!({
-            "emails_per_s": r(e.emails_per_s),
+            "emails_per_s": r(self.emails_per_s()),
             "protocol_limit_per_s": r(self.protocol.per_s()),
             "protocol_limit_precreated_per_s": r(self.protocol.best(true)),
             "ratio_to_protocol": r(self.ratio_to_protocol()),
+            "ratio_to_protocol_first_round": r(self.ratio_to_protocol_first_round()),
             "open_loop_p99_ms": self.open_loop.as_ref().map(|o| r(o.p99_ms)),
             "server_cpu_ms_per_email": r(self.e2e_server_cpu_ms_per_email()),
             "api_write_ceiling_per_s": r(self.api.writes_per_s()),
@@ -1301,6 +1369,7 @@ impl Report {
                 "api_write_ceiling_via_proxy_per_s": r(self.api.writes_per_s_via_proxy()),
                 "api_ceiling_rounds": ceilings,
                 "protocol_rounds": protocol_rounds,
+                "e2e_rounds": e2e_rounds,
                 "open_loop": open_loop,
                 "run": run,
                 "restart": restart,
@@ -1362,8 +1431,12 @@ impl Report {
             (
                 "end to end".into(),
                 format!(
-                    "{:.1} Emails/s ({:.1} s for all; creates took {:.1} s)",
-                    e.emails_per_s, e.wall_s, e.create_s
+                    "{:.1} Emails/s (best of rounds: {:.1}, {:.1}; round 1: {:.1} s for all, creates took {:.1} s)",
+                    self.emails_per_s(),
+                    e.emails_per_s,
+                    self.e2e_again.emails_per_s,
+                    e.wall_s,
+                    e.create_s
                 ),
             ),
             (
@@ -1392,18 +1465,23 @@ impl Report {
                 format!(
                     "{:.1} Emails/s (the definition before session 6; ratio to it {:.2})",
                     self.protocol.best(true),
-                    self.e2e.emails_per_s / self.protocol.best(true)
+                    self.emails_per_s() / self.protocol.best(true)
                 ),
             ),
             (
                 "ratio to the protocol limit".into(),
-                format!("{:.2}", self.ratio_to_protocol()),
+                format!(
+                    "{:.2} (best of each; end-to-end round 1 alone {:.2})",
+                    self.ratio_to_protocol(),
+                    self.ratio_to_protocol_first_round()
+                ),
             ),
             (
-                "API server + etcd CPU per Email: end to end / protocol rounds".into(),
+                "API server + etcd CPU per Email: end-to-end rounds / protocol rounds".into(),
                 format!(
-                    "{:.1} ms / {} ms",
+                    "{:.1}, {:.1} ms / {} ms",
                     self.e2e_server_cpu_ms_per_email(),
+                    self.e2e_again.server_cpu_ms_per_email(self.n),
                     self.protocol
                         .rounds
                         .iter()

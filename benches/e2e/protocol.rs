@@ -261,7 +261,7 @@ async fn one_email(
 }
 
 /// Deletes every object of `api`, trying up to three times.
-async fn delete_all<K>(api: &Api<K>) -> Result<(), kube::Error>
+pub async fn delete_all<K>(api: &Api<K>) -> Result<(), kube::Error>
 where
     K: Clone + std::fmt::Debug + serde::de::DeserializeOwned + kube::Resource,
 {
