@@ -254,6 +254,20 @@ impl State {
             && self.by_namespace.get(namespace).copied().unwrap_or(0) < limits.per_namespace
     }
 
+    /// Whether a delivery of `namespace` could get a slot or a place in line through a sender
+    /// with room: false when the namespace or the process is at its caps for both.
+    fn namespace_has_room(&self, limits: &SlotLimits, namespace: &str) -> bool {
+        (self.in_use < limits.total
+            && self.by_namespace.get(namespace).copied().unwrap_or(0) < limits.per_namespace)
+            || (self.waiting_total < limits.total
+                && self
+                    .waiting_by_namespace
+                    .get(namespace)
+                    .copied()
+                    .unwrap_or(0)
+                    < limits.per_namespace)
+    }
+
     /// Whether another waiter of `namespace` and `sender` may queue.
     fn may_wait(&self, limits: &SlotLimits, namespace: &str, sender: &str) -> bool {
         self.waiting_total < limits.total
@@ -353,9 +367,12 @@ impl State {
         // Out of the state while places are handed out, so that the test of each queue can
         // read the counters the hand-outs change.
         let mut parked = std::mem::take(&mut self.parked);
-        while let Some((namespace, sender, key)) = parked.take_oldest(|namespace, sender| {
-            self.fits(limits, namespace, sender) || self.may_wait(limits, namespace, sender)
-        }) {
+        while let Some((namespace, sender, key)) = parked.take_oldest(
+            |namespace| self.namespace_has_room(limits, namespace),
+            |namespace, sender| {
+                self.fits(limits, namespace, sender) || self.may_wait(limits, namespace, sender)
+            },
+        ) {
             let slot = self.fits(limits, &namespace, &sender);
             if slot {
                 self.take(&namespace, &sender);
