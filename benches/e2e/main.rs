@@ -645,8 +645,6 @@ async fn remove_emails_and_ledger(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One end-to-end round (`round` names its operator log: `operator-1.log` for the first,
-/// which the restarts follow, `operator-e2e-2.log` for the second).
 impl EndToEnd {
     /// CPU the API server and etcd spent per Email in this round.
     fn server_cpu_ms_per_email(&self, n: usize) -> f64 {
@@ -658,6 +656,8 @@ impl EndToEnd {
     }
 }
 
+/// One end-to-end round (`round` names its operator log: `operator-1.log` for the first,
+/// which the restarts follow, `operator-e2e-2.log` for the second).
 async fn end_to_end(
     s: &Settings,
     client: &Client,
