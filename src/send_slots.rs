@@ -249,29 +249,31 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 
 impl State {
     fn fits(&self, limits: &SlotLimits, namespace: &str, sender: &str) -> bool {
-        self.in_use < limits.total
+        self.slot_room_in(limits, namespace)
             && self.by_sender.get(sender).copied().unwrap_or(0) < limits.per_sender
-            && self.by_namespace.get(namespace).copied().unwrap_or(0) < limits.per_namespace
+    }
+
+    /// Whether another waiter of `namespace` and `sender` may queue.
+    fn may_wait(&self, limits: &SlotLimits, namespace: &str, sender: &str) -> bool {
+        self.line_room_in(limits, namespace)
+            && self.waiting_by_sender.get(sender).copied().unwrap_or(0) < limits.per_sender
     }
 
     /// Whether a delivery of `namespace` could get a slot or a place in line through a sender
     /// with room: false when the namespace or the process is at its caps for both.
     fn namespace_has_room(&self, limits: &SlotLimits, namespace: &str) -> bool {
-        (self.in_use < limits.total
-            && self.by_namespace.get(namespace).copied().unwrap_or(0) < limits.per_namespace)
-            || (self.waiting_total < limits.total
-                && self
-                    .waiting_by_namespace
-                    .get(namespace)
-                    .copied()
-                    .unwrap_or(0)
-                    < limits.per_namespace)
+        self.slot_room_in(limits, namespace) || self.line_room_in(limits, namespace)
     }
 
-    /// Whether another waiter of `namespace` and `sender` may queue.
-    fn may_wait(&self, limits: &SlotLimits, namespace: &str, sender: &str) -> bool {
+    /// The process's and `namespace`'s caps on slots both have room.
+    fn slot_room_in(&self, limits: &SlotLimits, namespace: &str) -> bool {
+        self.in_use < limits.total
+            && self.by_namespace.get(namespace).copied().unwrap_or(0) < limits.per_namespace
+    }
+
+    /// The process's and `namespace`'s caps on places in line both have room.
+    fn line_room_in(&self, limits: &SlotLimits, namespace: &str) -> bool {
         self.waiting_total < limits.total
-            && self.waiting_by_sender.get(sender).copied().unwrap_or(0) < limits.per_sender
             && self
                 .waiting_by_namespace
                 .get(namespace)

@@ -1210,11 +1210,6 @@ impl Report {
         self.e2e.emails_per_s / self.protocol.per_s()
     }
 
-    /// CPU the API server and etcd spent per Email in the first end-to-end round.
-    fn e2e_server_cpu_ms_per_email(&self) -> f64 {
-        self.e2e.server_cpu_ms_per_email(self.n)
-    }
-
     fn restart_writes(&self) -> u64 {
         proxy::total(&self.restart.requests, proxy::is_write)
     }
@@ -1346,7 +1341,7 @@ impl Report {
             "ratio_to_protocol": r(self.ratio_to_protocol()),
             "ratio_to_protocol_first_round": r(self.ratio_to_protocol_first_round()),
             "open_loop_p99_ms": self.open_loop.as_ref().map(|o| r(o.p99_ms)),
-            "server_cpu_ms_per_email": r(self.e2e_server_cpu_ms_per_email()),
+            "server_cpu_ms_per_email": r(self.e2e.server_cpu_ms_per_email(self.n)),
             "api_write_ceiling_per_s": r(self.api.writes_per_s()),
             "provider_ceiling_per_s": r(self.provider_per_s),
             "ratio": r(self.ratio()),
@@ -1480,7 +1475,7 @@ impl Report {
                 "API server + etcd CPU per Email: end-to-end rounds / protocol rounds".into(),
                 format!(
                     "{:.1}, {:.1} ms / {} ms",
-                    self.e2e_server_cpu_ms_per_email(),
+                    self.e2e.server_cpu_ms_per_email(self.n),
                     self.e2e_again.server_cpu_ms_per_email(self.n),
                     self.protocol
                         .rounds
