@@ -165,11 +165,6 @@ pub async fn run_with(
         .modify(trim_email),
     )
     .applied_objects();
-    let controller = Controller::for_stream(email_watch, email_store.clone()).with_config(
-        ControllerConfig::default().concurrency(
-            u16::try_from(config.settings.sends.total.saturating_mul(2)).unwrap_or(u16::MAX),
-        ),
-    );
     let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Email>>();
     let (sender_tx, sender_rx) = mpsc::unbounded_channel::<ObjectRef<EmailSenderConfig>>();
     let mut tasks = tokio::task::JoinSet::new();
@@ -452,7 +447,15 @@ pub async fn run_with(
             }
         }));
     }
-    let emails_controller = controller
+    // Events of settled or deleted Emails reconcile nothing (see `email::needs_reconcile`).
+    let email_events = {
+        let ctx = email_ctx.clone();
+        email_watch.try_filter(move |e| std::future::ready(email::needs_reconcile(e, &ctx.sends)))
+    };
+    let emails_controller = Controller::for_stream(email_events, email_store.clone())
+        .with_config(ControllerConfig::default().concurrency(
+            u16::try_from(config.settings.sends.total.saturating_mul(2)).unwrap_or(u16::MAX),
+        ))
         .reconcile_on(tokio_stream_from(trigger_rx))
         .graceful_shutdown_on(stopping)
         .run(reconcile, error_policy, email_ctx)
