@@ -960,11 +960,13 @@ async fn restart(
     let mut operator = Operator::spawn(s, kubeconfig, &s.out.join(log)).await?;
     let ready = operator.wait_ready(Duration::from_secs(60)).await?;
 
-    // Idle: every Email has been reconciled once (the initial list) and the process has used
-    // no CPU for half a second. Idle time is when that quiet half second began.
+    // Idle: the operator has listed every Email and the process has used no CPU for half a
+    // second. Idle time is when that quiet half second began. The list is known done when the
+    // Email watch opens (a watcher opens it only after its initial list); counting reconciles
+    // no longer tells, as a settled Email's event reconciles nothing (since session 11).
     const QUIET: Duration = Duration::from_millis(500);
     let deadline = Instant::now() + s.deadline();
-    let series = EMAIL_RECONCILES;
+    let watch_key = ("WATCH".to_string(), "emails".to_string());
     let (mut cpu, mut quiet_since) = (operator.cpu_seconds(), Instant::now());
     let idle = loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -972,13 +974,15 @@ async fn restart(
         if now_cpu > cpu {
             (cpu, quiet_since) = (now_cpu, Instant::now());
         }
-        let reconciled = operator.metric(series).await.unwrap_or(0.0);
-        if reconciled >= s.n as f64 && quiet_since.elapsed() >= QUIET {
+        let listed = proxy::delta(&proxy.counts(), &requests_before)
+            .get(&watch_key)
+            .is_some_and(|t| t.count > 0);
+        if listed && quiet_since.elapsed() >= QUIET {
             break quiet_since.duration_since(operator.started);
         }
         if Instant::now() > deadline {
             bail!(
-                "the restarted operator was not idle within {:?} ({reconciled} Emails reconciled)",
+                "the restarted operator was not idle within {:?} (Emails listed: {listed})",
                 s.deadline()
             );
         }
