@@ -43,6 +43,12 @@
 #                         (e.g. a release build of an older commit, for a before/after pair)
 #   BUSY_CORES            processes that spin on the CPU for the whole measuring part
 #                         (default 0): BUSY_CORES=1 measures a loaded machine (one core busy)
+#   PAIRS                 instead of the end-to-end phases above, PAIRS sets of rounds back to back, each a
+#                         protocol round from the bench's process, one from a process of its
+#                         own, and the operator end to end; prints each set's ratios and their
+#                         medians, writes target/bench/pairs.json (benches/e2e/pairs.rs). For
+#                         telling a change from the machine's noise.
+#   OPERATOR_BIN_B        with PAIRS: a second operator binary, run end to end in each set too
 #   BENCH_API_PORT, BENCH_ETCD_PORT   the private test server's ports (default 36443, 33790)
 #   BENCH_TIMEOUT_S       upper bound of the measuring part (default 900 + N/5)
 set -euo pipefail
@@ -91,6 +97,12 @@ else
   # A copy, so that no later cargo command can swap the binary being measured.
   cp target/release/kmailops "$OUT/kmailops"
 fi
+KMAILOPS_BIN_B=""
+if [[ -n ${OPERATOR_BIN_B:-} ]]; then
+  [[ -x $OPERATOR_BIN_B ]] || die "OPERATOR_BIN_B=$OPERATOR_BIN_B is not an executable"
+  cp "$OPERATOR_BIN_B" "$OUT/kmailops-b"
+  KMAILOPS_BIN_B="$OUT/kmailops-b"
+fi
 
 log "micro-benchmarks: template rendering, message building, a send slot beside a parked backlog"
 BENCH_OUT="$OUT" cargo bench --bench render
@@ -103,7 +115,9 @@ cleanup() {
   if [[ -f $OPERATOR_PID_FILE ]]; then
     pid=$(cat "$OPERATOR_PID_FILE")
     # Only if that pid is still our operator (a stale file's pid may belong to anyone now).
-    if [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == "$OUT/kmailops" ]]; then
+    local exe
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+    if [[ $exe == "$OUT/kmailops" || $exe == "$OUT/kmailops-b" ]]; then
       kill "$pid" 2>/dev/null || true
     fi
     rm -f "$OPERATOR_PID_FILE"
@@ -128,5 +142,5 @@ trap 'stop_busy; cleanup' EXIT
 
 log "end to end: N=$N, LATENCY_MS=$LATENCY_MS, BUSY_CORES=$BUSY_CORES (at most $TIMEOUT_S s)"
 BENCH_OUT="$OUT" BENCH_KUBECONFIG="$KMAILOPS_TESTENV_DIR/kubeconfig" KMAILOPS_BIN="$OUT/kmailops" \
-  BENCH_OPERATOR_PID_FILE="$OPERATOR_PID_FILE" N="$N" LATENCY_MS="$LATENCY_MS" BUSY_CORES="$BUSY_CORES" \
+  KMAILOPS_BIN_B="$KMAILOPS_BIN_B" PAIRS="${PAIRS:-0}" BENCH_OPERATOR_PID_FILE="$OPERATOR_PID_FILE" N="$N" LATENCY_MS="$LATENCY_MS" BUSY_CORES="$BUSY_CORES" \
   timeout --kill-after=30 "$TIMEOUT_S" "$E2E_BIN"

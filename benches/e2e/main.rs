@@ -16,10 +16,12 @@
 //! open loop (Emails created at half the protocol limit for `OPEN_LOOP_S` seconds); then the
 //! API ceiling and the protocol limit again, and a second end-to-end round from the same empty
 //! start (Emails/s end to end is the best of its two rounds, as the limit is the best of its).
-//! Results go to stdout (a table) and `$BENCH_OUT/e2e.json`.
+//! Results go to stdout (a table) and `$BENCH_OUT/e2e.json`. With `PAIRS=R`, only paired rounds
+//! run instead (see `pairs`), with `KMAILOPS_BIN_B` as a second operator binary.
 
 mod ceilings;
 mod mock_provider;
+mod pairs;
 mod procstat;
 mod protocol;
 mod proxy;
@@ -52,7 +54,7 @@ use kube::{Api, Client, Config, ResourceExt};
 use serde_json::json;
 
 use kmailops::api::{Email, EmailDelivery, EmailPhase, EmailSenderConfig};
-use kmailops::message::{RenderedContent, build_message};
+use kmailops::message::{OutgoingMessage, RenderedContent, build_message};
 use kmailops::provider::{Credentials, SecretValue, build_provider, http_client};
 
 use core_standin::CoreStandInLayer;
@@ -69,6 +71,7 @@ const SENDER: &str = "mailersend";
 /// Name of the proxy's threads (at most 15 characters: Linux truncates thread names).
 const PROXY_THREADS: &str = "bench-proxy";
 
+#[derive(Clone)]
 struct Settings {
     n: usize,
     latency: Duration,
@@ -84,6 +87,10 @@ struct Settings {
     open_loop_warmup: Duration,
     /// Spinning processes scripts/bench.sh runs beside the measurement (`BUSY_CORES`).
     busy_cores: usize,
+    /// Paired rounds instead of the whole bench (`PAIRS`, 0: the whole bench); see `pairs`.
+    pairs: usize,
+    /// A second operator binary for the paired rounds (`KMAILOPS_BIN_B`).
+    operator_bin_b: Option<PathBuf>,
     kubeconfig: PathBuf,
     operator_bin: PathBuf,
     out: PathBuf,
@@ -114,6 +121,10 @@ impl Settings {
             open_loop: Duration::from_secs(env_or("OPEN_LOOP_S", 60u64)?),
             open_loop_warmup: Duration::from_secs(env_or("OPEN_LOOP_WARMUP_S", 10u64)?),
             busy_cores: env_or("BUSY_CORES", 0usize)?,
+            pairs: env_or("PAIRS", 0usize)?,
+            operator_bin_b: std::env::var_os("KMAILOPS_BIN_B")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
             kubeconfig: path("BENCH_KUBECONFIG")?,
             operator_bin: path("KMAILOPS_BIN")?,
             out: std::env::var_os("BENCH_OUT")
@@ -131,6 +142,16 @@ impl Settings {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Started by the bench itself to run one protocol round from a process of its own.
+    if let Some(request) = std::env::var_os(protocol::CHILD_ENV) {
+        return match protocol::child_main(&request).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("protocol client failed: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // `cargo bench` passes `--bench`; there are no other arguments.
     match run(Settings::from_env()).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -213,27 +234,7 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
         s.send_concurrency,
         s.latency.as_millis()
     );
-    let sender: EmailSenderConfig = serde_json::from_value(sender_json(&mock))?;
-    let provider = build_provider(
-        &sender.spec,
-        Credentials {
-            secret: Some(SecretValue::new(mock_provider::TOKEN)),
-            ..Credentials::default()
-        },
-        &http_client(),
-    )?;
-    let sample = bench_email("ceiling-sample", 0);
-    let message = build_message(
-        &sample.spec,
-        &sender.spec,
-        &format!("{NS}/{SENDER}"),
-        RenderedContent {
-            subject: sample.spec.subject.clone().unwrap_or_default(),
-            text: sample.spec.text.clone(),
-            html: None,
-        },
-        Vec::new(),
-    )?;
+    let (provider, message) = bench_provider(&sender_json(&mock))?;
     let provider_per_s =
         ceilings::provider_sends(provider.clone(), &message, s.n, s.send_concurrency).await?;
 
@@ -248,6 +249,28 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
         message: &message,
         server_cpu: &|| server_cpu(&s),
     };
+    if s.pairs > 0 {
+        // On demand: paired rounds only, to tell a change from the machine's noise.
+        set_up_sender(&client, &mock).await?;
+        let child = protocol::ChildRequest {
+            kubeconfig: s.kubeconfig.clone(),
+            proxy_kubeconfig: proxy_kubeconfig.clone(),
+            sender: sender_json(&mock),
+            namespace: PROTOCOL_NS.into(),
+            n: s.n,
+            concurrency: s.reconcile_concurrency,
+            send_concurrency: s.send_concurrency,
+        };
+        let e2e = |settings: &Settings, round: usize| {
+            let settings = settings.clone();
+            let (client, proxy, mock, kubeconfig) = (&client, &proxy, &mock, &proxy_kubeconfig);
+            async move {
+                remove_emails_and_ledger(client).await?;
+                end_to_end(&settings, client, proxy, mock, kubeconfig, round).await
+            }
+        };
+        return pairs::run(&s, &protocol_setup, &child, e2e).await;
+    }
     let protocol_round = |round: usize, precreated: bool| {
         eprintln!(
             "[bench] protocol limit, round {round}: {} Emails{} through create entry, send, record, status, Event at concurrency {}",
@@ -369,6 +392,35 @@ async fn install_crds(client: &Client) -> anyhow::Result<()> {
         .with_context(|| format!("CRD {name} not established after 30 s"))??;
     }
     Ok(())
+}
+
+/// The provider client and the message of the protocol rounds, from the bench sender's
+/// manifest: built as the operator builds them for a bench Email.
+pub fn bench_provider(
+    sender: &serde_json::Value,
+) -> anyhow::Result<(Arc<dyn kmailops::provider::Provider>, OutgoingMessage)> {
+    let sender: EmailSenderConfig = serde_json::from_value(sender.clone())?;
+    let provider = build_provider(
+        &sender.spec,
+        Credentials {
+            secret: Some(SecretValue::new(mock_provider::TOKEN)),
+            ..Credentials::default()
+        },
+        &http_client(),
+    )?;
+    let sample = bench_email("ceiling-sample", 0);
+    let message = build_message(
+        &sample.spec,
+        &sender.spec,
+        &format!("{NS}/{SENDER}"),
+        RenderedContent {
+            subject: sample.spec.subject.clone().unwrap_or_default(),
+            text: sample.spec.text.clone(),
+            html: None,
+        },
+        Vec::new(),
+    )?;
+    Ok((provider, message))
 }
 
 /// The Secret with the mock's token.
@@ -1105,20 +1157,17 @@ async fn apiserver_writes(client: &Client) -> Option<u64> {
 /// of the answer.
 /// CPU seconds the API server and etcd have used so far.
 fn server_cpu(s: &Settings) -> f64 {
-    let other = other_cpu(s);
-    ["apiserver", "etcd"]
-        .iter()
-        .filter_map(|k| other.get(*k))
-        .sum()
+    testenv_cpu(&s.kubeconfig).values().sum()
 }
 
-fn other_cpu(s: &Settings) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    let dir = s
-        .kubeconfig
+/// CPU seconds so far of the test server's API server and etcd, by name, from the pid files
+/// next to its kubeconfig.
+pub fn testenv_cpu(kubeconfig: &Path) -> BTreeMap<String, f64> {
+    let dir = kubeconfig
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
+    let mut out = BTreeMap::new();
     for name in ["apiserver", "etcd"] {
         let pid = std::fs::read_to_string(dir.join(format!("{name}.pid")))
             .ok()
@@ -1127,6 +1176,11 @@ fn other_cpu(s: &Settings) -> BTreeMap<String, f64> {
             out.insert(name.to_string(), cpu);
         }
     }
+    out
+}
+
+fn other_cpu(s: &Settings) -> BTreeMap<String, f64> {
+    let mut out = testenv_cpu(&s.kubeconfig);
     let proxy = procstat::threads_cpu_seconds(PROXY_THREADS);
     out.insert("bench proxy".to_string(), proxy);
     if let Some(cpu) = procstat::cpu_seconds(std::process::id()) {

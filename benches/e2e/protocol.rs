@@ -5,6 +5,7 @@
 //! operator reaches end to end is compared with this, so the figure says what the controller
 //! machinery costs rather than how busy the machine was.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,7 @@ use kmailops::provider::Provider;
 use crate::{bench_email, percentile};
 
 /// What one round measured.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ProtocolRound {
     /// Emails per second through the whole chain.
     pub per_s: f64,
@@ -38,6 +39,10 @@ pub struct ProtocolRound {
     pub server_cpu_ms_per_email: f64,
     /// Whether the Emails were created before the clock started.
     pub precreated: bool,
+    /// Whether the round's requests came from a process of their own, as the operator's do
+    /// (see [`round_in_own_process`]), rather than from the bench's.
+    #[serde(default)]
+    pub own_process: bool,
 }
 
 /// The limit: the best of its rounds (other load only ever lowers a round).
@@ -182,6 +187,7 @@ pub async fn round(s: &Setup<'_>, precreated: bool) -> anyhow::Result<ProtocolRo
         p99_ms: ms(percentile(&mut chains, 99.0)),
         server_cpu_ms_per_email,
         precreated,
+        own_process: false,
     })
 }
 
@@ -280,4 +286,82 @@ where
             }
         }
     }
+}
+
+// ---- from a process of its own --------------------------------------------------------------
+
+/// Set to a [`ChildRequest`] (JSON), it makes the bench binary run one protocol round and
+/// print its [`ProtocolRound`] (JSON) instead of the bench.
+pub const CHILD_ENV: &str = "BENCH_PROTOCOL_CHILD";
+
+/// One round for a child process to run.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ChildRequest {
+    /// The test server's own kubeconfig (for the creates, the clean-up and the pid files).
+    pub kubeconfig: PathBuf,
+    /// The kubeconfig the operator is given: through the bench proxy.
+    pub proxy_kubeconfig: PathBuf,
+    /// The bench sender's manifest (the mock provider's address is in it).
+    pub sender: serde_json::Value,
+    pub namespace: String,
+    pub n: usize,
+    pub concurrency: usize,
+    pub send_concurrency: usize,
+}
+
+/// The round of `request`, run by a new process of this same program. The operator is a
+/// process of its own: its requests pay for waking another process, for its own runtime and
+/// for crossing to the proxy, which the bench's in-process round does not. This round pays
+/// for the same, so what is left between it and the end-to-end run is the controller's.
+pub async fn round_in_own_process(request: &ChildRequest) -> anyhow::Result<ProtocolRound> {
+    let program = std::env::current_exe().context("the bench's own program")?;
+    let output = tokio::process::Command::new(&program)
+        .env(CHILD_ENV, serde_json::to_string(request)?)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .with_context(|| format!("starting {}", program.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the protocol client process failed ({})",
+        output.status
+    );
+    let mut round: ProtocolRound =
+        serde_json::from_slice(&output.stdout).context("the protocol client process's answer")?;
+    round.own_process = true;
+    Ok(round)
+}
+
+/// The child's side of [`round_in_own_process`].
+pub async fn child_main(request: &std::ffi::OsStr) -> anyhow::Result<()> {
+    kmailops::provider::http::install_crypto_provider();
+    let request: ChildRequest = serde_json::from_str(
+        request
+            .to_str()
+            .context("the protocol client's request is not UTF-8")?,
+    )
+    .context("the protocol client's request")?;
+    let direct =
+        kube::client::ClientBuilder::try_from(crate::load_config(&request.kubeconfig).await?)?
+            .with_layer(&crate::CoreStandInLayer)
+            .build();
+    let via_proxy = Client::try_from(crate::load_config(&request.proxy_kubeconfig).await?)?;
+    let (provider, message) = crate::bench_provider(&request.sender)?;
+    let kubeconfig = request.kubeconfig.clone();
+    let setup = Setup {
+        client: &via_proxy,
+        direct: &direct,
+        namespace: &request.namespace,
+        n: request.n,
+        concurrency: request.concurrency,
+        send_concurrency: request.send_concurrency,
+        provider,
+        message: &message,
+        server_cpu: &move || crate::testenv_cpu(&kubeconfig).values().sum(),
+    };
+    let round = round(&setup, false).await?;
+    println!("{}", serde_json::to_string(&round)?);
+    Ok(())
 }
