@@ -706,6 +706,11 @@ impl EndToEnd {
             .sum();
         server * 1000.0 / n as f64
     }
+
+    /// CPU the operator spent per Email during this round's window.
+    fn operator_cpu_ms_per_email(&self, n: usize) -> f64 {
+        self.cpu_s_window * 1000.0 / n as f64
+    }
 }
 
 /// One end-to-end round (`round` names its operator log: `operator-1.log` for the first,
@@ -1151,10 +1156,6 @@ async fn apiserver_writes(client: &Client) -> Option<u64> {
     Some(total as u64)
 }
 
-/// CPU seconds so far of the API server and etcd (from the test server's pid files), of the
-/// proxy, and of the rest of this process (the mock provider, the watch, the creates): on a
-/// machine this small they share the cores with the operator, so where the time goes is part
-/// of the answer.
 /// CPU seconds the API server and etcd have used so far.
 fn server_cpu(s: &Settings) -> f64 {
     testenv_cpu(&s.kubeconfig).values().sum()
@@ -1179,6 +1180,10 @@ pub fn testenv_cpu(kubeconfig: &Path) -> BTreeMap<String, f64> {
     out
 }
 
+/// CPU seconds so far of the API server and etcd (from the test server's pid files), of the
+/// proxy, and of the rest of this process (the mock provider, the watch, the creates): on a
+/// machine this small they share the cores with the operator, so where the time goes is part
+/// of the answer.
 fn other_cpu(s: &Settings) -> BTreeMap<String, f64> {
     let mut out = testenv_cpu(&s.kubeconfig);
     let proxy = procstat::threads_cpu_seconds(PROXY_THREADS);

@@ -91,7 +91,7 @@ fn print_set(s: &Settings, i: usize, set: &Set) {
             e.emails_per_s / set.in_process.per_s,
             e.emails_per_s / set.own_process.per_s,
             e.server_cpu_ms_per_email(s.n),
-            e.cpu_s_window * 1000.0 / s.n as f64,
+            e.operator_cpu_ms_per_email(s.n),
             e.reconciles_per_email
         );
     }
@@ -120,7 +120,7 @@ fn summarize(s: &Settings, sets: &[Set]) -> anyhow::Result<()> {
                 "operator": label,
                 "emails_per_s": e.emails_per_s,
                 "server_cpu_ms_per_email": e.server_cpu_ms_per_email(s.n),
-                "operator_cpu_ms_per_email": e.cpu_s_window * 1000.0 / s.n as f64,
+                "operator_cpu_ms_per_email": e.operator_cpu_ms_per_email(s.n),
                 "reconciles_per_email": e.reconciles_per_email,
             })).collect::<Vec<_>>(),
         }));

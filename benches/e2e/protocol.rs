@@ -39,10 +39,6 @@ pub struct ProtocolRound {
     pub server_cpu_ms_per_email: f64,
     /// Whether the Emails were created before the clock started.
     pub precreated: bool,
-    /// Whether the round's requests came from a process of their own, as the operator's do
-    /// (see [`round_in_own_process`]), rather than from the bench's.
-    #[serde(default)]
-    pub own_process: bool,
 }
 
 /// The limit: the best of its rounds (other load only ever lowers a round).
@@ -187,7 +183,6 @@ pub async fn round(s: &Setup<'_>, precreated: bool) -> anyhow::Result<ProtocolRo
         p99_ms: ms(percentile(&mut chains, 99.0)),
         server_cpu_ms_per_email,
         precreated,
-        own_process: false,
     })
 }
 
@@ -328,10 +323,7 @@ pub async fn round_in_own_process(request: &ChildRequest) -> anyhow::Result<Prot
         "the protocol client process failed ({})",
         output.status
     );
-    let mut round: ProtocolRound =
-        serde_json::from_slice(&output.stdout).context("the protocol client process's answer")?;
-    round.own_process = true;
-    Ok(round)
+    serde_json::from_slice(&output.stdout).context("the protocol client process's answer")
 }
 
 /// The child's side of [`round_in_own_process`].
