@@ -27,8 +27,7 @@ use crate::ledger::index::LedgerIndex;
 use crate::lookup::secret_cache::SecretCache;
 use crate::metrics::Endpoints;
 use crate::template::{self, Builtins};
-use crate::tolerant;
-use kube::core::DeserializeGuard;
+use crate::tolerant::{self, Guarded};
 
 /// Objects per page when the Emails and the ledger are listed (at start and after a watch
 /// lapses). A page is held whole, with every object's managedFields, until the cache has
@@ -153,7 +152,7 @@ pub async fn run_with(
         email_writer,
         tolerant::typed(
             watcher(
-                api::<DeserializeGuard<Email>>(&client, &config.namespace),
+                api::<Guarded<Email>>(&client, &config.namespace),
                 watcher::Config::default()
                     .any_semantic()
                     .page_size(LIST_PAGE_SIZE),
@@ -214,7 +213,7 @@ pub async fn run_with(
             senders_writer,
             tolerant::typed(
                 watcher(
-                    api::<DeserializeGuard<EmailSenderConfig>>(&client, &config.namespace),
+                    api::<Guarded<EmailSenderConfig>>(&client, &config.namespace),
                     watcher::Config::default(),
                 ),
                 "EmailSenderConfig",
@@ -308,7 +307,7 @@ pub async fn run_with(
             templates_writer,
             tolerant::typed(
                 watcher(
-                    api::<DeserializeGuard<EmailTemplate>>(&client, &config.namespace),
+                    api::<Guarded<EmailTemplate>>(&client, &config.namespace),
                     watcher::Config::default(),
                 ),
                 "EmailTemplate",

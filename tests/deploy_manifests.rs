@@ -515,7 +515,7 @@ fn kinds_used(code: &str) -> BTreeSet<String> {
         for (at, _) in code.match_indices(pattern) {
             let mut rest = &code[at + pattern.len()..];
             // A guarded or metadata-only watch is a watch of the kind inside.
-            for wrapper in ["DeserializeGuard<", "PartialObjectMeta<"] {
+            for wrapper in ["Guarded<", "PartialObjectMeta<"] {
                 if let Some(inner) = rest.strip_prefix(wrapper) {
                     rest = inner;
                 }

@@ -3,19 +3,21 @@
 //! The API server accepts values the typed model cannot hold (a `sendAt` with a `+99:00`
 //! offset, a number where a string belongs in a field the schema leaves open). A typed list
 //! fails whole on one such object: no Email in the cluster would be processed after a restart,
-//! and a cache that never fills stops the operator. So each kind is watched through kube's
-//! [`DeserializeGuard`], which parses every object on its own; [`typed`] turns that stream back
+//! and a cache that never fills stops the operator. So each kind is watched through
+//! [`Guarded`], which parses every object on its own; [`typed`] turns that stream back
 //! into typed events, leaving the rejected objects out of the cache (and dropping a version that
 //! was valid before), and hands each rejected object to [`report`], which names the field and
 //! the fix in its status and an Event. Nothing of the object's content reaches the logs.
 
 pub mod depth;
+mod guarded;
 pub mod report;
+
+pub use guarded::{Guarded, Unreadable};
 
 use std::fmt::Debug;
 
 use futures::{Stream, StreamExt};
-use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -40,7 +42,7 @@ pub fn typed<K, S>(
 ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
-    S: Stream<Item = Result<watcher::Event<DeserializeGuard<K>>, watcher::Error>> + Send,
+    S: Stream<Item = Result<watcher::Event<Guarded<K>>, watcher::Error>> + Send,
 {
     stream.filter_map(move |event| {
         let out = event
@@ -52,7 +54,7 @@ where
 
 /// One event; `None` when nothing typed is left of it.
 fn convert<K>(
-    event: watcher::Event<DeserializeGuard<K>>,
+    event: watcher::Event<Guarded<K>>,
     kind: &'static str,
     cache: &Store<K>,
     rejected: &mpsc::UnboundedSender<Rejected>,
@@ -62,13 +64,13 @@ where
 {
     // The last valid version of a rejected object, as the cache holds it: removed, so the
     // operator never acts on a spec the user has since replaced.
-    let previous = |guard: &DeserializeGuard<K>| {
+    let previous = |guard: &Guarded<K>| {
         let meta = guard.meta();
         let reference = ObjectRef::<K>::new(meta.name.as_deref().unwrap_or_default())
             .within(meta.namespace.as_deref().unwrap_or_default());
         cache.get(&reference).map(|k| (*k).clone())
     };
-    let note = |guard: &DeserializeGuard<K>| {
+    let note = |guard: &Guarded<K>| {
         let meta = guard.meta();
         tracing::warn!(
             kind,
@@ -122,7 +124,7 @@ mod tests {
     use super::*;
     use crate::api::Email;
 
-    fn guard(json: serde_json::Value) -> DeserializeGuard<Email> {
+    fn guard(json: serde_json::Value) -> Guarded<Email> {
         serde_json::from_value(json).expect("a guard always parses an object with metadata")
     }
 
