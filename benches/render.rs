@@ -14,6 +14,11 @@
 //!   looks for the oldest parked delivery that may go now, so this is what one tenant's
 //!   backlog costs every other tenant's send. Twice: the backlog waiting for one sender, and
 //!   spread over [`SPREAD_SENDERS`] senders of its namespace.
+//! - watch event: the `MODIFIED` event of a Sent Email (`benches/data/sent-email.json`, as the
+//!   API server answered, managed fields and all) through what the operator's Email watch does
+//!   before the cache: the depth guard's scan (`tolerant::depth::guard_document`) and the
+//!   per-object parse (`tolerant::Guarded`). Every Email passes here at least twice (created,
+//!   then the echo of its status write), and at each restart once more.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -27,6 +32,7 @@ use kmailops::manifests::ManifestSet;
 use kmailops::message::build_message;
 use kmailops::send_slots::{Reservation, SendSlots, SlotLimits};
 use kmailops::template::{Builtins, TemplateSet};
+use kmailops::tolerant::{self, Guarded};
 
 /// Long enough for a stable figure, short enough to be a side note of the whole bench.
 const MEASURE: Duration = Duration::from_secs(3);
@@ -134,6 +140,7 @@ fn run() -> anyhow::Result<()> {
 
     let (slot_cycles_per_s, slot_iterations) = slot_cycle_with_backlog(1)?;
     let (spread_cycles_per_s, spread_iterations) = slot_cycle_with_backlog(SPREAD_SENDERS)?;
+    let (events_per_s, event_iterations) = watch_event(&root)?;
     let what_render = "render: examples/emails/templated.yaml with the order-shipped EmailTemplate (subject, text and HTML, both bodies extending the built-in layouts)";
     let what_build = "build: message::build_message of that content (checks and the delivery hash)";
     println!(
@@ -155,6 +162,11 @@ fn run() -> anyhow::Result<()> {
     println!(
         "{what_spread}: {spread_cycles_per_s:.0}/s ({:.2} us each)",
         1e6 / spread_cycles_per_s
+    );
+    let what_event = "watch event: a Sent Email's MODIFIED event (3.7 KB with its managed fields) through the depth guard and the per-object parse";
+    println!(
+        "{what_event}: {events_per_s:.0}/s ({:.1} us each)",
+        1e6 / events_per_s
     );
     let out = std::env::var_os("BENCH_OUT")
         .map(PathBuf::from)
@@ -186,6 +198,12 @@ fn run() -> anyhow::Result<()> {
             "cycles_per_s": spread_cycles_per_s.round(),
             "us_per_cycle": (1e8 / spread_cycles_per_s).round() / 100.0,
             "iterations": spread_iterations,
+        },
+        "watch_event": {
+            "what": what_event,
+            "events_per_s": events_per_s.round(),
+            "us_per_event": round(1e6 / events_per_s),
+            "iterations": event_iterations,
         },
     });
     std::fs::write(
@@ -232,4 +250,28 @@ fn slot_cycle_with_backlog(senders: usize) -> anyhow::Result<(f64, u64)> {
     );
     drop(taken);
     Ok(result)
+}
+
+/// The watch-event step: one line of an Email watch, as the API server writes it ("type"
+/// first), guarded and parsed as kube's watcher parses it.
+fn watch_event(root: &std::path::Path) -> anyhow::Result<(f64, u64)> {
+    let object = std::fs::read_to_string(root.join("benches/data/sent-email.json"))?;
+    let line = bytes::Bytes::from(format!(
+        r#"{{"type":"MODIFIED","object":{}}}"#,
+        object.trim()
+    ));
+    let parse = || -> anyhow::Result<()> {
+        let guarded = tolerant::depth::guard_document(black_box(line.clone()));
+        let event: kube::core::WatchEvent<Guarded<kmailops::api::Email>> =
+            serde_json::from_slice(&guarded)?;
+        match event {
+            kube::core::WatchEvent::Modified(Guarded(Ok(email))) => {
+                black_box(email);
+                Ok(())
+            }
+            _ => anyhow::bail!("the Sent Email did not parse as a readable Email"),
+        }
+    };
+    parse()?;
+    per_second(parse)
 }

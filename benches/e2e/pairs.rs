@@ -98,7 +98,7 @@ fn print_set(s: &Settings, i: usize, set: &Set) {
 }
 
 /// The middle value (the mean of the two middle ones for an even count); NaN for none.
-fn median(mut values: Vec<f64>) -> f64 {
+pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     match n {
