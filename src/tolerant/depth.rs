@@ -102,8 +102,10 @@ where
     };
     let lines = stream::unfold(state, |mut st| async move {
         loop {
-            if let Some(at) = memchr::memchr(b'\n', &st.pending[st.searched..]) {
-                let line = st.pending.split_to(st.searched + at + 1).freeze();
+            // Never past the end, whatever path shrank the buffer: a panic here ends a watch.
+            let from = st.searched.min(st.pending.len());
+            if let Some(at) = memchr::memchr(b'\n', &st.pending[from..]) {
+                let line = st.pending.split_to(from + at + 1).freeze();
                 st.searched = 0;
                 return Some((Ok::<_, axum::Error>(guard_document(line)), st));
             }
@@ -295,10 +297,10 @@ mod tests {
 
     #[tokio::test]
     async fn lines_cut_anywhere_by_the_chunks_come_out_whole_and_in_order() {
-        let deep = serde_json::to_string(&email("deep", nested(3))).unwrap();
+        let object = serde_json::to_string(&email("fine", nested(3))).unwrap();
         let lines = [
             r#"{"type":"ADDED","object":{}}"#.to_string(),
-            deep,
+            object,
             String::new(),
             r#"{"type":"BOOKMARK"}"#.to_string(),
         ];
