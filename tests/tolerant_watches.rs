@@ -57,13 +57,13 @@ async fn an_email_our_types_reject_is_reported_and_every_other_email_is_sent() {
     // Emails created after it are still handled, and fixing it makes it go out.
     env.apply_yaml(&ns, &email_yaml("later", "Later", "")).await;
     wait_for(&emails, "later", phase_is(EmailPhase::Sent), WAIT).await;
+    // A day ahead, written with an offset our types accept, so fixing it schedules it.
+    let tomorrow = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24))
+        .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(1)))
+        .strftime("%Y-%m-%dT%H:%M:%S%:z");
     env.apply_yaml(
         &ns,
-        &email_yaml(
-            "broken",
-            "Broken",
-            "  sendAt: \"2026-12-01T10:00:00+01:00\"",
-        ),
+        &email_yaml("broken", "Broken", &format!("  sendAt: \"{tomorrow}\"")),
     )
     .await;
     wait_for(&emails, "broken", phase_is(EmailPhase::Scheduled), WAIT).await;
