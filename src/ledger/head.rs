@@ -73,6 +73,9 @@ impl Resource for EntryHead {
     }
 }
 
+/// Longer than any RFC 3339 timestamp, nanoseconds and offset included.
+const MAX_MARK_LEN: usize = 64;
+
 // The wire form: serde skips every field not named here without building it.
 #[derive(Deserialize)]
 struct Wire {
@@ -106,7 +109,20 @@ struct WireSpec {
 impl<'de> Deserialize<'de> for EntryHead {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let wire = Wire::deserialize(deserializer)?;
-        let mark = wire.metadata.annotations.and_then(|a| a.orphaned_since);
+        // The index keeps the mark for every entry; an annotation may be up to 256 KiB. One
+        // longer than any timestamp is kept as "" instead: unreadable, as it was, so the sweep
+        // replaces it with its own mark.
+        let mark = wire
+            .metadata
+            .annotations
+            .and_then(|a| a.orphaned_since)
+            .map(|m| {
+                if m.len() > MAX_MARK_LEN {
+                    String::new()
+                } else {
+                    m
+                }
+            });
         Ok(EntryHead {
             metadata: ObjectMeta {
                 name: wire.metadata.name,
@@ -123,6 +139,7 @@ impl<'de> Deserialize<'de> for EntryHead {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::retention::{SweepStep, sweep_step};
     use serde_json::json;
 
     fn entry_json(annotations: serde_json::Value, status: serde_json::Value) -> serde_json::Value {
@@ -178,6 +195,30 @@ mod tests {
             serde_json::from_value(json!({"metadata": {"name": "x", "namespace": "shop"}}))
                 .unwrap();
         assert_eq!(head.email_name, "");
+    }
+
+    #[test]
+    fn a_mark_longer_than_any_timestamp_is_kept_as_unreadable_not_whole() {
+        let huge = "9".repeat(200 * 1024);
+        let json = entry_json(json!({ORPHANED_SINCE: huge}), json!({}));
+        let head: EntryHead = serde_json::from_value(json).unwrap();
+        assert_eq!(head.orphaned_since(), Some(""));
+        // Gone, it is re-marked (the huge value replaced); back, the mark is removed.
+        let now: jiff::Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(
+            sweep_step(false, head.orphaned_since(), now, day),
+            SweepStep::MarkOrphaned(now)
+        );
+        assert_eq!(
+            sweep_step(true, head.orphaned_since(), now, day),
+            SweepStep::Unmark
+        );
+        // A timestamp with nanoseconds and an offset is kept as written.
+        let long_ok = "2026-11-21T10:00:00.123456789+01:00";
+        let json = entry_json(json!({ORPHANED_SINCE: long_ok}), json!({}));
+        let head: EntryHead = serde_json::from_value(json).unwrap();
+        assert_eq!(head.orphaned_since(), Some(long_ok));
     }
 
     #[test]
