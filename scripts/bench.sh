@@ -25,7 +25,8 @@
 #     the best over the best is `ratio_to_protocol_best`,
 #   - an open loop: Emails created at half the protocol limit for OPEN_LOOP_S seconds after
 #     OPEN_LOOP_WARMUP_S seconds at that rate that are not measured, creation->Sent
-#     p50/p99/max (`open_loop_p99_ms`): the latency under a steady stream,
+#     p50/p99/max (`open_loop_p99_ms`): the latency under a steady stream, with when its
+#     slowest Emails were created and the API server's garbage collections in that minute,
 #   - a restart of the operator with those N Emails Sent: time to idle, writes, provider calls,
 #   - micro-benchmarks of template rendering, message building and a send slot beside a parked
 #     backlog (benches/render.rs).
@@ -130,7 +131,10 @@ cleanup() {
 # A fresh, empty server every run: a previous run's objects would change the numbers.
 cleanup
 trap cleanup EXIT
-testenv start
+# The API server and etcd trace each garbage collection to their logs (one line a cycle): the
+# open loop reports the API server's cycles that overlapped its minute next to its slowest
+# Emails (benches/e2e/gc_trace.rs).
+GODEBUG=gctrace=1 testenv start
 
 BUSY_CORES="${BUSY_CORES:-0}"
 [[ $BUSY_CORES =~ ^[0-9]+$ ]] || die "BUSY_CORES must be a number, not '$BUSY_CORES'"

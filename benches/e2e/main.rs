@@ -22,6 +22,7 @@
 //! run instead (see `pairs`), with `KMAILOPS_BIN_B` as a second operator binary.
 
 mod ceilings;
+mod gc_trace;
 mod mock_provider;
 mod pairs;
 mod procstat;
@@ -908,8 +909,51 @@ struct OpenLoop {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
-    /// The slowest Emails (name, create->Sent ms): where in the run the tail sits.
-    slowest: Vec<(String, f64)>,
+    /// The slowest Emails (name, create->Sent ms, created this many seconds after the first
+    /// measured Email): where in the run the tail sits.
+    slowest: Vec<(String, f64, f64)>,
+    /// The API server's collector cycles that overlapped the measured Emails (`gc_trace`).
+    server_gc: ServerGc,
+}
+
+/// What the API server's collector did while the open loop's measured Emails were under way.
+#[derive(Default)]
+struct ServerGc {
+    cycles: usize,
+    /// CPU that requests spent helping the mark, all cycles, ms.
+    assist_ms: f64,
+    /// The longest cycles: (seconds after the first measured Email, wall ms, assist ms).
+    longest: Vec<(f64, f64, f64)>,
+}
+
+impl ServerGc {
+    /// From the test server's trace (`bench.sh` starts it with `GODEBUG=gctrace=1`); empty
+    /// when there is no trace.
+    fn between(kubeconfig: &Path, from: std::time::SystemTime, to: std::time::SystemTime) -> Self {
+        let dir = kubeconfig.parent().unwrap_or(Path::new("."));
+        let Some(pid) = std::fs::read_to_string(dir.join("apiserver.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        else {
+            return ServerGc::default();
+        };
+        let cycles = gc_trace::cycles_between(&dir.join("apiserver.log"), pid, from, to);
+        let offset = |at: std::time::SystemTime| match at.duration_since(from) {
+            Ok(d) => d.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        };
+        let mut longest: Vec<(f64, f64, f64)> = cycles
+            .iter()
+            .map(|(at, c)| (offset(*at), c.wall_ms, c.assist_ms))
+            .collect();
+        longest.sort_by(|a, b| b.1.total_cmp(&a.1));
+        longest.truncate(5);
+        ServerGc {
+            cycles: cycles.len(),
+            assist_ms: cycles.iter().map(|(_, c)| c.assist_ms).sum(),
+            longest,
+        }
+    }
 }
 
 async fn open_loop(
@@ -947,11 +991,12 @@ async fn open_loop(
                 format!("open-{:05}", i - warmup)
             };
             let at = Instant::now();
+            let wall = std::time::SystemTime::now();
             let late = tokio::time::Instant::now().duration_since(due) > Duration::from_millis(100);
             api.create(&PostParams::default(), &bench_email(&name, i))
                 .await
                 .with_context(|| format!("creating Email {name}"))?;
-            Ok::<_, anyhow::Error>((name, at, late))
+            Ok::<_, anyhow::Error>((name, at, late, wall))
         });
     }
     let mut created = Vec::with_capacity(count);
@@ -963,7 +1008,7 @@ async fn open_loop(
     loop {
         let all_sent = {
             let log = log.lock().unwrap();
-            created.iter().all(|(name, _, _)| log.at.contains_key(name))
+            created.iter().all(|(name, ..)| log.at.contains_key(name))
         };
         if all_sent {
             break;
@@ -977,35 +1022,48 @@ async fn open_loop(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     watch.abort();
-    let mut by_email: Vec<(String, Duration)> = {
-        let log = log.lock().unwrap();
+    let done = std::time::SystemTime::now();
+    let measured = || {
         created
             .iter()
-            .filter(|(name, _, _)| name.starts_with("open-"))
-            .map(|(name, at, _)| (name.clone(), log.at[name].0.saturating_duration_since(*at)))
+            .filter(|(name, ..)| name.starts_with("open-"))
+    };
+    let first = measured().map(|(.., wall)| *wall).min().unwrap_or(done);
+    let mut by_email: Vec<(String, Duration, f64)> = {
+        let log = log.lock().unwrap();
+        measured()
+            .map(|(name, at, _, wall)| {
+                let since_first = wall.duration_since(first).unwrap_or_default();
+                (
+                    name.clone(),
+                    log.at[name].0.saturating_duration_since(*at),
+                    since_first.as_secs_f64(),
+                )
+            })
             .collect()
     };
     operator.stop().await?;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    by_email.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+    by_email.sort_by_key(|(_, d, _)| std::cmp::Reverse(*d));
     let slowest = by_email
         .iter()
         .take(10)
-        .map(|(n, d)| (n.clone(), ms(*d)))
+        .map(|(n, d, created_s)| (n.clone(), ms(*d), *created_s))
         .collect();
-    let mut latencies: Vec<Duration> = by_email.iter().map(|(_, d)| *d).collect();
+    let mut latencies: Vec<Duration> = by_email.iter().map(|(_, d, _)| *d).collect();
     Ok(OpenLoop {
         rate_per_s,
         warmup_s: s.open_loop_warmup.as_secs(),
         emails: count,
         late_creates: created
             .iter()
-            .filter(|(name, _, late)| *late && name.starts_with("open-"))
+            .filter(|(name, _, late, _)| *late && name.starts_with("open-"))
             .count(),
         p50_ms: ms(percentile(&mut latencies, 50.0)),
         p99_ms: ms(percentile(&mut latencies, 99.0)),
         max_ms: ms(percentile(&mut latencies, 100.0)),
         slowest,
+        server_gc: ServerGc::between(&s.kubeconfig, first, done),
     })
 }
 
@@ -1432,7 +1490,12 @@ impl Report {
                 "p50_ms": r(o.p50_ms),
                 "p99_ms": r(o.p99_ms),
                 "max_ms": r(o.max_ms),
-                "slowest": o.slowest.iter().map(|(n, ms)| json!({"email": n, "ms": r(*ms)})).collect::<Vec<_>>(),
+                "slowest": o.slowest.iter().map(|(n, ms, created_s)| json!({"email": n, "ms": r(*ms), "created_s": r(*created_s)})).collect::<Vec<_>>(),
+                "api_server_gc": {
+                    "cycles": o.server_gc.cycles,
+                    "assist_ms": r(o.server_gc.assist_ms),
+                    "longest": o.server_gc.longest.iter().map(|(at_s, wall_ms, assist_ms)| json!({"at_s": r(*at_s), "wall_ms": r(*wall_ms), "assist_ms": r(*assist_ms)})).collect::<Vec<_>>(),
+                },
             })
         });
         let e2e_rounds: Vec<serde_json::Value> = self
@@ -1627,6 +1690,30 @@ impl Report {
                         o.rate_per_s, o.emails, o.late_creates, o.p50_ms, o.p99_ms, o.max_ms
                     ),
                     None => "skipped (OPEN_LOOP_S=0)".into(),
+                },
+            ),
+            (
+                "  its slowest Emails created at / API server GC cycles in it".into(),
+                match &self.open_loop {
+                    Some(o) => {
+                        let created: Vec<f64> = o.slowest.iter().map(|(_, _, c)| *c).collect();
+                        let (lo, hi) = created
+                            .iter()
+                            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), c| {
+                                (lo.min(*c), hi.max(*c))
+                            });
+                        let longest = match o.server_gc.longest.first() {
+                            Some((at, wall, assist)) => format!(
+                                "; longest at {at:.1} s: {wall:.0} ms, {assist:.0} ms of assists"
+                            ),
+                            None => String::new(),
+                        };
+                        format!(
+                            "{lo:.1}-{hi:.1} s into it / {} ({:.0} ms of request assists{longest})",
+                            o.server_gc.cycles, o.server_gc.assist_ms
+                        )
+                    }
+                    None => "skipped".into(),
                 },
             ),
             (
