@@ -53,6 +53,9 @@
 #                         medians, writes target/bench/pairs.json (benches/e2e/pairs.rs). For
 #                         telling a change from the machine's noise.
 #   OPERATOR_BIN_B        with PAIRS: a second operator binary, run end to end in each set too
+#   PROTOCOL_OPERATOR_WATCHES=1   a control: every protocol round also opens the operator's two
+#                         watches (Emails, EmailDeliveries), to see what serving them costs the
+#                         API server per Email; the limit it reports is then not the protocol's
 #   BENCH_API_PORT, BENCH_ETCD_PORT   the private test server's ports (default 36443, 33790)
 #   BENCH_TIMEOUT_S       upper bound of the measuring part (default 900 + N/5)
 set -euo pipefail

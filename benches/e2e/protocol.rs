@@ -110,6 +110,25 @@ pub async fn round(s: &Setup<'_>, precreated: bool) -> anyhow::Result<ProtocolRo
             while stream.next().await.is_some() {}
         })
     };
+    // A control, not the limit: PROTOCOL_OPERATOR_WATCHES=1 also opens the operator's two
+    // watches (its Emails and EmailDeliveries, through the proxy as it opens them), so a round
+    // shows what serving them costs the API server per Email.
+    let operator_watches =
+        (std::env::var("PROTOCOL_OPERATOR_WATCHES").as_deref() == Ok("1")).then(|| {
+            let emails: Api<Email> = Api::namespaced(s.client.clone(), s.namespace);
+            let deliveries = deliveries.clone();
+            tokio::spawn(async move {
+                let emails = watcher(emails, watcher::Config::default()).default_backoff();
+                let deliveries = watcher(deliveries, watcher::Config::default()).default_backoff();
+                futures::pin_mut!(emails, deliveries);
+                loop {
+                    tokio::select! {
+                        e = emails.next() => if e.is_none() { break },
+                        d = deliveries.next() => if d.is_none() { break },
+                    }
+                }
+            })
+        });
     // The watch's initial list first, as in the end-to-end run.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -164,6 +183,9 @@ pub async fn round(s: &Setup<'_>, precreated: bool) -> anyhow::Result<ProtocolRo
     let per_s = s.n as f64 / started.elapsed().as_secs_f64();
     let server_cpu_ms_per_email = ((s.server_cpu)() - server_cpu_before) * 1000.0 / s.n as f64;
     watch.abort();
+    if let Some(w) = operator_watches {
+        w.abort();
+    }
 
     // Gone again, so the API server's caches hold only what the end-to-end run makes. Straight
     // to the API server, and tried again: at N=10000 one collection delete can outlast a
