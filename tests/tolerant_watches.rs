@@ -54,7 +54,7 @@ async fn an_email_our_types_reject_is_reported_and_every_other_email_is_sent() {
         });
     assert!(warned, "a Warning Event names the object");
 
-    // Emails created after it are still handled, and fixing it makes it go out.
+    // Emails created after it are still handled, and once fixed it is scheduled like any other.
     env.apply_yaml(&ns, &email_yaml("later", "Later", "")).await;
     wait_for(&emails, "later", phase_is(EmailPhase::Sent), WAIT).await;
     // A day ahead, written with an offset our types accept, so fixing it schedules it.
