@@ -55,35 +55,18 @@ pub fn parse_line(line: &str) -> Option<Cycle> {
     })
 }
 
-/// When process `pid` started, from `/proc` (to the clock tick, 10 ms): its start in ticks
-/// after boot, set against the time since boot now (`btime` would be whole seconds only).
-pub fn process_start(pid: u32) -> Option<SystemTime> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which may hold spaces, closed by the last ')'.
-    let after_comm = &stat[stat.rfind(')')? + 2..];
-    // Field 22 (starttime) is the 20th after the command name.
-    let ticks: u64 = after_comm.split_whitespace().nth(19)?.parse().ok()?;
-    let now = SystemTime::now();
-    let uptime_s: f64 = std::fs::read_to_string("/proc/uptime")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    // Linux reports ticks at USER_HZ, 100 on every architecture it runs on here.
-    let since_start = Duration::from_secs_f64((uptime_s - ticks as f64 / 100.0).max(0.0));
-    now.checked_sub(since_start)
-}
-
 /// The cycles in `log` of the process `pid` that ran at any time within `[from, to]`, each with
-/// the time it started.
+/// the time it started (the trace counts from the process's start).
 pub fn cycles_between(
     log: &Path,
     pid: u32,
     from: SystemTime,
     to: SystemTime,
 ) -> Vec<(SystemTime, Cycle)> {
-    let (Some(started), Ok(text)) = (process_start(pid), std::fs::read_to_string(log)) else {
+    let (Some(started), Ok(text)) = (
+        crate::procstat::started_at(pid),
+        std::fs::read_to_string(log),
+    ) else {
         return Vec::new();
     };
     text.lines()

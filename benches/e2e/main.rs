@@ -930,10 +930,7 @@ impl ServerGc {
     /// From the test server's trace (`bench.sh` starts it with `GODEBUG=gctrace=1`); empty
     /// when there is no trace.
     fn between(kubeconfig: &Path, from: std::time::SystemTime, to: std::time::SystemTime) -> Self {
-        let dir = kubeconfig.parent().unwrap_or(Path::new("."));
-        let Some(pid) = std::fs::read_to_string(dir.join("apiserver.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse::<u32>().ok())
+        let (Some(pid), Some(dir)) = (testenv_pid(kubeconfig, "apiserver"), kubeconfig.parent())
         else {
             return ServerGc::default();
         };
@@ -1240,20 +1237,24 @@ fn server_cpu(s: &Settings) -> f64 {
 /// CPU seconds so far of the test server's API server and etcd, by name, from the pid files
 /// next to its kubeconfig.
 pub fn testenv_cpu(kubeconfig: &Path) -> BTreeMap<String, f64> {
-    let dir = kubeconfig
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
     let mut out = BTreeMap::new();
     for name in ["apiserver", "etcd"] {
-        let pid = std::fs::read_to_string(dir.join(format!("{name}.pid")))
-            .ok()
-            .and_then(|p| p.trim().parse::<u32>().ok());
-        if let Some(cpu) = pid.and_then(procstat::cpu_seconds) {
+        if let Some(cpu) = testenv_pid(kubeconfig, name).and_then(procstat::cpu_seconds) {
             out.insert(name.to_string(), cpu);
         }
     }
     out
+}
+
+/// The pid of the test server's `name` ("apiserver", "etcd"), from its pid file next to the
+/// kubeconfig.
+fn testenv_pid(kubeconfig: &Path, name: &str) -> Option<u32> {
+    let dir = kubeconfig.parent()?;
+    std::fs::read_to_string(dir.join(format!("{name}.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// CPU seconds so far of the API server and etcd (from the test server's pid files), of the
@@ -1696,10 +1697,10 @@ impl Report {
                 "  its slowest Emails created at / API server GC cycles in it".into(),
                 match &self.open_loop {
                     Some(o) => {
-                        let created: Vec<f64> = o.slowest.iter().map(|(_, _, c)| *c).collect();
-                        let (lo, hi) = created
+                        let (lo, hi) = o
+                            .slowest
                             .iter()
-                            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), c| {
+                            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, _, c)| {
                                 (lo.min(*c), hi.max(*c))
                             });
                         let longest = match o.server_gc.longest.first() {

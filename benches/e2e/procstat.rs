@@ -72,6 +72,23 @@ fn times_from_stat(stat: &str) -> Option<f64> {
     Some((utime + stime) / ticks_per_second())
 }
 
+/// When the process started, to the clock tick: its start (field 22, ticks after boot) set
+/// against the time since boot now (/proc/stat's `btime` is whole seconds only).
+pub fn started_at(pid: u32) -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    let ticks: f64 = after_comm.split_whitespace().nth(19)?.parse().ok()?;
+    let now = std::time::SystemTime::now();
+    let uptime_s: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let since_start = (uptime_s - ticks / ticks_per_second()).max(0.0);
+    now.checked_sub(std::time::Duration::from_secs_f64(since_start))
+}
+
 /// A `VmXxx:` line of /proc/<pid>/status, in MiB.
 fn status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
