@@ -15,9 +15,10 @@
 //! (Helm keeps releases in Secrets like these; the operator must not hold their data), and an
 //! open loop (Emails created at half the protocol limit for `OPEN_LOOP_S` seconds); then the
 //! API ceiling and the protocol limit again, a second end-to-end round from the same empty
-//! start, and a third set the other way round (end to end, then the protocol). Emails/s end to
+//! start, and more sets (`SETS`, default 5 in all) alternating which round goes first. Every
+//! round starts from an empty namespace: no Emails, ledger entries or Events. Emails/s end to
 //! end is the best of its rounds, as the limit is the best of its; the ratio to the limit is
-//! the median over the three sets of each end-to-end round over the protocol round next to it.
+//! the median over the sets of each end-to-end round over the protocol round next to it.
 //! Results go to stdout (a table) and `$BENCH_OUT/e2e.json`. With `PAIRS=R`, only paired rounds
 //! run instead (see `pairs`), with `KMAILOPS_BIN_B` as a second operator binary.
 
@@ -92,6 +93,9 @@ struct Settings {
     busy_cores: usize,
     /// Paired rounds instead of the whole bench (`PAIRS`, 0: the whole bench); see `pairs`.
     pairs: usize,
+    /// Sets of a protocol round and an end-to-end round next to each other in the whole
+    /// bench (`SETS`, at least 2); `ratio_to_protocol` is the median of their ratios.
+    sets: usize,
     /// A second operator binary for the paired rounds (`KMAILOPS_BIN_B`).
     operator_bin_b: Option<PathBuf>,
     kubeconfig: PathBuf,
@@ -125,6 +129,7 @@ impl Settings {
             open_loop_warmup: Duration::from_secs(env_or("OPEN_LOOP_WARMUP_S", 10u64)?),
             busy_cores: env_or("BUSY_CORES", 0usize)?,
             pairs: env_or("PAIRS", 0usize)?,
+            sets: env_or("SETS", 5usize)?.max(2),
             operator_bin_b: std::env::var_os("KMAILOPS_BIN_B")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
@@ -304,6 +309,11 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
     let with_secrets = restart(&s, &proxy, &mock, &proxy_kubeconfig, "operator-3.log").await?;
     // Measured; they would otherwise load the open loop's start (the operator lists them).
     delete_unrelated_secrets(&client).await?;
+    // The first round's Events too (its Emails stay: the open loop starts from them, as a
+    // restart would), so the open loop is served from the cache the rounds start from.
+    protocol::delete_events(&client, NS)
+        .await
+        .context("deleting the first round's Events")?;
     let open_loop = if s.open_loop.is_zero() {
         None
     } else {
@@ -329,22 +339,45 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
     eprintln!("[bench] end to end, round 2: {} Emails", s.n);
     remove_emails_and_ledger(&client).await?;
     let e2e_again = end_to_end(&s, &client, &proxy, &mock, &proxy_kubeconfig, 2).await?;
-    // A third set in the other order, the end-to-end round first. The headline ratio is the
-    // median of the three sets' ratios, each end-to-end round over the protocol round next to
-    // it: rounds of the same work spread by a fifth on this machine and drift with its hour,
-    // and a pair shares its hour (session 12: single best-of-two ratios spread from 0.78 to
-    // 1.09 for one binary).
-    eprintln!("[bench] end to end, round 3: {} Emails", s.n);
-    remove_emails_and_ledger(&client).await?;
-    let e2e_third = end_to_end(&s, &client, &proxy, &mock, &proxy_kubeconfig, 3).await?;
-    let protocol_third = protocol_round(3, false).await?;
-    let sets = vec![
+    // More sets, alternating which round goes first (the third has the end-to-end round
+    // first), each pair next to each other. The headline ratio is the median of all sets'
+    // ratios: rounds of the same work spread by a fifth on this machine and drift with its
+    // hour, and a pair shares its hour (session 12: single best-of-two ratios spread from
+    // 0.78 to 1.09 for one binary; session 14: with three sets, one round at its extreme
+    // moved the median by a tenth).
+    let mut sets = vec![
         PairedSet::new(&protocol.rounds[0], &e2e),
         PairedSet::new(&protocol.rounds[1], &e2e_again),
-        PairedSet::new(&protocol_third, &e2e_third),
     ];
-    protocol.rounds.push(protocol_third);
-    protocol.rounds.push(protocol_round(4, true).await?);
+    let mut e2e_later = vec![e2e_again];
+    for set in 3..=s.sets {
+        let e2e_first = set % 2 == 1;
+        eprintln!(
+            "[bench] set {set} of {}: {}",
+            s.sets,
+            if e2e_first {
+                "end to end, then the protocol"
+            } else {
+                "the protocol, then end to end"
+            }
+        );
+        let mut protocol_this = None;
+        if !e2e_first {
+            protocol_this = Some(protocol_round(set, false).await?);
+        }
+        remove_emails_and_ledger(&client).await?;
+        let e2e_this = end_to_end(&s, &client, &proxy, &mock, &proxy_kubeconfig, set).await?;
+        let protocol_this = match protocol_this {
+            Some(round) => round,
+            None => protocol_round(set, false).await?,
+        };
+        sets.push(PairedSet::new(&protocol_this, &e2e_this));
+        protocol.rounds.push(protocol_this);
+        e2e_later.push(e2e_this);
+    }
+    protocol
+        .rounds
+        .push(protocol_round(s.sets + 1, true).await?);
 
     let report = Report {
         n: s.n,
@@ -357,7 +390,7 @@ async fn run(settings: anyhow::Result<Settings>) -> anyhow::Result<()> {
         protocol,
         open_loop,
         e2e,
-        e2e_later: vec![e2e_again, e2e_third],
+        e2e_later,
         sets,
         restart: first_restart,
         with_secrets,
@@ -704,15 +737,18 @@ struct EndToEnd {
     machine_busy: f64,
 }
 
-/// Every Email and ledger entry of the end-to-end namespace, so that a second round starts
-/// as the first did.
+/// Every Email, ledger entry and Event of the end-to-end namespace, so that a later round
+/// starts as the first did.
 async fn remove_emails_and_ledger(client: &Client) -> anyhow::Result<()> {
     protocol::delete_all(&Api::<EmailDelivery>::namespaced(client.clone(), NS))
         .await
-        .context("deleting the first round's EmailDeliveries")?;
+        .context("deleting the earlier round's EmailDeliveries")?;
     protocol::delete_all(&Api::<Email>::namespaced(client.clone(), NS))
         .await
-        .context("deleting the first round's Emails")?;
+        .context("deleting the earlier round's Emails")?;
+    protocol::delete_events(client, NS)
+        .await
+        .context("deleting the earlier round's Events")?;
     Ok(())
 }
 
@@ -1285,7 +1321,7 @@ struct Report {
     open_loop: Option<OpenLoop>,
     /// The first end-to-end round: every figure of the run but Emails/s comes from it.
     e2e: EndToEnd,
-    /// The second and third rounds.
+    /// The later rounds, one per set after the first.
     e2e_later: Vec<EndToEnd>,
     /// Each end-to-end round with the protocol round next to it.
     sets: Vec<PairedSet>,
