@@ -29,6 +29,7 @@ mod pairs;
 mod procstat;
 mod protocol;
 mod proxy;
+mod speed_probe;
 
 // The tests' Secret/ConfigMap shim, used as it is so the bench rewrites exactly what the tests
 // do. Only its layer is used here, so the rest would be dead code in this crate; `cargo check
@@ -735,6 +736,8 @@ struct EndToEnd {
     other_cpu: BTreeMap<String, f64>,
     /// Share of the machine's CPU time (all cores) that was busy during the window.
     machine_busy: f64,
+    /// How fast the machine was while the Emails were under way (`speed_probe`).
+    speed: speed_probe::Speed,
 }
 
 /// Every Email, ledger entry and Event of the end-to-end namespace, so that a later round
@@ -817,6 +820,7 @@ async fn end_to_end(
     let rss_before = procstat::rss_mib(operator.pid).unwrap_or(f64::NAN);
     let others_before = other_cpu(s);
     let machine_before = procstat::machine_ticks();
+    let probe = speed_probe::SpeedProbe::start();
 
     let api: Api<Email> = Api::namespaced(client.clone(), NS);
     let created: Vec<(String, Instant)> = {
@@ -881,6 +885,7 @@ async fn end_to_end(
         (latencies, last, reasons)
     };
     watch.abort();
+    let speed = probe.finish();
     let wall = last_sent.duration_since(first_create);
 
     // Writes that trail the last Sent (the sender's status, Events) still belong to the run.
@@ -925,6 +930,7 @@ async fn end_to_end(
         startup,
         other_cpu,
         machine_busy,
+        speed,
     };
     operator.stop().await?;
     Ok(result)
@@ -1337,6 +1343,9 @@ struct Report {
 struct PairedSet {
     protocol_per_s: f64,
     e2e_per_s: f64,
+    /// The speed probe's cost of its unit of work in each round (`speed_probe`).
+    protocol_unit_us: f64,
+    e2e_unit_us: f64,
 }
 
 impl PairedSet {
@@ -1344,11 +1353,20 @@ impl PairedSet {
         PairedSet {
             protocol_per_s: protocol.per_s,
             e2e_per_s: e2e.emails_per_s,
+            protocol_unit_us: protocol.speed.unit_us,
+            e2e_unit_us: e2e.speed.unit_us,
         }
     }
 
     fn ratio(&self) -> f64 {
         self.e2e_per_s / self.protocol_per_s
+    }
+
+    /// The ratio had both rounds run on an equally fast machine: each round's Emails/s
+    /// scaled by how fast the probe found the machine in it. A round in which the same
+    /// unit of work cost 10 % more CPU is credited with 10 % more Emails/s.
+    fn ratio_at_equal_speed(&self) -> f64 {
+        self.ratio() * self.e2e_unit_us / self.protocol_unit_us
     }
 }
 
@@ -1410,6 +1428,18 @@ impl Report {
         pairs::median(self.sets.iter().map(PairedSet::ratio).collect())
     }
 
+    /// The same with each set's rounds brought to equal machine speed (the speed probe's):
+    /// what is left of the set's ratio when the machine's speed, which moves by more
+    /// than the operator's share from one half-minute to the next, is taken out.
+    fn ratio_to_protocol_at_equal_speed(&self) -> f64 {
+        pairs::median(
+            self.sets
+                .iter()
+                .map(PairedSet::ratio_at_equal_speed)
+                .collect(),
+        )
+    }
+
     /// The best end-to-end round over the best protocol round (the definition of sessions
     /// 10 to 12).
     fn ratio_to_protocol_best(&self) -> f64 {
@@ -1419,6 +1449,17 @@ impl Report {
     /// The same with the first end-to-end round alone (the definition before session 10).
     fn ratio_to_protocol_first_round(&self) -> f64 {
         self.e2e.emails_per_s / self.protocol.per_s()
+    }
+
+    /// The lowest and the highest share of the machine's time the hypervisor gave to others
+    /// in any round.
+    fn steal_range(&self) -> (f64, f64) {
+        self.e2e_rounds()
+            .map(|r| r.speed.steal)
+            .chain(self.protocol.rounds.iter().map(|r| r.speed.steal))
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+                (lo.min(x), hi.max(x))
+            })
     }
 
     fn restart_writes(&self) -> u64 {
@@ -1515,6 +1556,10 @@ impl Report {
                     "chain_p99_ms": r(round.p99_ms),
                     "server_cpu_ms_per_email": r(round.server_cpu_ms_per_email),
                     "emails_created_before_the_clock": round.precreated,
+                    "probe_unit_us": r(round.speed.unit_us),
+                    "probe_json_us": r(round.speed.json_us),
+                    "probe_memory_us": r(round.speed.memory_us),
+                    "steal": r(round.speed.steal),
                 })
             })
             .collect();
@@ -1548,6 +1593,11 @@ impl Report {
                     "server_cpu_ms_per_email": r(round.server_cpu_ms_per_email(self.n)),
                     "email_reconciles_per_email": r(round.reconciles_per_email),
                     "provider_sends": round.sends,
+                    "machine_cpu_busy": r(round.machine_busy),
+                    "probe_unit_us": r(round.speed.unit_us),
+                    "probe_json_us": r(round.speed.json_us),
+                    "probe_memory_us": r(round.speed.memory_us),
+                    "steal": r(round.speed.steal),
                 })
             })
             .collect();
@@ -1557,6 +1607,8 @@ impl Report {
             "protocol_limit_precreated_per_s": r(self.protocol.best(true)),
             "ratio_to_protocol": r(self.ratio_to_protocol()),
             "ratio_to_protocol_sets": self.sets.iter().map(|p| r(p.ratio())).collect::<Vec<_>>(),
+            "ratio_to_protocol_at_equal_speed": r(self.ratio_to_protocol_at_equal_speed()),
+            "ratio_to_protocol_at_equal_speed_sets": self.sets.iter().map(|p| r(p.ratio_at_equal_speed())).collect::<Vec<_>>(),
             "ratio_to_protocol_best": r(self.ratio_to_protocol_best()),
             "ratio_to_protocol_first_round": r(self.ratio_to_protocol_first_round()),
             "open_loop_p99_ms": self.open_loop.as_ref().map(|o| r(o.p99_ms)),
@@ -1701,6 +1753,36 @@ impl Report {
                         .join(", "),
                     self.ratio_to_protocol_best(),
                     self.ratio_to_protocol_first_round()
+                ),
+            ),
+            (
+                "  at equal machine speed (the speed probe's)".into(),
+                format!(
+                    "{:.2} (median of the sets {})",
+                    self.ratio_to_protocol_at_equal_speed(),
+                    self.sets
+                        .iter()
+                        .map(|p| format!("{:.2}", p.ratio_at_equal_speed()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+            ),
+            (
+                "speed probe, CPU us per unit: end-to-end rounds / protocol rounds".into(),
+                format!(
+                    "{} / {} (steal {:.1}% to {:.1}% of the machine's time)",
+                    self.e2e_rounds()
+                        .map(|r| format!("{:.0}", r.speed.unit_us))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    self.protocol
+                        .rounds
+                        .iter()
+                        .map(|r| format!("{:.0}", r.speed.unit_us))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    self.steal_range().0 * 100.0,
+                    self.steal_range().1 * 100.0,
                 ),
             ),
             (

@@ -77,22 +77,25 @@ where
 
 fn print_set(s: &Settings, i: usize, set: &Set) {
     println!(
-        "set {}: protocol {:.1} Emails/s in the bench's process, {:.1} from its own (API server + etcd {:.1}, {:.1} ms/Email)",
+        "set {}: protocol {:.1} Emails/s in the bench's process, {:.1} from its own (API server + etcd {:.1}, {:.1} ms/Email; speed probe {:.0}, {:.0} us)",
         i + 1,
         set.in_process.per_s,
         set.own_process.per_s,
         set.in_process.server_cpu_ms_per_email,
-        set.own_process.server_cpu_ms_per_email
+        set.own_process.server_cpu_ms_per_email,
+        set.in_process.speed.unit_us,
+        set.own_process.speed.unit_us
     );
     for (label, e) in &set.e2e {
         println!(
-            "  operator {label}: {:.1} Emails/s, ratio {:.2} / {:.2} (in-process / own-process protocol); API server + etcd {:.1} ms/Email, operator {:.2} ms/Email, {:.2} reconciles/Email",
+            "  operator {label}: {:.1} Emails/s, ratio {:.2} / {:.2} (in-process / own-process protocol); API server + etcd {:.1} ms/Email, operator {:.2} ms/Email, {:.2} reconciles/Email; speed probe {:.0} us",
             e.emails_per_s,
             e.emails_per_s / set.in_process.per_s,
             e.emails_per_s / set.own_process.per_s,
             e.server_cpu_ms_per_email(s.n),
             e.operator_cpu_ms_per_email(s.n),
-            e.reconciles_per_email
+            e.reconciles_per_email,
+            e.speed.unit_us
         );
     }
 }
@@ -116,12 +119,15 @@ fn summarize(s: &Settings, sets: &[Set]) -> anyhow::Result<()> {
             "protocol_own_process_per_s": set.own_process.per_s,
             "protocol_server_cpu_ms_per_email": set.in_process.server_cpu_ms_per_email,
             "protocol_own_process_server_cpu_ms_per_email": set.own_process.server_cpu_ms_per_email,
+            "protocol_probe_unit_us": set.in_process.speed.unit_us,
+            "protocol_own_process_probe_unit_us": set.own_process.speed.unit_us,
             "e2e": set.e2e.iter().map(|(label, e)| json!({
                 "operator": label,
                 "emails_per_s": e.emails_per_s,
                 "server_cpu_ms_per_email": e.server_cpu_ms_per_email(s.n),
                 "operator_cpu_ms_per_email": e.operator_cpu_ms_per_email(s.n),
                 "reconciles_per_email": e.reconciles_per_email,
+                "probe_unit_us": e.speed.unit_us,
             })).collect::<Vec<_>>(),
         }));
     }

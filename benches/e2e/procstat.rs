@@ -117,19 +117,40 @@ pub fn load_average() -> Option<f64> {
         .ok()
 }
 
-/// Busy and total CPU time of the whole machine so far (all cores, in clock ticks), from the
-/// first line of /proc/stat: whether a run was short of CPU or waiting on something else.
-pub fn machine_ticks() -> Option<(u64, u64)> {
+/// All cores' ticks so far by kind, from the first line of /proc/stat: user nice system
+/// idle iowait irq softirq steal (and more on newer kernels).
+fn machine_fields() -> Option<Vec<u64>> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?.strip_prefix("cpu ")?;
-    let fields: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+    Some(
+        line.split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect(),
+    )
+}
+
+/// Busy and total CPU time of the whole machine so far (all cores, in clock ticks): whether a
+/// run was short of CPU or waiting on something else.
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let fields = machine_fields()?;
+    // Idle and iowait are not busy.
     let total: u64 = fields.iter().take(8).sum();
     let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
     Some((total - idle, total))
+}
+
+/// Ticks the hypervisor gave to others (steal) and the total, all cores, so far.
+pub fn steal_ticks() -> Option<(u64, u64)> {
+    let fields = machine_fields()?;
+    Some((*fields.get(7)?, fields.iter().take(8).sum()))
+}
+
+/// CPU time the calling thread has used so far, nanoseconds. The thread's CPU clock, not its
+/// schedstat: the kernel brings schedstat up to date only at a tick or a switch, so a short
+/// piece of work read through it mostly shows 0.
+pub fn thread_cpu_ns() -> Option<u64> {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Some(u64::try_from(ts.tv_sec).ok()? * 1_000_000_000 + u64::try_from(ts.tv_nsec).ok()?)
 }
 
 /// CPU seconds used so far by this process's threads whose name starts with `prefix`.

@@ -25,6 +25,7 @@ use kmailops::ledger;
 use kmailops::message::OutgoingMessage;
 use kmailops::provider::Provider;
 
+use crate::speed_probe::{Speed, SpeedProbe};
 use crate::{bench_email, percentile};
 
 /// What one round measured.
@@ -39,6 +40,9 @@ pub struct ProtocolRound {
     pub server_cpu_ms_per_email: f64,
     /// Whether the Emails were created before the clock started.
     pub precreated: bool,
+    /// How fast the machine was meanwhile (`speed_probe`).
+    #[serde(default)]
+    pub speed: Speed,
 }
 
 /// The limit: the best of its rounds (other load only ever lowers a round).
@@ -170,18 +174,19 @@ pub async fn round(s: &Setup<'_>, precreated: bool) -> anyhow::Result<ProtocolRo
         .try_collect::<Vec<Duration>>()
         .await
     };
-    let (started, server_cpu_before, mut chains) = if precreated {
+    let (started, server_cpu_before, probe, mut chains) = if precreated {
         create.await?;
-        let (started, cpu) = (Instant::now(), (s.server_cpu)());
-        (started, cpu, chains.await?)
+        let (started, cpu, probe) = (Instant::now(), (s.server_cpu)(), SpeedProbe::start());
+        (started, cpu, probe, chains.await?)
     } else {
-        let (started, cpu) = (Instant::now(), (s.server_cpu)());
+        let (started, cpu, probe) = (Instant::now(), (s.server_cpu)(), SpeedProbe::start());
         let (created, chains) = tokio::join!(create, chains);
         created?;
-        (started, cpu, chains?)
+        (started, cpu, probe, chains?)
     };
     let per_s = s.n as f64 / started.elapsed().as_secs_f64();
     let server_cpu_ms_per_email = ((s.server_cpu)() - server_cpu_before) * 1000.0 / s.n as f64;
+    let speed = probe.finish();
     watch.abort();
     if let Some(w) = operator_watches {
         w.abort();
@@ -208,6 +213,7 @@ pub async fn round(s: &Setup<'_>, precreated: bool) -> anyhow::Result<ProtocolRo
         p99_ms: ms(percentile(&mut chains, 99.0)),
         server_cpu_ms_per_email,
         precreated,
+        speed,
     })
 }
 
