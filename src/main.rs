@@ -34,15 +34,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let cli = kmailops::cli::Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // The controller's own setting (one thread by default: see `--worker-threads`); the
+    // one-off commands keep one thread per core.
+    if let kmailops::cli::Command::Run(args) = &cli.command {
+        runtime.worker_threads(usize::from(args.worker_threads));
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(kmailops::cli::Cli::parse().run())
+    runtime.block_on(cli.run())
 }

@@ -79,6 +79,13 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "KMAILOPS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Threads that run the controller's tasks. Its work is mostly waiting on the API server
+    /// and providers (2-3 ms of CPU per Email measured), so one keeps up with hundreds of
+    /// Emails per second; more threads spend CPU waking each other, which on a busy node is
+    /// taken from the API server and the rest (docs/benchmark.md, session 15). Templates are
+    /// rendered in separate workers whatever this is.
+    #[arg(long, env = "KMAILOPS_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub worker_threads: u16,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -158,4 +165,30 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
     tracing::info!("shutting down: finishing sends in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    fn worker_threads(args: &[&str]) -> Result<u16, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("kmailops").chain(args.iter().copied()))?;
+        match cli.command {
+            Command::Run(run) => Ok(run.worker_threads),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_controller_runs_on_one_thread_unless_told_otherwise() {
+        assert_eq!(worker_threads(&["run"]).unwrap(), 1);
+        assert_eq!(
+            worker_threads(&["run", "--worker-threads", "4"]).unwrap(),
+            4
+        );
+        assert!(worker_threads(&["run", "--worker-threads", "0"]).is_err());
+        assert!(worker_threads(&["run", "--worker-threads", "many"]).is_err());
+    }
 }
