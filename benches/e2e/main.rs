@@ -907,10 +907,7 @@ async fn end_to_end(
     let reconciles =
         operator.metric(EMAIL_RECONCILES).await.unwrap_or(f64::NAN) - reconciles_before;
     let lookups = operator.metric_sum(LOOKUPS).await.unwrap_or(f64::NAN) - lookups_before;
-    let machine_busy = match (machine_before, machine_after) {
-        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 / (t1 - t0) as f64,
-        _ => f64::NAN,
-    };
+    let machine_busy = procstat::share_between(machine_before, machine_after);
     let other_cpu = others_after
         .iter()
         .map(|(k, v)| (k.clone(), v - others_before.get(k).copied().unwrap_or(0.0)))
@@ -1294,6 +1291,13 @@ pub fn testenv_cpu(kubeconfig: &Path) -> BTreeMap<String, f64> {
     out
 }
 
+/// The smallest and the largest of `values` (infinities for none).
+fn min_max(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+        (lo.min(x), hi.max(x))
+    })
+}
+
 /// The pid of the test server's `name` ("apiserver", "etcd"), from its pid file next to the
 /// kubeconfig.
 fn testenv_pid(kubeconfig: &Path, name: &str) -> Option<u32> {
@@ -1460,12 +1464,11 @@ impl Report {
     /// The lowest and the highest share of the machine's time the hypervisor gave to others
     /// in any round.
     fn steal_range(&self) -> (f64, f64) {
-        self.e2e_rounds()
-            .map(|r| r.speed.steal)
-            .chain(self.protocol.rounds.iter().map(|r| r.speed.steal))
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
-                (lo.min(x), hi.max(x))
-            })
+        min_max(
+            self.e2e_rounds()
+                .map(|r| r.speed.steal)
+                .chain(self.protocol.rounds.iter().map(|r| r.speed.steal)),
+        )
     }
 
     fn restart_writes(&self) -> u64 {
@@ -1821,12 +1824,8 @@ impl Report {
                 "  its slowest Emails created at / API server GC cycles in it".into(),
                 match &self.open_loop {
                     Some(o) => {
-                        let (lo, hi) = o
-                            .slowest
-                            .iter()
-                            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, _, c)| {
-                                (lo.min(*c), hi.max(*c))
-                            });
+                        let (lo, hi) =
+                            min_max(o.slowest.iter().map(|(_, _, created_s)| *created_s));
                         let longest = match o.server_gc.longest.first() {
                             Some((at, wall, assist)) => format!(
                                 "; longest at {at:.1} s: {wall:.0} ms, {assist:.0} ms of assists"

@@ -139,6 +139,15 @@ pub fn machine_ticks() -> Option<(u64, u64)> {
     Some((total - idle, total))
 }
 
+/// The share of the ticks between two (part, total) readings that went to the part, e.g. from
+/// [`machine_ticks`] or [`steal_ticks`]; NaN when either reading failed or no tick passed.
+pub fn share_between(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> f64 {
+    match (before, after) {
+        (Some((p0, t0)), Some((p1, t1))) if t1 > t0 => (p1 - p0) as f64 / (t1 - t0) as f64,
+        _ => f64::NAN,
+    }
+}
+
 /// Ticks the hypervisor gave to others (steal) and the total, all cores, so far.
 pub fn steal_ticks() -> Option<(u64, u64)> {
     let fields = machine_fields()?;

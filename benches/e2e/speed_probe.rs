@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::procstat;
+use crate::{pairs, procstat};
 
 /// A Sent Email's watch event, as this API server writes it: the JSON part parses it and
 /// writes it back, `JSON_REPEATS` times.
@@ -63,11 +63,11 @@ impl SpeedProbe {
             std::thread::Builder::new()
                 .name("bench-probe".into())
                 .spawn(move || {
-                    let walk = random_cycle(WALK_SLOTS);
+                    let walk = walk();
                     let mut at = 0;
                     let mut units = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
-                        if let Some(unit) = one_unit(&walk, &mut at) {
+                        if let Some(unit) = one_unit(walk, &mut at) {
                             units.push(unit);
                         }
                         std::thread::sleep(EVERY);
@@ -86,15 +86,8 @@ impl SpeedProbe {
     pub fn finish(self) -> Speed {
         self.stop.store(true, Ordering::Relaxed);
         let units = self.thread.join().unwrap_or_default();
-        let median = |part: fn(&Unit) -> f64| {
-            let mut values: Vec<f64> = units.iter().map(part).collect();
-            values.sort_by(f64::total_cmp);
-            values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-        };
-        let steal = match (self.steal_before, procstat::steal_ticks()) {
-            (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => (s1 - s0) as f64 / (t1 - t0) as f64,
-            _ => f64::NAN,
-        };
+        let median = |part: fn(&Unit) -> f64| pairs::median(units.iter().map(part).collect());
+        let steal = procstat::share_between(self.steal_before, procstat::steal_ticks());
         Speed {
             unit_us: median(|u| u.json_us + u.memory_us),
             json_us: median(|u| u.json_us),
@@ -129,6 +122,13 @@ fn one_unit(walk: &[u64], at: &mut usize) -> Option<Unit> {
         json_us: json_done.saturating_sub(started) as f64 / 1000.0,
         memory_us: walked.saturating_sub(json_done) as f64 / 1000.0,
     })
+}
+
+/// The memory part's cycle, built once per process (8 MiB and a shuffle: not work to repeat
+/// at the start of every round's window).
+fn walk() -> &'static [u64] {
+    static WALK: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+    WALK.get_or_init(|| random_cycle(WALK_SLOTS))
 }
 
 /// A single cycle through all `n` slots, in a shuffled order: each read depends on the one
