@@ -285,12 +285,14 @@ impl TemplateWatch {
 
     /// Handles one watch event. Returns the namespace whose templates changed (so the
     /// caller can wake the Emails that render them), or `None` for a status-only update.
+    ///
+    /// The template itself is rendered again when its spec changed or its status does not
+    /// describe its spec (none yet, or somebody else's write); not for the echo of this
+    /// controller's own status write, nor for a relist. A template that renders for its
+    /// whole budget would otherwise be rendered a second time by the echo of its failure.
     pub fn on_event(&self, template: &EmailTemplate, deleted: bool) -> Option<String> {
         let key = ObjectRef::from_obj(template);
         let ns = template.namespace().unwrap_or_default();
-        if !deleted {
-            self.trigger(key.clone());
-        }
         let changed = {
             // The map holds plain values; a panic elsewhere can not leave it half-written.
             let mut seen = self.generations.lock().unwrap_or_else(|p| p.into_inner());
@@ -302,6 +304,13 @@ impl TemplateWatch {
                     != Some(template.metadata.generation)
             }
         };
+        let described = template
+            .status
+            .as_ref()
+            .is_some_and(|s| s.observed_generation == template.metadata.generation);
+        if !deleted && (changed || !described) {
+            self.trigger(key.clone());
+        }
         if !changed {
             return None;
         }
@@ -331,5 +340,76 @@ impl TemplateWatch {
     fn trigger(&self, key: ObjectRef<EmailTemplate>) {
         // A closed channel means the controller is shutting down; nothing to render then.
         let _ = self.triggers.send(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event as WatchEvent;
+
+    fn template(ns: &str, name: &str, generation: i64, observed: Option<i64>) -> EmailTemplate {
+        let status = observed.map(|g| serde_json::json!({"observedGeneration": g}));
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "kmailops.io/v1alpha1",
+            "kind": "EmailTemplate",
+            "metadata": {"name": name, "namespace": ns, "generation": generation},
+            "spec": {"subject": "s", "text": "t"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    /// What one watch event triggers, after the watch has seen `seen` (in order).
+    fn triggered_by(
+        seen: &[EmailTemplate],
+        event: &EmailTemplate,
+        deleted: bool,
+    ) -> (Vec<String>, Option<String>) {
+        let (store, mut writer) = reflector::store::<EmailTemplate>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let watch = TemplateWatch::new(store, tx);
+        for t in seen {
+            writer.apply_watcher_event(&WatchEvent::Apply(t.clone()));
+            watch.on_event(t, false);
+        }
+        while rx.try_recv().is_ok() {}
+        writer.apply_watcher_event(&WatchEvent::Apply(event.clone()));
+        let woken = watch.on_event(event, deleted);
+        let mut rendered = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            rendered.push(format!("{}/{}", r.namespace.unwrap_or_default(), r.name));
+        }
+        rendered.sort();
+        (rendered, woken)
+    }
+
+    #[test]
+    fn a_template_is_rendered_again_for_a_change_of_what_it_renders_not_for_its_own_status() {
+        let others = [
+            template("a", "base", 1, Some(1)),
+            template("b", "far", 1, Some(1)),
+        ];
+        let seen = |t: EmailTemplate| [others.as_slice(), &[t]].concat();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let a = Some("a".to_string());
+        #[rustfmt::skip]
+        let cases = [
+            ("created",                           others.to_vec(),                             template("a", "mail", 1, None),    false, s(&["a/base", "a/mail"]), a.clone()),
+            ("the echo of our status write",      seen(template("a", "mail", 1, None)),        template("a", "mail", 1, Some(1)), false, s(&[]),                 None),
+            ("a relist, nothing changed",         seen(template("a", "mail", 1, Some(1))),     template("a", "mail", 1, Some(1)), false, s(&[]),                 None),
+            ("its spec changed",                  seen(template("a", "mail", 1, Some(1))),     template("a", "mail", 2, Some(1)), false, s(&["a/base", "a/mail"]), a.clone()),
+            ("its status was wiped",              seen(template("a", "mail", 1, Some(1))),     template("a", "mail", 1, None),    false, s(&["a/mail"]),         None),
+            ("its status describes an older spec", seen(template("a", "mail", 2, Some(1))),    template("a", "mail", 2, Some(1)), false, s(&["a/mail"]),         None),
+            ("deleted",                           seen(template("a", "mail", 1, Some(1))),     template("a", "mail", 1, Some(1)), true,  s(&["a/base"]),         a.clone()),
+        ];
+        for (case, seen, event, deleted, rendered, woken) in cases {
+            assert_eq!(
+                triggered_by(&seen, &event, deleted),
+                (rendered, woken),
+                "{case}"
+            );
+        }
     }
 }
