@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::Api;
+use kube::api::{Patch, PatchParams};
 use support::TestEnv;
 use support::operator::*;
 use support::wait_for;
 
-use kmailops::api::{Email, EmailPhase, EmailTemplateSpec};
+use kmailops::api::{Email, EmailPhase, EmailTemplate, EmailTemplateSpec};
 use kmailops::template::isolation::{self, Isolation};
 use kmailops::template::render::{render, render_here};
 use kmailops::template::{Builtins, Library, Part, TemplateSet};
@@ -111,6 +112,7 @@ async fn validate_and_render_survive_a_template_that_builds_gigabytes() {
 /// One `kmailops run` process watching `ns`, through the loopback proxy.
 struct Process {
     child: std::process::Child,
+    metrics: std::net::SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -138,7 +140,28 @@ impl Process {
             .stderr(log)
             .spawn()
             .expect("start kmailops run");
-        Self { child, _dir: dir }
+        Self {
+            child,
+            metrics,
+            _dir: dir,
+        }
+    }
+
+    /// Email reconciles so far, from the operator's metrics.
+    async fn email_reconciles(&self) -> f64 {
+        let text = reqwest::get(format!("http://{}/metrics", self.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("kmailops_reconcile_duration_seconds_count")
+                    && l.contains("kind=\"Email\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     fn pid(&self) -> u32 {
@@ -203,6 +226,15 @@ fn error_of(e: &Email) -> String {
         .unwrap_or_default()
 }
 
+const RENDER_LIMIT: &str = "RenderLimitExceeded";
+
+fn template_reason(t: &EmailTemplate) -> Option<&str> {
+    t.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.reason.as_str())
+}
+
 fn pid_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -264,6 +296,7 @@ async fn a_render_past_its_budget_has_its_worker_killed_and_the_next_render_work
     let (ns, _mock) = setup(&env, "render-budget").await;
     let mut operator = Process::start(&env, &ns).await;
     let emails: Api<Email> = Api::namespaced(env.client(), &ns);
+    let templates: Api<EmailTemplate> = Api::namespaced(env.client(), &ns);
 
     env.apply_yaml(
         &ns,
@@ -274,7 +307,8 @@ async fn a_render_past_its_budget_has_its_worker_killed_and_the_next_render_work
         ),
     )
     .await;
-    // The workers busy with it (the Email's render, and the EmailTemplate's own preview).
+    // The workers busy with it (the Email's render, and the EmailTemplate's own preview),
+    // until both have failed.
     let started = Instant::now();
     let mut busy = std::collections::BTreeSet::new();
     let failed = loop {
@@ -286,20 +320,19 @@ async fn a_render_past_its_budget_has_its_worker_killed_and_the_next_render_work
             }
         }
         let e = emails.get("to-slow").await.unwrap();
-        if phase_is(EmailPhase::Failed)(&e) {
+        let t = templates.get("slow").await.unwrap();
+        if phase_is(EmailPhase::Failed)(&e) && template_reason(&t) == Some(RENDER_LIMIT) {
             break e;
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "to-slow did not fail: {:#?}",
-            e.status
+            "to-slow did not fail: {:#?}\nslow: {:#?}",
+            e.status,
+            t.status
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(
-        ready_reason(&failed).as_deref(),
-        Some("RenderLimitExceeded")
-    );
+    assert_eq!(ready_reason(&failed).as_deref(), Some(RENDER_LIMIT));
     assert!(
         error_of(&failed).contains("rendering took longer than 10s"),
         "{}",
@@ -317,6 +350,37 @@ async fn a_render_past_its_budget_has_its_worker_killed_and_the_next_render_work
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(operator.alive());
+
+    // Not rendered again while nothing it renders changes: not for the echoes of both status
+    // writes, nor when the Email is touched or a Secret of its namespace is created (each
+    // reconciles the Email, which fails again at once, the same way).
+    let reconciles = operator.email_reconciles().await;
+    let touch = serde_json::json!({"metadata": {"annotations": {"example.org/touched": "1"}}});
+    emails
+        .patch("to-slow", &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .unwrap();
+    secret(&env.client(), &ns, "unrelated", "key", "value").await;
+    let quiet_until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < quiet_until {
+        let burning: Vec<_> = operator
+            .workers()
+            .into_iter()
+            .filter(|(_, ticks)| *ticks >= 25)
+            .collect();
+        assert!(
+            burning.is_empty(),
+            "the slow template is rendered again: {burning:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        operator.email_reconciles().await > reconciles,
+        "the touched Email was not reconciled"
+    );
+    let again = emails.get("to-slow").await.unwrap();
+    assert_eq!(ready_reason(&again).as_deref(), Some(RENDER_LIMIT));
+    assert_eq!(error_of(&again), error_of(&failed));
 
     env.apply_yaml(
         &ns,

@@ -24,6 +24,7 @@ use super::error::{RenderError, reasons};
 use super::library::Library;
 use super::limits::{MAX_CONCURRENT_RENDERS, RENDER_BUDGET};
 use super::names::Part;
+use super::overruns::Overruns;
 use super::render::Variables;
 use super::worker::{self, FromWorker, MEMORY_LIMIT_BYTES, Request, ToWorker};
 use crate::api::{EmailTemplateSpec, TemplateErrorDetail};
@@ -105,6 +106,8 @@ pub(super) fn place() -> Result<Place, RenderError> {
 pub struct Pool {
     program: PathBuf,
     size: usize,
+    /// Renders that cost a worker, not rendered again with the same inputs.
+    overruns: Overruns,
     state: Mutex<State>,
     freed: Condvar,
 }
@@ -129,6 +132,8 @@ enum Failure {
     Died(std::process::ExitStatus),
     /// No worker could be started.
     Spawn,
+    /// The request could not be encoded for a worker.
+    Request,
 }
 
 impl Pool {
@@ -136,6 +141,7 @@ impl Pool {
         Self {
             program,
             size: size.max(1),
+            overruns: Overruns::new(),
             state: Mutex::new(State {
                 idle: Vec::new(),
                 live: 0,
@@ -163,20 +169,40 @@ impl Pool {
             wanted: wanted.to_vec(),
         }));
         let fail = |failure: Failure| failure_error(name, failure);
+        let body = serde_json::to_vec(&request).map_err(|_| fail(Failure::Request))?;
+        let key = self.overruns.request(&body);
+        if let Some(known) = self
+            .overruns
+            .known(key, Instant::now(), |n| library.source(n))
+        {
+            return Err(known);
+        }
         let mut w = self.checkout().map_err(|_| fail(Failure::Spawn))?;
         let deadline = Instant::now() + RENDER_BUDGET;
-        match exchange(&mut w, library, &request, deadline) {
+        let mut read = Vec::new();
+        match exchange(&mut w, library, &body, deadline, &mut read) {
             Ok(done) => {
                 self.checkin(w);
                 done.map_err(RenderError::from)
             }
             Err(e) => {
-                let status = self.discard(w, e.kind() == io::ErrorKind::TimedOut);
-                Err(fail(if e.kind() == io::ErrorKind::TimedOut {
+                let overran = e.kind() == io::ErrorKind::TimedOut;
+                let status = self.discard(w, overran);
+                let costly = overran || ran_out_of_memory(status);
+                let error = fail(if overran {
                     Failure::Budget
                 } else {
                     Failure::Died(status)
-                }))
+                });
+                if costly {
+                    let read = read
+                        .iter()
+                        .map(|(n, s)| (n.clone(), self.overruns.source(s.as_deref())))
+                        .collect();
+                    self.overruns
+                        .remember(key, read, error.clone(), Instant::now());
+                }
+                Err(error)
             }
         }
     }
@@ -269,14 +295,16 @@ impl Pool {
     }
 }
 
-/// One request and its answer; every source the worker asks for is read from `library`.
+/// One request (serialized) and its answer; every source the worker asks for is read from
+/// `library` and noted in `read`.
 fn exchange(
     w: &mut Worker,
     library: &Library,
-    request: &ToWorker,
+    request: &[u8],
     deadline: Instant,
+    read: &mut Vec<(String, Option<String>)>,
 ) -> io::Result<Result<RenderedContent, worker::WireError>> {
-    worker::write_frame(&mut w.input, request)?;
+    worker::write_body(&mut w.input, request)?;
     loop {
         let mut output = Deadlined {
             pipe: &mut w.output,
@@ -285,7 +313,8 @@ fn exchange(
         match worker::read_frame::<FromWorker>(&mut output)? {
             FromWorker::Source(name) => {
                 let source = library.source(&name);
-                worker::write_frame(&mut w.input, &ToWorker::Source(source))?;
+                worker::write_frame(&mut w.input, &ToWorker::Source(source.clone()))?;
+                read.push((name, source));
             }
             FromWorker::Done(result) => return Ok(result),
         }
@@ -346,6 +375,11 @@ fn failure_error(name: &str, failure: Failure) -> RenderError {
             reasons::TEMPLATE_ERROR,
             "no render worker could be started; the operator will retry".to_string(),
         ),
+        Failure::Request => (
+            reasons::TEMPLATE_ERROR,
+            "the render request could not be encoded; look for variables that are not JSON"
+                .to_string(),
+        ),
     };
     RenderError::new(
         reason,
@@ -396,6 +430,11 @@ mod tests {
                 "the renderer failed",
             ),
             (Failure::Spawn, reasons::TEMPLATE_ERROR, "no render worker"),
+            (
+                Failure::Request,
+                reasons::TEMPLATE_ERROR,
+                "could not be encoded",
+            ),
         ];
         for (failure, reason, says) in table {
             let e = failure_error("welcome", failure);

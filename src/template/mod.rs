@@ -27,6 +27,7 @@ pub mod isolation;
 pub mod library;
 pub mod limits;
 pub mod names;
+mod overruns;
 pub mod render;
 pub mod sandbox;
 pub mod worker;

@@ -105,14 +105,18 @@ impl From<WireError> for RenderError {
 }
 
 pub fn write_frame(out: &mut impl Write, message: &impl Serialize) -> io::Result<()> {
-    let body = serde_json::to_vec(message)?;
+    write_body(out, &serde_json::to_vec(message)?)
+}
+
+/// [`write_frame`] of a message already serialized.
+pub fn write_body(out: &mut impl Write, body: &[u8]) -> io::Result<()> {
     let len = u32::try_from(body.len())
         .ok()
         .filter(|l| *l as usize <= MAX_FRAME_BYTES)
         .ok_or_else(|| io::Error::other("frame too large"))?;
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(&body);
+    frame.extend_from_slice(body);
     out.write_all(&frame)?;
     out.flush()
 }
