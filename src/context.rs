@@ -107,6 +107,8 @@ pub struct Context {
     pub providers: ProviderCache,
     /// The templates folder's files, swapped whole when the folder changes.
     pub builtin_templates: SharedBuiltins,
+    /// Each namespace's share of the render slots.
+    pub render_line: Arc<crate::template::line::RenderLine>,
     pub metrics: Metrics,
     pub rate_limits: RateLimiters,
     /// The last send through each sender, shown in its status.
@@ -157,6 +159,9 @@ impl Context {
             events: EventPublisher::new(client.clone(), reporter),
             providers: ProviderCache::new(crate::provider::http_client()),
             builtin_templates: SharedBuiltins::default(),
+            render_line: crate::template::line::RenderLine::new(
+                crate::template::line::PER_NAMESPACE,
+            ),
             metrics,
             rate_limits: RateLimiters::default(),
             activity: Arc::default(),

@@ -26,6 +26,7 @@ use crate::ledger::head::EntryHead;
 use crate::ledger::index::LedgerIndex;
 use crate::lookup::secret_cache::SecretCache;
 use crate::metrics::Endpoints;
+use crate::template::line::Renderer;
 use crate::template::{self, Builtins};
 use crate::tolerant::{self, Guarded};
 
@@ -205,6 +206,24 @@ pub async fn run_with(
     }
     tasks.spawn(tolerant::report::run(ctx.clone(), rejected_rx));
     let (template_tx, template_rx) = mpsc::unbounded_channel::<ObjectRef<EmailTemplate>>();
+    {
+        // A render that found its namespace's render places taken is parked, and comes back
+        // when one frees; one that is gone or has nothing left to render passes its turn on.
+        let (emails, email_tx) = (email_store.clone(), trigger_tx.clone());
+        let (templates, template_tx) = (templates.clone(), template_tx.clone());
+        ctx.render_line
+            .set_waker(Arc::new(move |namespace: &str, who: &Renderer| match who {
+                Renderer::Email(name) => {
+                    let key = ObjectRef::new(name).within(namespace);
+                    let comes = emails.get(&key).is_some_and(|e| !email::is_at_rest(&e));
+                    comes && email_tx.send(key).is_ok()
+                }
+                Renderer::Template(name) => {
+                    let key = ObjectRef::new(name).within(namespace);
+                    templates.get(&key).is_some() && template_tx.send(key).is_ok()
+                }
+            }));
+    }
     let template_watch = Arc::new(TemplateWatch::new(templates.clone(), template_tx));
 
     // Each watch fills its cache and, on a change, wakes the Emails that may depend on it.

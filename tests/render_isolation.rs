@@ -118,6 +118,10 @@ struct Process {
 
 impl Process {
     async fn start(env: &TestEnv, ns: &str) -> Self {
+        Self::start_with(env, ns, &[]).await
+    }
+
+    async fn start_with(env: &TestEnv, ns: &str, args: &[&str]) -> Self {
         kmailops::provider::http::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let addr = support::api_proxy::start(env.client(), "127.0.0.1:0".parse().unwrap())
@@ -133,6 +137,7 @@ impl Process {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_kmailops"))
             .args(["run", "--namespace", ns, "--leader-election", "false"])
             .args(["--metrics-addr", &metrics.to_string()])
+            .args(args)
             .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info")
             .env_remove("KMAILOPS_TEMPLATES_DIR")
@@ -394,6 +399,74 @@ async fn a_render_past_its_budget_has_its_worker_killed_and_the_next_render_work
     let sent = wait_for(&emails, "after", phase_is(EmailPhase::Sent), WAIT).await;
     let preview = sent.status.and_then(|s| s.preview);
     println!("after: {preview:?}");
+}
+
+#[tokio::test]
+async fn slow_renders_of_a_namespace_take_two_workers_and_hold_up_none_of_its_other_emails() {
+    let env = TestEnv::get().await;
+    let (ns, mock) = setup(&env, "render-share").await;
+    // Four reconciles at once (twice the sends): before renders had a share per namespace,
+    // four slow Emails waiting for render slots held all of them.
+    let mut operator = Process::start_with(&env, &ns, &["--max-concurrent-sends", "2"]).await;
+    let emails: Api<Email> = Api::namespaced(env.client(), &ns);
+
+    // Four slow Emails, each with its own variables (so none fails from another's overrun),
+    // then a literal Email.
+    let mut yaml = template_yaml("slow", SLOW);
+    let slow: Vec<String> = (0..4).map(|i| format!("slow-{i}")).collect();
+    for (i, name) in slow.iter().enumerate() {
+        yaml.push_str("---\n");
+        yaml.push_str(
+            &templated_email_yaml(name, "slow").replace("who: Ada", &format!("who: Ada{i}")),
+        );
+    }
+    env.apply_yaml(&ns, &yaml).await;
+    let started = Instant::now();
+    env.apply_yaml(&ns, &email_yaml("literal", "Literal", ""))
+        .await;
+
+    // The literal Email goes out well within one render budget, and the namespace never
+    // renders on more than two workers at once.
+    let mut most_busy = 0;
+    let mut literal_sent = None;
+    let mut failed = std::collections::BTreeSet::new();
+    while failed.len() < slow.len() {
+        let busy = operator
+            .workers()
+            .iter()
+            .filter(|(_, ticks)| *ticks >= 25)
+            .count();
+        most_busy = most_busy.max(busy);
+        if literal_sent.is_none()
+            && phase_is(EmailPhase::Sent)(&emails.get("literal").await.unwrap())
+        {
+            literal_sent = Some(started.elapsed());
+        }
+        for name in &slow {
+            if phase_is(EmailPhase::Failed)(&emails.get(name).await.unwrap()) {
+                failed.insert(name.clone());
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "slow Emails failed so far: {failed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("literal sent after {literal_sent:?}; at most {most_busy} workers busy");
+    let literal_sent = literal_sent.expect("the literal Email was not sent");
+    assert!(
+        literal_sent < Duration::from_secs(5),
+        "the literal Email waited {literal_sent:?} behind slow renders"
+    );
+    assert!(most_busy <= 2, "{most_busy} workers rendered at once");
+    assert!(most_busy >= 1, "no worker was seen rendering");
+    for name in &slow {
+        let e = emails.get(name).await.unwrap();
+        assert_eq!(ready_reason(&e).as_deref(), Some(RENDER_LIMIT), "{name}");
+    }
+    assert_eq!(mock.calls(), 1);
+    assert!(operator.alive());
 }
 
 // ---- what a render costs ------------------------------------------------------------------

@@ -28,6 +28,7 @@ use crate::conditions::{self, Desired, Status, types};
 use crate::context::Context;
 use crate::template::error::{RenderError, reasons as render_reasons};
 use crate::template::library::Library;
+use crate::template::line::Renderer;
 use crate::template::names::Part;
 use crate::template::render::render;
 
@@ -105,10 +106,18 @@ async fn reconcile_inner(template: &EmailTemplate, ctx: &Context) -> Result<Acti
     let spec = template.spec.clone();
     let what = format!("EmailTemplate {namespace}/{name}");
     let template_name = name.clone();
+    let Some(ticket) = ctx
+        .render_line
+        .enter(&namespace, Renderer::Template(name.clone()))
+    else {
+        // Woken when a render of the namespace ends.
+        return Ok(Action::requeue(crate::template::line::parked_fallback()));
+    };
     let result =
         crate::template::sandbox::run(what, move || preview(&library, &template_name, &spec))
             .await
             .and_then(|r| r);
+    drop(ticket);
     let desired = desired_status(template, &result, &Time(jiff::Timestamp::now()));
     let object = format!("{namespace}/{name}");
     if template.status.as_ref() != Some(&desired) {

@@ -26,6 +26,7 @@ pub mod error;
 pub mod isolation;
 pub mod library;
 pub mod limits;
+pub mod line;
 pub mod names;
 mod overruns;
 pub mod render;

@@ -17,6 +17,7 @@ use crate::lookup::{attachments, content, credentials};
 use crate::message::{AttachmentData, OutgoingMessage, RenderedContent, build_message, preview};
 use crate::problem::{Problem, reasons};
 use crate::provider::Provider;
+use crate::template::line::Ticket;
 
 use super::Reconcile;
 use super::decide::{Entry, Lookup, Readiness};
@@ -111,7 +112,12 @@ impl Reconcile<'_> {
         })
     }
 
-    pub(super) async fn gather(&self, resolved: SenderChain) -> Result<Gathered, kube::Error> {
+    /// `ticket` is the namespace's render place, held until the template is rendered.
+    pub(super) async fn gather(
+        &self,
+        resolved: SenderChain,
+        ticket: Option<Ticket>,
+    ) -> Result<Gathered, kube::Error> {
         let stores = &self.ctx.stores;
         let spec = &self.email.spec;
         let SenderChain {
@@ -150,12 +156,14 @@ impl Reconcile<'_> {
                 self.ctx.builtin_templates.clone(),
                 labels.clone(),
             );
-            crate::template::sandbox::run(format!("Email {}", self.id), move || {
+            let rendered = crate::template::sandbox::run(format!("Email {}", self.id), move || {
                 content::render_for_email(&spec, &namespace, &templates, &builtins, &labels)
             })
-            .await
-            .map_err(|e| Problem::new(e.reason, e.message))
-            .and_then(|r| r)
+            .await;
+            drop(ticket);
+            rendered
+                .map_err(|e| Problem::new(e.reason, e.message))
+                .and_then(|r| r)
         };
         let rendered = content.and_then(|c| {
             Ok((

@@ -29,6 +29,7 @@ use kube::{Api, ResourceExt};
 
 use crate::api::{Email, EmailDelivery, EmailPhase, EmailStatus};
 use crate::context::Context;
+use crate::template::line::Renderer;
 
 pub use state::SendState;
 
@@ -106,7 +107,7 @@ pub fn is_settled(email: &Email) -> bool {
 }
 
 /// Being deleted, or settled: a reconcile leaves it alone at once.
-fn is_at_rest(email: &Email) -> bool {
+pub fn is_at_rest(email: &Email) -> bool {
     email.metadata.deletion_timestamp.is_some() || is_settled(email)
 }
 
@@ -218,7 +219,19 @@ impl Reconcile<'_> {
             tracing::debug!(email = %self.id, sender, "no place in line for this sender or namespace; parked before rendering");
             return Ok(Action::requeue(act::parked_fallback()));
         }
-        let gathered = self.gather(resolved).await?;
+        // Only a template is rendered; that takes one of the namespace's render places.
+        let ticket = match self.email.spec.template_ref {
+            None => None,
+            Some(_) => {
+                let who = Renderer::Email(self.name.clone());
+                let Some(ticket) = self.ctx.render_line.enter(&self.namespace, who) else {
+                    tracing::debug!(email = %self.id, "the namespace's render places are taken; parked");
+                    return Ok(Action::requeue(crate::template::line::parked_fallback()));
+                };
+                Some(ticket)
+            }
+        };
+        let gathered = self.gather(resolved, ticket).await?;
         let ledger = self.ledger_entries(&gathered.readiness).await?;
         let decision = decide::decide(&facts, &gathered.readiness, &ledger, jiff::Timestamp::now());
         tracing::debug!(email = %self.id, ?decision, "decided");
