@@ -106,12 +106,13 @@ async fn reconcile_inner(template: &EmailTemplate, ctx: &Context) -> Result<Acti
     let spec = template.spec.clone();
     let what = format!("EmailTemplate {namespace}/{name}");
     let template_name = name.clone();
-    let Some(ticket) = ctx
+    let ticket = match ctx
         .render_line
         .enter(&namespace, Renderer::Template(name.clone()))
-    else {
+    {
+        Ok(ticket) => ticket,
         // Woken when a render of the namespace ends.
-        return Ok(Action::requeue(crate::template::line::parked_fallback()));
+        Err(parked) => return Ok(Action::requeue(parked.come_back_after())),
     };
     let result =
         crate::template::sandbox::run(what, move || preview(&library, &template_name, &spec))

@@ -20,6 +20,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use super::limits::MAX_CONCURRENT_RENDERS;
 
@@ -27,11 +28,25 @@ use super::limits::MAX_CONCURRENT_RENDERS;
 /// leaves the other half to the rest.
 pub const PER_NAMESPACE: usize = MAX_CONCURRENT_RENDERS.div_ceil(2);
 
-/// When a parked renderer comes back if no freed place woke it first: the wake-up of one
-/// that then failed on an API error before it rendered is lost, and this covers it.
-pub fn parked_fallback() -> std::time::Duration {
-    std::time::Duration::from_secs(30)
-        + std::time::Duration::from_millis(rand::random::<u64>() % 10_000)
+/// Why a renderer got no place: its namespace's places are taken, and it is parked.
+#[derive(Debug)]
+pub struct Parked {
+    /// Renderers of the namespace parked now, this one included.
+    pub waiting: usize,
+}
+
+impl Parked {
+    /// When it comes back if no freed place woke it first. A wake-up can be spent without a
+    /// render (the woken Email met an API error, or parked for a send slot first), and then
+    /// this is what brings it back: after a few seconds when few wait, later the more wait
+    /// ahead of it (a namespace with thousands of parked templates must not keep the operator
+    /// busy with their comebacks), plus up to a fifth more so they do not all come at once.
+    pub fn come_back_after(&self) -> Duration {
+        let base = Duration::from_secs(5)
+            .saturating_add(Duration::from_secs(2).saturating_mul(self.waiting.min(150) as u32));
+        let spread = rand::random::<u64>() % (base.as_millis() as u64 / 5 + 1);
+        base + Duration::from_millis(spread)
+    }
 }
 
 /// What waits to render, by name within its namespace.
@@ -85,15 +100,15 @@ impl RenderLine {
         let _ = self.waker.set(waker);
     }
 
-    /// A place to render for `who`, or `None`: then `who` is parked and woken when a place of
-    /// its namespace frees.
-    pub fn enter(self: &Arc<Self>, namespace: &str, who: Renderer) -> Option<Ticket> {
+    /// A place to render for `who`; or `who` is parked, and woken when a place of its
+    /// namespace frees.
+    pub fn enter(self: &Arc<Self>, namespace: &str, who: Renderer) -> Result<Ticket, Parked> {
         let mut lines = self.lock();
         let line = lines.entry(namespace.to_string()).or_default();
         if line.rendering < self.per_namespace {
             line.rendering += 1;
             line.waiting.remove(&who);
-            return Some(Ticket {
+            return Ok(Ticket {
                 line: self.clone(),
                 namespace: namespace.to_string(),
             });
@@ -101,7 +116,9 @@ impl RenderLine {
         if line.waiting.insert(who.clone()) {
             line.parked.push_back(who);
         }
-        None
+        Err(Parked {
+            waiting: line.waiting.len(),
+        })
     }
 
     /// Renders running and renderers parked in `namespace`.
@@ -174,13 +191,13 @@ mod tests {
         let (line, woken) = line_with(&[]);
         let a1 = line.enter("hostile", email("a1")).unwrap();
         let _a2 = line.enter("hostile", email("a2")).unwrap();
-        assert!(line.enter("hostile", email("a3")).is_none());
-        assert!(line.enter("hostile", email("a4")).is_none());
-        assert!(line.enter("hostile", email("a3")).is_none(), "parked twice");
+        assert!(line.enter("hostile", email("a3")).is_err());
+        assert!(line.enter("hostile", email("a4")).is_err());
+        assert!(line.enter("hostile", email("a3")).is_err(), "parked twice");
         assert_eq!(line.load("hostile"), (2, 2));
         // Another namespace renders at once.
         let b = line.enter("victim", email("b"));
-        assert!(b.is_some());
+        assert!(b.is_ok());
         drop(b);
         assert_eq!(
             line.load("victim"),
@@ -192,7 +209,7 @@ mod tests {
         assert_eq!(*woken.lock().unwrap(), vec!["hostile/a3"]);
         assert_eq!(line.load("hostile"), (1, 1));
         let _a3 = line.enter("hostile", email("a3")).unwrap();
-        assert!(line.enter("hostile", email("a5")).is_none());
+        assert!(line.enter("hostile", email("a5")).is_err());
     }
 
     #[test]
@@ -200,8 +217,8 @@ mod tests {
         let (line, woken) = line_with(&["deleted"]);
         let first = line.enter("ns", email("first")).unwrap();
         let _second = line.enter("ns", email("second")).unwrap();
-        assert!(line.enter("ns", email("deleted")).is_none());
-        assert!(line.enter("ns", email("next")).is_none());
+        assert!(line.enter("ns", email("deleted")).is_err());
+        assert!(line.enter("ns", email("next")).is_err());
         drop(first);
         assert_eq!(*woken.lock().unwrap(), vec!["ns/deleted", "ns/next"]);
         assert_eq!(line.load("ns"), (1, 0));
@@ -212,13 +229,30 @@ mod tests {
         let (line, woken) = line_with(&[]);
         let first = line.enter("ns", email("first")).unwrap();
         let second = line.enter("ns", email("second")).unwrap();
-        assert!(line.enter("ns", email("early")).is_none());
-        assert!(line.enter("ns", email("late")).is_none());
+        assert!(line.enter("ns", email("early")).is_err());
+        assert!(line.enter("ns", email("late")).is_err());
         drop(first);
         // "early" was woken; "late" comes back by its own requeue and finds the place.
         let _late = line.enter("ns", email("late")).unwrap();
         drop(second);
         assert_eq!(*woken.lock().unwrap(), vec!["ns/early"]);
+    }
+
+    #[test]
+    fn a_parked_renderer_comes_back_later_the_more_wait_ahead_of_it() {
+        let after = |waiting| Parked { waiting }.come_back_after();
+        for (waiting, at_least, at_most) in [
+            (1, 7, 9),
+            (10, 25, 30),
+            (150, 305, 366),
+            (100_000, 305, 366),
+        ] {
+            let t = after(waiting);
+            assert!(
+                t >= Duration::from_secs(at_least) && t <= Duration::from_secs(at_most),
+                "{waiting} waiting: {t:?}"
+            );
+        }
     }
 
     #[derive(Clone, Debug)]
@@ -254,7 +288,7 @@ mod tests {
             }));
             let mut held: Vec<Ticket> = Vec::new();
             let enter = |held: &mut Vec<Ticket>, ns: String, who: Renderer| {
-                if let Some(t) = line.enter(&ns, who) {
+                if let Ok(t) = line.enter(&ns, who) {
                     held.push(t);
                 }
             };

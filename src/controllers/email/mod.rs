@@ -224,11 +224,13 @@ impl Reconcile<'_> {
             None => None,
             Some(_) => {
                 let who = Renderer::Email(self.name.clone());
-                let Some(ticket) = self.ctx.render_line.enter(&self.namespace, who) else {
-                    tracing::debug!(email = %self.id, "the namespace's render places are taken; parked");
-                    return Ok(Action::requeue(crate::template::line::parked_fallback()));
-                };
-                Some(ticket)
+                match self.ctx.render_line.enter(&self.namespace, who) {
+                    Ok(ticket) => Some(ticket),
+                    Err(parked) => {
+                        tracing::debug!(email = %self.id, "the namespace's render places are taken; parked");
+                        return Ok(Action::requeue(parked.come_back_after()));
+                    }
+                }
             }
         };
         let gathered = self.gather(resolved, ticket).await?;
