@@ -425,8 +425,9 @@ async fn slow_renders_of_a_namespace_take_two_workers_and_hold_up_none_of_its_ot
     env.apply_yaml(&ns, &email_yaml("literal", "Literal", ""))
         .await;
 
-    // The literal Email goes out well within one render budget, and the namespace never
-    // renders on more than two workers at once.
+    // The literal Email goes out within one render budget (10 s; the margin is for a busy CI
+    // machine, with two workers burning both cores), and the namespace never renders on more
+    // than two workers at once.
     let mut most_busy = 0;
     let mut literal_sent = None;
     let mut failed = std::collections::BTreeSet::new();
@@ -456,7 +457,7 @@ async fn slow_renders_of_a_namespace_take_two_workers_and_hold_up_none_of_its_ot
     println!("literal sent after {literal_sent:?}; at most {most_busy} workers busy");
     let literal_sent = literal_sent.expect("the literal Email was not sent");
     assert!(
-        literal_sent < Duration::from_secs(5),
+        literal_sent < Duration::from_secs(8),
         "the literal Email waited {literal_sent:?} behind slow renders"
     );
     assert!(most_busy <= 2, "{most_busy} workers rendered at once");
