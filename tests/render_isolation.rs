@@ -564,3 +564,48 @@ fn includes_in_a_worker_are_read_through_the_callers_admission() {
     assert_eq!(err.reason, "TemplateError");
     assert!(err.message.contains("not found"), "{}", err.message);
 }
+
+/// A render that overran is not run again with the same inputs: it fails at once, the same
+/// way. One of its includes changed is other inputs, and renders.
+#[test]
+fn an_overrun_is_not_rendered_again_until_what_it_read_changes() {
+    isolation::choose(Isolation::Workers {
+        program: env!("CARGO_BIN_EXE_kmailops").into(),
+    });
+    let page: EmailTemplateSpec =
+        serde_json::from_value(serde_json::json!({"text": "{% include 'inner' %}"})).unwrap();
+    let library_with = |inner: &str| {
+        let spec: EmailTemplateSpec =
+            serde_json::from_value(serde_json::json!({ "text": inner })).unwrap();
+        let mut set = TemplateSet::default();
+        set.insert(
+            "overrun",
+            "inner",
+            kmailops::api::EmailTemplate::new("inner", spec),
+        );
+        Library::new(
+            "overrun",
+            Arc::new(set),
+            Arc::new(Builtins::from_files(Vec::<(String, String)>::new())),
+        )
+    };
+    let render_timed = |library: &Library| {
+        let started = Instant::now();
+        let out = render(library, "page", &page, None, &[Part::Text]);
+        (out, started.elapsed())
+    };
+
+    let (first, took) = render_timed(&library_with(SLOW));
+    let first = first.unwrap_err();
+    assert_eq!(first.reason, RENDER_LIMIT, "{first:?}");
+    assert!(took >= Duration::from_secs(10), "{took:?}");
+
+    // The same inputs (a new library with the same sources): the same error, at once.
+    let (again, took) = render_timed(&library_with(SLOW));
+    assert_eq!(again.unwrap_err(), first);
+    assert!(took < Duration::from_secs(2), "rendered again: {took:?}");
+
+    // The include changed: rendered, and it fits now.
+    let (fixed, _) = render_timed(&library_with("quick"));
+    assert_eq!(fixed.unwrap().text.as_deref(), Some("quick"));
+}

@@ -24,7 +24,7 @@ use super::error::{RenderError, reasons};
 use super::library::Library;
 use super::limits::{MAX_CONCURRENT_RENDERS, RENDER_BUDGET};
 use super::names::Part;
-use super::overruns::Overruns;
+use super::overruns::{MAX_SOURCES, Overruns};
 use super::render::Variables;
 use super::worker::{self, FromWorker, MEMORY_LIMIT_BYTES, Request, ToWorker};
 use crate::api::{EmailTemplateSpec, TemplateErrorDetail};
@@ -179,8 +179,15 @@ impl Pool {
         }
         let mut w = self.checkout().map_err(|_| fail(Failure::Spawn))?;
         let deadline = Instant::now() + RENDER_BUDGET;
+        // What the worker read, each source hashed as it is sent: an edit of an include during
+        // the render must not be taken for what the render read.
         let mut read = Vec::new();
-        match exchange(&mut w, library, &body, deadline, &mut read) {
+        let mut note = |name: String, source: Option<&str>| {
+            if read.len() <= MAX_SOURCES {
+                read.push((name, self.overruns.source(source)));
+            }
+        };
+        match exchange(&mut w, library, &body, deadline, &mut note) {
             Ok(done) => {
                 self.checkin(w);
                 done.map_err(RenderError::from)
@@ -195,10 +202,6 @@ impl Pool {
                     Failure::Died(status)
                 });
                 if costly {
-                    let read = read
-                        .iter()
-                        .map(|(n, s)| (n.clone(), self.overruns.source(s.as_deref())))
-                        .collect();
                     self.overruns
                         .remember(key, read, error.clone(), Instant::now());
                 }
@@ -296,13 +299,13 @@ impl Pool {
 }
 
 /// One request (serialized) and its answer; every source the worker asks for is read from
-/// `library` and noted in `read`.
+/// `library` and shown to `note`.
 fn exchange(
     w: &mut Worker,
     library: &Library,
     request: &[u8],
     deadline: Instant,
-    read: &mut Vec<(String, Option<String>)>,
+    note: &mut impl FnMut(String, Option<&str>),
 ) -> io::Result<Result<RenderedContent, worker::WireError>> {
     worker::write_body(&mut w.input, request)?;
     loop {
@@ -313,8 +316,8 @@ fn exchange(
         match worker::read_frame::<FromWorker>(&mut output)? {
             FromWorker::Source(name) => {
                 let source = library.source(&name);
-                worker::write_frame(&mut w.input, &ToWorker::Source(source.clone()))?;
-                read.push((name, source));
+                note(name, source.as_deref());
+                worker::write_frame(&mut w.input, &ToWorker::Source(source))?;
             }
             FromWorker::Done(result) => return Ok(result),
         }
