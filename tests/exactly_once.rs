@@ -18,6 +18,7 @@ use support::{TestEnv, wait_for};
 
 use kmailops::api::{Email, EmailDelivery, EmailDeliverySpec, EmailPhase, EmailSenderConfig};
 use kmailops::context::Settings;
+use kmailops::ledger::retention::delete_unless_changed;
 
 fn annotate(key: &str, value: Option<&str>) -> serde_json::Value {
     serde_json::json!({"metadata": {"annotations": {key: value}}})
@@ -541,6 +542,43 @@ async fn the_cli_applies_the_operators_attachment_limit() {
             "{args:?}: stdout: {out}\nstderr: {err}"
         );
     }
+}
+
+/// The sweep deletes an expired entry only as it read it: an entry written between the read and
+/// the delete (its Email re-created and sent again at that moment) is kept.
+#[tokio::test]
+async fn an_expired_entry_written_since_the_sweep_read_it_is_kept() {
+    let env = TestEnv::get().await;
+    let ns = env.unique_namespace("retention-race").await;
+    let ledger: Api<EmailDelivery> = Api::namespaced(env.client(), &ns);
+    let hash = "0123456789abcdef".repeat(4);
+    let name = kmailops::ledger::entry_name("welcome", &hash);
+    let entry = EmailDelivery::new(
+        &name,
+        EmailDeliverySpec {
+            email_name: "welcome".into(),
+            email_uid: "0b5e7a8c-0000-4000-8000-000000000000".into(),
+            delivery_hash: hash.clone(),
+            sender_config: format!("{ns}/mailersend"),
+            recipient_count: 1,
+        },
+    );
+    ledger.create(&PostParams::default(), &entry).await.unwrap();
+    let read = ledger.get_metadata(&name).await.unwrap().metadata;
+    // Written after the read: a claim would bump its version the same way.
+    let touch = serde_json::json!({"metadata": {"labels": {"example.org/touched": "1"}}});
+    ledger
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .unwrap();
+    assert!(!delete_unless_changed(&ledger, &name, &read).await.unwrap());
+    assert!(ledger.get_opt(&name).await.unwrap().is_some(), "deleted");
+
+    let read = ledger.get_metadata(&name).await.unwrap().metadata;
+    assert!(delete_unless_changed(&ledger, &name, &read).await.unwrap());
+    assert!(ledger.get_opt(&name).await.unwrap().is_none(), "kept");
+    // Gone already: nothing to do, and no error.
+    assert!(!delete_unless_changed(&ledger, &name, &read).await.unwrap());
 }
 
 /// The ledger's retention, as its first sweep after a start does it: an entry whose Email is

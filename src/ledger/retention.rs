@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 
@@ -105,6 +106,18 @@ async fn write_step(
     email: &str,
     step: SweepStep,
 ) -> Result<(), kube::Error> {
+    let api: Api<EmailDelivery> = Api::namespaced(client.clone(), namespace);
+    // An entry to delete is read before its Email is looked for, and its version is the
+    // delete's precondition: one written since (its Email re-created and sent again at the
+    // boundary) is kept, or a crash before that Email's status write would send it once more.
+    let read = if step == SweepStep::Delete {
+        let Some(entry) = api.get_metadata_opt(name).await? else {
+            return Ok(());
+        };
+        Some(entry.metadata)
+    } else {
+        None
+    };
     // The cache lacks an Email that our types reject (and, for a moment, one just created):
     // before an entry is marked or deleted, the API server is asked whether its Email is
     // really gone. Metadata only, so a rejected Email is still found. Deleting the entry of an
@@ -117,7 +130,6 @@ async fn write_step(
     {
         return Ok(());
     }
-    let api: Api<EmailDelivery> = Api::namespaced(client.clone(), namespace);
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
@@ -134,11 +146,37 @@ async fn write_step(
             api.patch(name, &params, &Patch::Merge(&patch)).await?;
         }
         SweepStep::Delete => {
-            tracing::info!(entry = %format!("{namespace}/{name}"), "deleting EmailDelivery past its retention");
-            api.delete(name, &DeleteParams::default()).await?;
+            let entry = format!("{namespace}/{name}");
+            let Some(read) = read else { return Ok(()) };
+            if delete_unless_changed(&api, name, &read).await? {
+                tracing::info!(%entry, "deleted EmailDelivery past its retention");
+            } else {
+                tracing::info!(%entry, "EmailDelivery past its retention changed or went away since it was read; kept");
+            }
         }
     }
     Ok(())
+}
+
+/// Deletes entry `name` unless it changed since `read` (its metadata as read): returns
+/// whether it was deleted. An entry changed or gone meanwhile is left alone.
+pub async fn delete_unless_changed(
+    api: &Api<EmailDelivery>,
+    name: &str,
+    read: &ObjectMeta,
+) -> Result<bool, kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: read.uid.clone(),
+            resource_version: read.resource_version.clone(),
+        }),
+        ..Default::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
