@@ -643,6 +643,11 @@ async fn an_unused_claim_of_a_later_attempt_is_handed_back_and_the_entry_waits_a
         ..Default::default()
     };
     ledger::record(&api, &name, &waiting).await.unwrap();
+    // The retention sweep marked it while its Email was briefly gone.
+    let mark = serde_json::json!({"metadata": {"annotations": {"kmailops.io/orphaned-since": "2026-01-01T00:00:00Z"}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&mark))
+        .await
+        .unwrap();
     let recorded = api.get(&name).await.unwrap();
     assert!(
         ledger::claim_next(&api, &recorded, 2, "test-a", ttl)
@@ -654,6 +659,11 @@ async fn an_unused_claim_of_a_later_attempt_is_handed_back_and_the_entry_waits_a
         ledger::state(&claimed),
         EntryState::InFlight { attempt: 2, .. }
     ));
+    // Its Email is back and sending: the mark of its absence goes.
+    assert_eq!(
+        claimed.annotations().get("kmailops.io/orphaned-since"),
+        None
+    );
 
     // Guarded like a claim: a stale copy changes nothing.
     assert!(!ledger::withdraw_next(&api, &recorded).await.unwrap());

@@ -244,10 +244,19 @@ pub async fn claim_next(
     instance: &str,
     ttl: std::time::Duration,
 ) -> Result<bool, kube::Error> {
+    let mut annotations: serde_json::Map<String, serde_json::Value> =
+        claim_annotations(instance, attempt, ttl)
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+    // A new attempt is its Email's doing, so the Email is back: a mark that the retention
+    // sweep left from its absence would otherwise still count, and the entry could be deleted
+    // sooner than a whole retention after this send.
+    annotations.insert(retention::ORPHANED_SINCE.into(), serde_json::Value::Null);
     let patch = serde_json::json!({
         "metadata": {
             "resourceVersion": entry.resource_version(),
-            "annotations": claim_annotations(instance, attempt, ttl),
+            "annotations": annotations,
         }
     });
     let params = merge_params();
