@@ -18,7 +18,7 @@ use support::{TestEnv, wait_for};
 
 use kmailops::api::{Email, EmailDelivery, EmailDeliverySpec, EmailPhase, EmailSenderConfig};
 use kmailops::context::Settings;
-use kmailops::ledger::retention::delete_unless_changed;
+use kmailops::ledger::delete_unless_changed;
 
 fn annotate(key: &str, value: Option<&str>) -> serde_json::Value {
     serde_json::json!({"metadata": {"annotations": {key: value}}})

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use sha2::{Digest, Sha256};
@@ -221,14 +221,24 @@ pub async fn withdraw_new(
     api: &Api<EmailDelivery>,
     entry: &EmailDelivery,
 ) -> Result<bool, kube::Error> {
+    delete_unless_changed(api, &entry.name_any(), &entry.metadata).await
+}
+
+/// Deletes entry `name` unless it changed since `read` (its metadata as read): returns
+/// whether it was deleted. An entry changed or gone meanwhile is left alone.
+pub async fn delete_unless_changed(
+    api: &Api<EmailDelivery>,
+    name: &str,
+    read: &ObjectMeta,
+) -> Result<bool, kube::Error> {
     let params = kube::api::DeleteParams {
         preconditions: Some(kube::api::Preconditions {
-            uid: entry.metadata.uid.clone(),
-            resource_version: entry.metadata.resource_version.clone(),
+            uid: read.uid.clone(),
+            resource_version: read.resource_version.clone(),
         }),
         ..Default::default()
     };
-    match api.delete(&entry.name_any(), &params).await {
+    match api.delete(name, &params).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(false),
         Err(e) => Err(e),

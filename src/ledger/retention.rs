@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 
 use crate::api::{Email, EmailDelivery, FIELD_MANAGER};
+use crate::ledger::delete_unless_changed;
 use crate::ledger::index::LedgerIndex;
 
 /// Annotation on an EmailDelivery whose Email is gone: since when.
@@ -156,27 +156,6 @@ async fn write_step(
         }
     }
     Ok(())
-}
-
-/// Deletes entry `name` unless it changed since `read` (its metadata as read): returns
-/// whether it was deleted. An entry changed or gone meanwhile is left alone.
-pub async fn delete_unless_changed(
-    api: &Api<EmailDelivery>,
-    name: &str,
-    read: &ObjectMeta,
-) -> Result<bool, kube::Error> {
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: read.uid.clone(),
-            resource_version: read.resource_version.clone(),
-        }),
-        ..Default::default()
-    };
-    match api.delete(name, &params).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(false),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]
